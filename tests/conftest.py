@@ -1,0 +1,118 @@
+"""Fixtures: the native test double, compiled once per run, and a leak check
+around every test."""
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for path in (ROOT, HERE):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import farm as farmlib  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def double_path(tmp_path_factory):
+    path = farmlib.build(str(tmp_path_factory.mktemp("double")))
+    # wtsapi loads lazily and once per process; every test shares this one.
+    os.environ["WTSAPI32_DLL"] = path
+    return path
+
+
+@pytest.fixture(scope="session")
+def _double(double_path):
+    return farmlib.Double(double_path)
+
+
+@pytest.fixture(autouse=True)
+def double(_double, tmp_path):
+    """The test double, reset to an empty farm; fails the test if it leaks a
+    buffer or a server handle, or frees or closes anything wrongly."""
+    _double.reset()
+    before = _double.leaks()
+    yield _double
+    # Calls cut off by a timeout may still be sleeping in the double.
+    deadline = time.monotonic() + 15
+    while _double.in_flight() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    after = _double.leaks()
+    assert after == before, "test double: leak or misuse: %r -> %r" % (
+        before, after)
+
+
+@pytest.fixture
+def load(double, tmp_path):
+    """``load(farm)`` makes ``farm`` the double's farm for this test."""
+    def _load(farm=None):
+        farm = farm or farmlib.standard_farm()
+        double.load(farm, tmp_path / "farm.txt")
+        return farm
+    return _load
+
+
+class Run:
+    """The outcome of one CLI run."""
+
+    def __init__(self, code, out, err, log=None, exit_stats=None):
+        self.code, self.out, self.err = code, out, err
+        self.log, self.exit_stats = log, exit_stats
+
+    def __repr__(self):
+        return "Run(code=%r, out=%r, err=%r)" % (self.code, self.out, self.err)
+
+
+@pytest.fixture
+def cli(load, double, capsys):
+    """``cli(*args)`` runs logoff.main in-process against the loaded farm."""
+    import logoff
+
+    def _run(*args):
+        capsys.readouterr()
+        code = logoff.main(list(args))
+        out, err = capsys.readouterr()
+        return Run(code, out, err, double.log())
+    return _run
+
+
+@pytest.fixture
+def run_process(double_path, tmp_path):
+    """``run_process(farm, *args, env=..., how=...)`` runs the CLI as a real
+    child process (as a scheduled task runs it) against ``farm``; the
+    double's call log comes back from a file."""
+    counter = itertools.count(1)      # next() is atomic: threads may share
+
+    def _run(farm, *args, how="script", env=None, stdin=None, timeout=60,
+             encoding=None):
+        n = next(counter)
+        farm_file = farm.write(str(tmp_path / ("farm%d.txt" % n)))
+        log_file = str(tmp_path / ("calls%d.log" % n))
+        full_env = dict(os.environ, WTSAPI32_DLL=double_path,
+                        WTSDOUBLE_FARM=farm_file, WTSDOUBLE_LOG=log_file)
+        full_env.pop("PYTHONIOENCODING", None)
+        full_env.update(env or {})
+        if how == "script":
+            cmd = [sys.executable, os.path.join(ROOT, "logoff.py")]
+        elif how == "module":
+            cmd = [sys.executable, "-m", "logoff"]
+        else:
+            raise ValueError(how)
+        proc = subprocess.run(cmd + list(args), cwd=ROOT, env=full_env,
+                              stdin=subprocess.DEVNULL if stdin is None
+                              else stdin, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=timeout)
+        try:
+            with open(log_file, encoding="utf-8") as f:
+                log, stats = farmlib.parse_log(f.read())
+        except FileNotFoundError:
+            log, stats = [], None
+        enc = encoding or "utf-8"
+        return Run(proc.returncode, proc.stdout.decode(enc, "replace"),
+                   proc.stderr.decode(enc, "replace"), log, stats)
+    return _run

@@ -1,0 +1,316 @@
+"""Drive the native test double (tests/wtsdouble.c) from Python.
+
+``Farm`` writes the double's farm file; ``Double`` builds the library and
+speaks its control API (TD_*): load a farm, count calls, read the call log,
+check for leaked buffers and handles.  See README "The test double".
+
+Run as a script, it serves a small simulated farm to logoff.py, so anyone can
+see the tool work on a machine without Windows:
+
+    python tests/farm.py /query
+"""
+
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+from urllib.parse import quote, unquote
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SOURCE = os.path.join(HERE, "wtsdouble.c")
+WINDOWS = sys.platform == "win32"
+
+# FILETIME arithmetic: 100 ns ticks.
+SECOND = 10 ** 7
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+CLOCK = 133500000000000000          # the double's default server clock
+
+ACTIVE, CONNECTED, CONNECTQUERY, SHADOW, DISCONNECTED, IDLE, LISTEN, RESET, \
+    DOWN, INIT = range(10)
+
+
+def _q(text):
+    return quote(str(text), safe="")
+
+
+class ServerSpec:
+    def __init__(self, name, **flags):
+        self.name = name
+        self.flags = flags
+        self.sessions = []
+
+    def session(self, id, name="", state=ACTIVE, user="", domain="", **times):
+        """Add a session; ``times`` are logon/connect/disconnect/input
+        FILETIMEs, ``logoff_ms`` and ``response`` as the double takes them."""
+        self.sessions.append(dict(id=id, name=name, state=state, user=user,
+                                  domain=domain, **times))
+        return self
+
+    def render(self):
+        words = ["server", _q(self.name)]
+        for key, value in self.flags.items():
+            if value is True:
+                words.append(key)
+            elif value is False:
+                words.append("%s=0" % key)
+            elif value is not None:
+                words.append("%s=%s" % (key, _q(value)))
+        lines = [" ".join(words)]
+        for s in self.sessions:
+            lines.append("session " + " ".join(
+                "%s=%s" % (k, _q(v)) for k, v in s.items() if v != ""))
+        return lines
+
+
+class Farm:
+    """A farm of simulated session hosts; ``"."`` is the local server."""
+
+    def __init__(self, caller=None, fullcontrol=True):
+        self.servers = {}
+        self.rules = []
+        self.caller_session = caller
+        self.caller_fullcontrol = fullcontrol
+        self.server(".")
+
+    def server(self, name, **flags):
+        """The server ``name`` (created on first use), to add sessions to."""
+        spec = self.servers.get(name)
+        if spec is None:
+            spec = self.servers[name] = ServerSpec(name, **flags)
+        else:
+            spec.flags.update(flags)
+        return spec
+
+    def latency(self, server, func, ms):
+        self.rules.append("latency server=%s func=%s ms=%d"
+                          % (_q(server), func, ms))
+        return self
+
+    def fail(self, server, func, error, count=None, session=None):
+        line = "fail server=%s func=%s error=%d" % (_q(server), func, error)
+        if count is not None:
+            line += " count=%d" % count
+        if session is not None:
+            line += " session=%d" % session
+        self.rules.append(line)
+        return self
+
+    def mutate(self, after, server, id, **changes):
+        """After the N-th call of a function (``after="FUNC:N"``), change or
+        (``remove=1``) remove a session."""
+        self.rules.append("mutate after=%s server=%s id=%d %s" % (
+            after, _q(server), id,
+            " ".join("%s=%s" % (k, _q(v)) for k, v in changes.items())))
+        return self
+
+    def render(self):
+        lines = []
+        for spec in self.servers.values():
+            lines.extend(spec.render())
+        if self.caller_session is not None:
+            lines.append("caller session=%d fullcontrol=%d" % (
+                self.caller_session, 1 if self.caller_fullcontrol else 0))
+        lines.extend(self.rules)
+        return "\n".join(lines) + "\n"
+
+    def write(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.render())
+        return path
+
+
+def standard_farm():
+    """The farm most tests start from.
+
+    Local server: 0 services, 1 console (admin), 2 the caller (operator),
+    3 alice active, 4 bob disconnected, 5 田中 active, 65536 the listener.
+    RDS1, RDS2: a few users each.  DOWN: unreachable.
+    """
+    farm = Farm(caller=2)
+    local = farm.server(".")
+    local.session(0, "Services", DISCONNECTED)
+    local.session(1, "Console", ACTIVE, "admin", "CORP",
+                  logon=CLOCK - 5 * DAY, input=CLOCK - 10 * SECOND)
+    local.session(2, "RDP-Tcp#7", ACTIVE, "operator", "CORP",
+                  logon=CLOCK - HOUR, input=CLOCK - 2 * SECOND)
+    local.session(3, "RDP-Tcp#8", ACTIVE, "alice", "CORP",
+                  logon=CLOCK - 3 * HOUR, input=CLOCK - 30 * MINUTE)
+    local.session(4, "", DISCONNECTED, "bob", "CORP",
+                  logon=CLOCK - DAY, input=CLOCK - 9 * HOUR,
+                  disconnect=CLOCK - 3 * HOUR)
+    local.session(5, "RDP-Tcp#9", ACTIVE, "田中", "CORP",
+                  logon=CLOCK - 2 * HOUR, input=CLOCK - 5 * MINUTE)
+    local.session(65536, "RDP-Tcp", LISTEN)
+    rds1 = farm.server("RDS1")
+    rds1.session(0, "Services", DISCONNECTED)
+    rds1.session(2, "RDP-Tcp#1", ACTIVE, "carol", "CORP",
+                 logon=CLOCK - HOUR, input=CLOCK - 1 * MINUTE)
+    rds1.session(3, "", DISCONNECTED, "dave", "CORP",
+                 logon=CLOCK - DAY, disconnect=CLOCK - 5 * HOUR)
+    rds1.session(65536, "RDP-Tcp", LISTEN)
+    rds2 = farm.server("RDS2")
+    rds2.session(0, "Services", DISCONNECTED)
+    rds2.session(4, "RDP-Tcp#3", ACTIVE, "erin", "CORP",
+                 logon=CLOCK - HOUR, input=CLOCK - 4 * HOUR)
+    rds2.session(65536, "RDP-Tcp", LISTEN)
+    farm.server("DOWN", unreachable=True)
+    return farm
+
+
+# --- The library ---------------------------------------------------------------
+
+def build(outdir=None, cc=None):
+    """Compile the double with the host C compiler; return the library path.
+
+    On Windows there is no compiler to count on: ``WTSDOUBLE_PREBUILT`` names
+    a DLL cross-compiled from the same source (tests/winleg.py builds it).
+    """
+    if WINDOWS:
+        path = os.environ.get("WTSDOUBLE_PREBUILT")
+        if not path or not os.path.exists(path):
+            raise RuntimeError("on Windows, set WTSDOUBLE_PREBUILT to the "
+                               "test double built as a DLL")
+        return path
+    outdir = outdir or tempfile.mkdtemp(prefix="wtsdouble-")
+    path = os.path.join(outdir, "libwtsdouble.so")
+    cmd = [cc or os.environ.get("CC", "cc"), "-std=c11", "-O1", "-g",
+           "-shared", "-fPIC", "-o", path, SOURCE, "-lpthread"]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+class LogEntry(tuple):
+    """One call the double saw: func, server, session, ok, error, extra."""
+    __slots__ = ()
+    func = property(lambda self: self[0])
+    server = property(lambda self: self[1])
+    session = property(lambda self: self[2])
+    ok = property(lambda self: self[3])
+    error = property(lambda self: self[4])
+    extra = property(lambda self: self[5])
+
+    def fields(self):
+        """EXTRA as a dict (percent-decoded)."""
+        out = {}
+        for part in self.extra.split(";") if self.extra else ():
+            key, _, value = part.partition("=")
+            out[key] = unquote(value)
+        return out
+
+
+def parse_log(text):
+    """The double's call log (TD_Log or a WTSDOUBLE_LOG file) as entries;
+    an ``#exit`` line becomes a dict under the key ``None``."""
+    entries, exit_stats = [], None
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("#exit"):
+            exit_stats = dict(p.split("=", 1) for p in line.split("\t")[1:])
+            exit_stats = {k: int(v) for k, v in exit_stats.items()}
+            continue
+        func, server, session, ok, error, extra = (line.split("\t") + [""])[:6]
+        entries.append(LogEntry((
+            func, server, None if session == "-" else int(session),
+            ok == "1", int(error), extra)))
+    return entries, exit_stats
+
+
+class Double:
+    """The control API of a loaded test double."""
+
+    STATE_CHANGING = ("WTSLogoffSession", "WTSDisconnectSession",
+                      "WTSSendMessageW")
+
+    def __init__(self, path):
+        self.path = path
+        lib = ctypes.CDLL(path)
+        c_char_p, c_int, c_long = ctypes.c_char_p, ctypes.c_int, ctypes.c_long
+        for name, res, args in (
+                ("TD_Load", c_int, [c_char_p]),
+                ("TD_Reset", None, []),
+                ("TD_Calls", c_int, [c_char_p, c_char_p]),
+                ("TD_LiveAllocations", c_long, []),
+                ("TD_OpenHandles", c_long, []),
+                ("TD_BadFrees", c_long, []),
+                ("TD_BadHandles", c_long, []),
+                ("TD_InFlight", c_int, []),
+                ("TD_MaxInFlight", c_int, []),
+                ("TD_Log", c_char_p, []),
+                ("TD_SessionExists", c_int, [c_char_p, ctypes.c_uint32]),
+                ("TD_SessionState", c_int, [c_char_p, ctypes.c_uint32])):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        self.lib = lib
+
+    @staticmethod
+    def _b(text):
+        return None if text is None else text.encode("utf-8")
+
+    def load(self, farm, path):
+        farm.write(path)
+        line = self.lib.TD_Load(self._b(os.fspath(path)))
+        if line:
+            raise ValueError("the double rejected line %d of the farm:\n%s"
+                             % (line, farm.render()))
+
+    def reset(self):
+        self.lib.TD_Reset()
+
+    def calls(self, server=None, func=None):
+        return self.lib.TD_Calls(self._b(server), self._b(func))
+
+    # Opening and closing a server handle are local; everything else is a
+    # round trip to the server.  Freeing is local too.
+    LOCAL_ONLY = ("WTSOpenServerW", "WTSCloseServer", "WTSFreeMemory",
+                  "WTSFreeMemoryExW")
+
+    def rpcs(self, server=None):
+        """Calls that would cross the network to ``server``."""
+        return self.calls(server) - sum(self.calls(server, f)
+                                        for f in self.LOCAL_ONLY)
+
+    def max_in_flight(self):
+        """The most exported calls running at once since the last load."""
+        return self.lib.TD_MaxInFlight()
+
+    def log(self):
+        return parse_log(self.lib.TD_Log().decode("utf-8"))[0]
+
+    def state_changes(self):
+        return [e for e in self.log() if e.func in self.STATE_CHANGING]
+
+    def exists(self, server, session_id):
+        return bool(self.lib.TD_SessionExists(self._b(server), session_id))
+
+    def state(self, server, session_id):
+        return self.lib.TD_SessionState(self._b(server), session_id)
+
+    def leaks(self):
+        return dict(live=self.lib.TD_LiveAllocations(),
+                    handles=self.lib.TD_OpenHandles(),
+                    badfrees=self.lib.TD_BadFrees(),
+                    badhandles=self.lib.TD_BadHandles())
+
+    def in_flight(self):
+        return self.lib.TD_InFlight()
+
+
+def demo(argv):
+    """Run logoff.py against ``standard_farm()`` served by the double."""
+    outdir = tempfile.mkdtemp(prefix="logoff-demo-")
+    lib = build(outdir)
+    farm_path = standard_farm().write(os.path.join(outdir, "farm.txt"))
+    os.environ["WTSAPI32_DLL"] = lib
+    os.environ["WTSDOUBLE_FARM"] = farm_path
+    sys.path.insert(0, ROOT)
+    import logoff
+    return logoff.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(demo(sys.argv[1:]))
