@@ -1,0 +1,569 @@
+"""Beyond logoff.exe: selection, warnings, many servers, JSON, audit log."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import logoff
+from farm import (ACTIVE, CLOCK, CONNECTED, DISCONNECTED, HOUR, IDLE, LISTEN,
+                  MINUTE, SECOND, Farm, standard_farm)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def logoffs(run):
+    return sorted((e.server, e.session) for e in run.log
+                  if e.func == "WTSLogoffSession" and e.ok)
+
+
+def messages(run):
+    return sorted((e.server, e.session) for e in run.log
+                  if e.func == "WTSSendMessageW")
+
+
+def state_changes(run):
+    return [e for e in run.log if e.func in (
+        "WTSLogoffSession", "WTSDisconnectSession", "WTSSendMessageW")]
+
+
+def doc(run):
+    return json.loads(run.out)
+
+
+# --- /query ------------------------------------------------------------------------
+
+def test_query_lists_every_session(cli, load, double):
+    load()
+    r = cli("/query")
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    assert lines[0].split() == ["SERVER", "ID", "SESSIONNAME", "USERNAME",
+                                "STATE", "IDLE", "TIME", "LOGON", "TIME"]
+    ids = [int(line[1:].split()[1]) for line in lines[1:]]
+    assert ids == [0, 1, 2, 3, 4, 5, 65536]
+    own = [line for line in lines if line.startswith(">")]
+    assert len(own) == 1 and "CORP\\operator" in own[0]
+    row = {int(line[1:].split()[1]): line for line in lines[1:]}
+    assert "CORP\\alice" in row[3] and " 30 " in row[3]
+    assert "Disconnected" in row[4] and " 3:00 " in row[4]
+    assert "田中" in row[5]
+    assert "Listen" in row[65536]
+    assert state_changes(r) == []
+
+
+def test_query_with_selection_lists_what_it_selects(cli, load):
+    load()
+    r = cli("/query", "/state:disc,active")
+    assert r.code == 0
+    ids = sorted(int(l[1:].split()[1]) for l in r.out.splitlines()[1:])
+    assert ids == [3, 4, 5]          # never 0, 1 (console), 2 (own), 65536
+    assert state_changes(r) == []
+
+
+def test_query_json(cli, load):
+    load()
+    r = cli("/query", "/json", "/server:RDS1,DOWN")
+    assert r.code == 2
+    d = doc(r)
+    assert [(s["server"], s["id"], s["result"]) for s in d["sessions"]] == [
+        ("RDS1", 0, "listed"), ("RDS1", 2, "listed"), ("RDS1", 3, "listed"),
+        ("RDS1", 65536, "listed")]
+    dave = d["sessions"][2]
+    assert dave["state"] == "disconnected" and dave["state_code"] == 4
+    assert dave["idle_seconds"] == 5 * 3600
+    assert dave["logon_time"].endswith("Z")
+    assert [(e["server"], e["error"]) for e in d["server_errors"]] == [
+        ("DOWN", 1722)]
+    assert r.err == ""
+
+
+# --- Selection ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("switches,expected", [
+    (["/state:disc"], [4]),
+    (["/state:DISCONNECTED"], [4]),
+    (["/state:active"], [3, 5]),
+    (["/user:ALI*"], [3]),
+    (["/user:corp\\b?b"], [4]),
+    (["/user:other\\bob"], []),
+    (["/user:*"], [3, 4, 5]),
+    (["/user:alice,田中"], [3, 5]),
+    (["/user:*", "/state:active"], [3, 5]),
+    (["/idle:1h"], [4]),
+    (["/idle:30m"], [3, 4]),                 # exactly 30m is enough
+    (["/idle:1800"], [3, 4]),
+    (["/idle:31m"], [4]),
+    (["/idle:0"], [3, 4, 5]),
+    (["/user:bob", "/state:active"], []),
+    (["/user:admin"], []),                   # the console's user
+    (["/user:operator"], []),                # the caller's own session
+])
+def test_selection(cli, load, double, switches, expected):
+    load()
+    r = cli("/json", *switches)
+    assert r.code == 0, r.err
+    assert [s["id"] for s in doc(r)["sessions"]] == expected
+    assert logoffs(r) == [(".", i) for i in expected]
+    assert all(s["result"] == "logged-off" for s in doc(r)["sessions"])
+
+
+def test_states_are_numbers_not_text(cli, load):
+    farm = Farm(caller=1)
+    srv = farm.server("S")
+    for sid, state in ((2, IDLE), (3, CONNECTED), (4, DISCONNECTED),
+                       (5, ACTIVE), (6, 42)):
+        srv.session(sid, "", state, "u%d" % sid, "CORP")
+    load(farm)
+    r = cli("/query", "/json", "/server:S", "/state:idle,connected")
+    assert [s["id"] for s in doc(r)["sessions"]] == [2, 3]
+    r = cli("/query", "/json", "/server:S", "/user:u6")
+    assert doc(r)["sessions"][0]["state_code"] == 42
+
+
+def test_idle_uses_the_server_clock(cli, load):
+    far = CLOCK + 20000 * HOUR
+    farm = Farm(caller=1)
+    farm.server("FAR", clock=far).session(
+        3, "RDP-Tcp#3", ACTIVE, "amy", "CORP", input=far - 2 * HOUR)
+    farm.server("FAR").session(
+        4, "", DISCONNECTED, "ben", "CORP", input=far - 30 * HOUR,
+        disconnect=far - 10 * MINUTE)
+    farm.server("FAR").session(5, "RDP-Tcp#5", ACTIVE, "cy", "CORP")
+    load(farm)
+    r = cli("/json", "/whatif", "/server:FAR", "/idle:1h")
+    assert [s["id"] for s in doc(r)["sessions"]] == [3]
+    assert doc(r)["sessions"][0]["idle_seconds"] == 2 * 3600
+
+
+def test_nothing_matches_is_success(cli, load):
+    load()
+    r = cli("/user:nobody", "/v")
+    assert r.code == 0
+    assert r.out == "No session matches the selection.\n"
+    r = cli("/user:nobody")
+    assert (r.code, r.out, r.err) == (0, "", "")
+
+
+@pytest.mark.parametrize("args,why", [
+    (["3", "/user:x"], "cannot be combined"),
+    (["/state:sleepy"], "unknown state"),
+    (["/idle:abc"], "not a duration"),
+    (["/idle:-5m"], "not a duration"),
+    (["/idle:5w"], "not a duration"),
+    (["/idle:1e3"], "not a duration"),
+    (["/idle:nan"], "not a duration"),
+    (["/user:,"], "needs"),
+    (["/grace:5m", "/state:disc"], "/grace goes with /warn"),
+    (["/parallel:0", "/state:disc"], "/parallel"),
+    (["/parallel:x", "/state:disc"], "/parallel"),
+    (["/timeout:0", "/state:disc"], "/timeout"),
+    (["/wait:", "/state:disc"], "/wait"),
+    (["/query", "/whatif"], "cannot be combined"),
+    (["3", "/server:A,B"], "exactly one server"),
+    (["/state:disc", "/server:@"], "file"),
+    (["/state:disc", "/server:@/no/such/file"], "cannot read"),
+])
+def test_bad_extension_arguments(cli, load, double, args, why):
+    load()
+    r = cli(*args)
+    assert r.code == 1
+    assert r.err.startswith("Invalid parameter(s)") and why in r.err
+    assert double.calls() == 0
+
+
+def test_durations():
+    assert logoff.parse_duration("90s", "x") == 90
+    assert logoff.parse_duration("15m", "x") == 900
+    assert logoff.parse_duration("2H", "x") == 7200
+    assert logoff.parse_duration("1d", "x") == 86400
+    assert logoff.parse_duration("45", "x") == 45
+    assert logoff.parse_duration("0.5", "x") == 0.5
+
+
+# --- Calls per operation (deterministic, counted by the double) ---------------------
+
+@pytest.mark.parametrize("n", [10, 100])
+def test_calls_per_operation(cli, load, double, n):
+    farm = Farm(caller=1)
+    srv = farm.server("N")
+    for i in range(n):
+        srv.session(10 + i, "", DISCONNECTED if i % 2 else ACTIVE,
+                    "user%d" % i, "CORP", disconnect=CLOCK - i * MINUTE,
+                    input=CLOCK - i * MINUTE)
+    load(farm)
+    # Select by user or state: one enumeration.
+    r = cli("/whatif", "/server:N", "/user:user1*", "/state:disc")
+    assert double.calls("N", "WTSEnumerateSessionsExW") == 1
+    assert double.rpcs("N") == 1
+    # By idle: one enumeration plus one query per session past the others.
+    load(farm)
+    r = cli("/whatif", "/json", "/server:N", "/state:disc", "/idle:5m")
+    passed_other_filters = n // 2
+    assert double.calls("N", "WTSQuerySessionInformationW") == \
+        passed_other_filters
+    assert double.rpcs("N") == 1 + passed_other_filters
+    selected = len(doc(r)["sessions"])
+    # Logging off k sessions: k logoff calls.
+    load(farm)
+    r = cli("/server:N", "/state:disc", "/idle:5m")
+    assert double.calls("N", "WTSLogoffSession") == selected
+    assert double.rpcs("N") == 1 + passed_other_filters + selected
+    # A warned run adds k messages and one re-enumeration (its idle
+    # re-check queries the sessions again).
+    load(farm)
+    r = cli("/server:N", "/state:disc", "/warn:bye", "/grace:0")
+    assert double.calls("N", "WTSSendMessageW") == n // 2
+    assert double.calls("N", "WTSEnumerateSessionsExW") == 2
+    assert double.calls("N", "WTSLogoffSession") == n // 2
+    assert double.rpcs("N") == 2 + 2 * (n // 2)
+
+
+# --- /whatif -----------------------------------------------------------------------
+
+def test_whatif_changes_nothing(cli, load, double):
+    load()
+    r = cli("/whatif", "/state:disc,active", "/server:RDS1,RDS2")
+    assert r.code == 0
+    assert state_changes(r) == []
+    assert r.out.splitlines() == [
+        "What if: log off session 2 (RDP-Tcp#1, CORP\\carol, Active) on "
+        "server RDS1.",
+        "What if: log off session 3 (CORP\\dave, Disconnected) on server "
+        "RDS1.",
+        "What if: log off session 4 (RDP-Tcp#3, CORP\\erin, Active) on "
+        "server RDS2."]
+
+
+def test_whatif_with_warn_sends_nothing(cli, load):
+    load()
+    r = cli("/whatif", "/warn:bye", "/grace:10m", "/user:alice")
+    assert r.code == 0
+    assert state_changes(r) == []
+    assert r.out.startswith("What if: warn session 3")
+    assert "wait 10m, then log it off if it still matches" in r.out
+
+
+def test_whatif_explicit_session(cli, load):
+    load()
+    r = cli("3", "/whatif")
+    assert r.code == 0 and state_changes(r) == []
+    assert r.out.startswith("What if: log off session 3 (RDP-Tcp#8")
+
+
+# --- /warn and the grace period ---------------------------------------------------------
+
+def warn_farm():
+    farm = Farm(caller=1)
+    s = farm.server("W")
+    s.session(1, "Console", ACTIVE, "admin", "CORP")
+    for sid, user in ((11, "gone"), (12, "swapped"), (13, "back"),
+                      (14, "stays"), (15, "stays2")):
+        s.session(sid, "", DISCONNECTED, user, "CORP",
+                  disconnect=CLOCK - 3 * HOUR)
+    return farm
+
+
+def test_warn_then_logoff_rechecks(cli, load, double):
+    farm = warn_farm()
+    after = "WTSSendMessageW:5"           # once every warning has gone out
+    farm.mutate(after, "W", 11, remove=1)
+    farm.mutate(after, "W", 12, user="intruder")
+    farm.mutate(after, "W", 13, state=ACTIVE)
+    load(farm)
+    r = cli("/server:W", "/state:disc", "/warn:Maintenance in 1 minute",
+            "/grace:0.2", "/json")
+    assert r.code == 0, r.err
+    assert messages(r) == [("W", i) for i in (11, 12, 13, 14, 15)]
+    sent = [e for e in r.log if e.func == "WTSSendMessageW"][0].fields()
+    assert sent["text"] == "Maintenance in 1 minute" and sent["wait"] == "0"
+    assert logoffs(r) == [("W", 14), ("W", 15)]
+    got = {s["id"]: s for s in doc(r)["sessions"]}
+    assert {k: v["result"] for k, v in got.items()} == {
+        11: "spared", 12: "spared", 13: "spared", 14: "logged-off",
+        15: "logged-off"}
+    assert got[11]["message"] == "the session has ended"
+    assert "intruder" in got[12]["message"]
+    assert "now active" in got[13]["message"]
+    assert all(s["warned"] for s in got.values())
+    # Everything sent happened before the re-enumeration, and every logoff
+    # after it.
+    funcs = [e.func for e in r.log if e.server == "W"]
+    second_enum = [i for i, f in enumerate(funcs)
+                   if f == "WTSEnumerateSessionsExW"][1]
+    assert "WTSSendMessageW" not in funcs[second_enum:]
+    assert "WTSLogoffSession" not in funcs[:second_enum]
+
+
+def test_warn_failure_spares_the_session(cli, load, double):
+    farm = warn_farm()
+    farm.fail("W", "WTSSendMessageW", 5, session=14)
+    load(farm)
+    r = cli("/server:W", "/user:stays*", "/warn:bye", "/grace:0")
+    assert r.code == 2
+    assert logoffs(r) == [("W", 15)]
+    assert "could not warn session 14" in r.err and "(error 5)" in r.err
+    assert double.exists("W", 14)
+
+
+def test_ctrl_c_during_grace_logs_off_no_one(cli, load, double, monkeypatch):
+    load(warn_farm())
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(time, "sleep", interrupted)
+    r = cli("/server:W", "/state:disc", "/warn:bye", "/grace:5m")
+    assert r.code == 1
+    assert "no one was logged off" in r.err
+    assert len(messages(r)) == 5
+    assert logoffs(r) == []
+    assert [e.func for e in r.log].count("WTSLogoffSession") == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signal")
+def test_ctrl_c_during_grace_real_process(double_path, tmp_path):
+    farm_file = warn_farm().write(str(tmp_path / "farm.txt"))
+    log_file = str(tmp_path / "calls.log")
+    env = dict(os.environ, WTSAPI32_DLL=double_path, WTSDOUBLE_FARM=farm_file,
+               WTSDOUBLE_LOG=log_file)
+    p = subprocess.Popen([sys.executable, "logoff.py", "/server:W",
+                          "/state:disc", "/warn:bye", "/grace:60"],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if os.path.exists(log_file) and open(log_file).read().count(
+                "WTSSendMessageW") == 5:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 1
+    assert b"no one was logged off" in err and b"Traceback" not in err
+    assert "WTSLogoffSession" not in open(log_file).read()
+
+
+# --- /wait ------------------------------------------------------------------------
+
+def test_wait_passes_bwait(cli, load):
+    load()
+    r = cli("/state:disc", "/wait")
+    assert r.code == 0
+    assert [e.extra for e in r.log if e.func == "WTSLogoffSession"] == [
+        "wait=1"]
+
+
+def test_wait_limit_reports_slow_session(cli, load, double):
+    farm = Farm(caller=1)
+    s = farm.server("S")
+    s.session(3, "", DISCONNECTED, "slow", "CORP", logoff_ms=3000)
+    s.session(4, "", DISCONNECTED, "fast", "CORP")
+    load(farm)
+    r = cli("/server:S", "/state:disc", "/wait:0.3", "/json")
+    assert r.code == 2
+    got = {x["id"]: x for x in doc(r)["sessions"]}
+    assert got[4]["result"] == "logged-off"
+    assert got[3]["result"] == "failed" and got[3]["error"] == 1460
+    assert "did not finish" in got[3]["message"]
+
+
+# --- Many servers ---------------------------------------------------------------------
+
+def test_server_list_and_file(cli, load, tmp_path):
+    load()
+    listing = tmp_path / "farm.txt"
+    listing.write_text("# the farm\nRDS1\n\n  rds2  # second\nrds1\n",
+                       encoding="utf-8")
+    r = cli("/whatif", "/json", "/state:disc,active",
+            "/server:@%s,RDS2,\\\\RDS1" % listing)
+    assert r.code == 0
+    assert sorted({s["server"] for s in doc(r)["sessions"]}) == [
+        "RDS1", "rds2"]
+
+
+def test_one_server_failing_never_stops_the_others(cli, load):
+    load()
+    r = cli("/state:disc", "/server:DOWN,RDS1")
+    assert r.code == 2
+    assert logoffs(r) == [("RDS1", 3)]
+    assert "DOWN" in r.err and "(error 1722)" in r.err
+    r = cli("/state:disc", "/server:DOWN")
+    assert r.code == 1
+
+
+def test_fifty_slow_servers_run_concurrently(cli, load, double):
+    farm = Farm(caller=1)
+    names = ["H%02d" % i for i in range(50)]
+    for name in names:
+        farm.server(name).session(3, "", DISCONNECTED, "u", "CORP")
+        farm.latency(name, "*", 200)
+    load(farm)
+    t0 = time.monotonic()
+    r = cli("/state:disc", "/server:" + ",".join(names))
+    elapsed = time.monotonic() - t0
+    assert r.code == 0, r.err
+    assert len(logoffs(r)) == 50
+    # Per server: open, enumerate, log off, close = 4 calls of 200 ms.
+    one_after_another = 50 * 4 * 0.2
+    assert elapsed < one_after_another / 4, elapsed
+    assert double.max_in_flight() == 16          # /parallel's default
+
+
+def test_parallel_bounds_concurrency(cli, load, double):
+    farm = Farm(caller=1)
+    names = ["H%02d" % i for i in range(8)]
+    for name in names:
+        farm.server(name).session(3, "", DISCONNECTED, "u", "CORP")
+        farm.latency(name, "WTSEnumerateSessionsExW", 100)
+    load(farm)
+    r = cli("/state:disc", "/parallel:3", "/server:" + ",".join(names))
+    assert r.code == 0
+    assert double.max_in_flight() == 3
+
+
+def test_hung_server_is_cut_off(cli, load, double):
+    farm = standard_farm()
+    farm.latency("RDS2", "WTSEnumerateSessionsExW", 2500)
+    load(farm)
+    t0 = time.monotonic()
+    r = cli("/state:disc,active", "/server:RDS1,RDS2", "/timeout:0.5",
+            "/json")
+    elapsed = time.monotonic() - t0
+    assert r.code == 2
+    assert elapsed < 2.5
+    d = doc(r)
+    assert [(e["server"], e["error"]) for e in d["server_errors"]] == [
+        ("RDS2", 1460)]
+    assert logoffs(r) == [("RDS1", 2), ("RDS1", 3)]
+    # The abandoned worker must not log anyone off on RDS2 when it wakes.
+    deadline = time.monotonic() + 10
+    while double.in_flight() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)
+    assert double.exists("RDS2", 4)
+    assert not [e for e in double.log() if e.func == "WTSLogoffSession"
+                and e.server == "RDS2"]
+
+
+# --- /json ---------------------------------------------------------------------------
+
+SESSION_KEYS = {"server", "id", "name", "user", "domain", "state",
+                "state_code", "idle_seconds", "logon_time", "own", "action",
+                "result", "warned", "error", "message"}
+
+
+def test_json_schema(cli, load):
+    farm = standard_farm()
+    farm.fail("RDS1", "WTSLogoffSession", 5, session=3)
+    load(farm)
+    r = cli("/json", "/state:disc,active", "/server:RDS1,RDS2,DOWN")
+    assert r.code == 2
+    d = doc(r)
+    assert set(d) == {"sessions", "server_errors", "exit_code"}
+    assert d["exit_code"] == 2
+    assert [(x["server"], x["id"], x["result"]) for x in d["sessions"]] == [
+        ("RDS1", 2, "logged-off"), ("RDS1", 3, "failed"),
+        ("RDS2", 4, "logged-off")]
+    s = d["sessions"][1]
+    assert set(s) == SESSION_KEYS
+    assert (s["server"], s["id"], s["user"], s["domain"], s["action"],
+            s["result"], s["error"]) == ("RDS1", 3, "dave", "CORP", "logoff",
+                                         "failed", 5)
+    assert isinstance(s["message"], str) and s["message"]
+    (e,) = d["server_errors"]
+    assert set(e) == {"server", "function", "error", "message"}
+    assert (e["server"], e["function"], e["error"]) == (
+        "DOWN", "WTSEnumerateSessionsExW", 1722)
+    assert r.err == ""
+
+
+def test_json_local_server_is_null(cli, load):
+    load()
+    r = cli("3", "/json")
+    (s,) = doc(r)["sessions"]
+    assert s["server"] is None and s["result"] == "logged-off"
+
+
+# --- /log --------------------------------------------------------------------------
+
+def test_audit_log(cli, load, tmp_path):
+    farm = warn_farm()
+    farm.mutate("WTSSendMessageW:5", "W", 11, remove=1)
+    load(farm)
+    log = tmp_path / "audit.jsonl"
+    r = cli("/server:W", "/state:disc", "/warn:bye", "/grace:0",
+            "/log:%s" % log)
+    assert r.code == 0
+    lines = [json.loads(x) for x in log.read_text("utf-8").splitlines()]
+    assert [(x["action"], x["session"], x["result"]) for x in lines] == [
+        ("warn", 11, "ok"), ("warn", 12, "ok"), ("warn", 13, "ok"),
+        ("warn", 14, "ok"), ("warn", 15, "ok"),
+        ("logoff", 11, "spared"), ("logoff", 12, "logged-off"),
+        ("logoff", 13, "logged-off"), ("logoff", 14, "logged-off"),
+        ("logoff", 15, "logged-off")]
+    first = lines[0]
+    assert set(first) == {"time", "operator", "server", "session", "user",
+                          "domain", "action", "result", "error", "message"}
+    assert first["time"].endswith("Z") and first["server"] == "W"
+    assert first["user"] == "gone"
+
+
+def test_audit_log_cannot_open_means_nothing_done(cli, load, double):
+    load()
+    r = cli("/state:disc", "/log:%s" % os.path.join(ROOT, "no", "such",
+                                                   "dir", "x.log"))
+    assert r.code == 1 and "cannot open the log file" in r.err
+    assert double.calls() == 0
+
+
+def test_audit_log_two_concurrent_writers(run_process, tmp_path):
+    import threading
+    farm = Farm(caller=1)
+    srv = farm.server("MANY")
+    for i in range(150):
+        srv.session(100 + i, "", DISCONNECTED, "user%d" % i, "CORP")
+    log = tmp_path / "shared.jsonl"
+    results = []
+
+    def one():
+        results.append(run_process(farm, "/server:MANY", "/state:disc",
+                                   "/log:%s" % log))
+    # run_process writes its own farm file per call: two threads, two files.
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.code for r in results] == [0, 0], [r.err for r in results]
+    lines = log.read_text("utf-8").splitlines()
+    assert len(lines) == 300
+    entries = [json.loads(x) for x in lines]
+    assert sorted(e["session"] for e in entries) == sorted(
+        list(range(100, 250)) * 2)
+
+
+# --- Exit codes and help ------------------------------------------------------------
+
+def test_exit_codes(cli, load):
+    farm = standard_farm()
+    farm.fail("RDS2", "WTSLogoffSession", 5)
+    load(farm)
+    assert cli("/state:disc", "/server:RDS1").code == 0
+    assert cli("/state:active", "/server:RDS2").code == 1
+    load(farm)
+    assert cli("/state:disc,active", "/server:RDS1,RDS2").code == 2
+    assert cli("/state:bogus").code == 1
+
+
+def test_help_documents_every_switch():
+    for name in logoff._SWITCHES:
+        assert "/%s" % name.upper() in logoff.USAGE, name
+    assert logoff.USAGE.index("LOGOFF [sessionname") < logoff.USAGE.index(
+        "/QUERY")
+    for code in ("0 ", "1 ", "2 "):
+        assert code in logoff.USAGE.split("Exit codes:")[1]
