@@ -959,6 +959,13 @@ class Run:
         return code
 
 
+def _width(text):
+    """Columns a string takes in a terminal: East Asian wide characters
+    take two."""
+    from unicodedata import east_asian_width
+    return sum(2 if east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def _print_table(targets):
     rows = [("", "SERVER", "ID", "SESSIONNAME", "USERNAME", "STATE",
              "IDLE TIME", "LOGON TIME")]
@@ -970,9 +977,10 @@ def _print_table(targets):
         rows.append((">" if t.own else "", t.server or "(local)", str(s.id),
                      s.name, s.account, state_label(s.state),
                      format_idle(t.idle), logon))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    widths = [max(_width(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        _say(" ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        _say(" ".join(c + " " * (w - _width(c))
+                      for c, w in zip(r, widths)).rstrip())
 
 
 # --- The command -------------------------------------------------------------------
