@@ -312,6 +312,9 @@ def _check_combination(opts, seen):
             raise UsageError("/server needs a session name or ID, or a "
                              "selection: your current session is not on "
                              "another server")
+        if opts.warn is not None or opts.json:
+            raise UsageError("/warn and /json need a session name or ID, "
+                             "or a selection")
     if "grace" in seen and opts.warn is None:
         raise UsageError("/grace goes with /warn")
     if opts.query and (opts.warn is not None or opts.wait or opts.whatif):
@@ -348,20 +351,36 @@ def _server_label(server):
     return "the local server" if server is None else "server %s" % server
 
 
+def _own_session_id(srv, server):
+    """The caller's own session id, asked of the local server."""
+    if server is None:
+        return srv.session_id()
+    # WTS_CURRENT_SESSION means nothing on a remote handle, even one that
+    # happens to name this machine.
+    import wtsapi
+    return wtsapi.current_session_id()
+
+
+_LOCAL_NAMES = []
+
+
 def _is_local_name(server):
     if server is None:
         return True
     name = server.lower()
     if name in (".", "localhost", "127.0.0.1", "::1"):
         return True
-    names = {os.environ.get("COMPUTERNAME", "").lower()}
-    try:
-        import socket
-        host = socket.gethostname().lower()
-        names.update((host, host.split(".")[0]))
-    except OSError:
-        pass
-    names.discard("")
+    if not _LOCAL_NAMES:
+        names = {os.environ.get("COMPUTERNAME", "").lower()}
+        try:
+            import socket
+            host = socket.gethostname().lower()
+            names.update((host, host.split(".")[0]))
+        except OSError:
+            pass
+        names.discard("")
+        _LOCAL_NAMES.append(names)
+    names = _LOCAL_NAMES[0]
     return name in names or name.split(".")[0] in names
 
 
@@ -459,7 +478,7 @@ def _find_explicit(server_name, srv, wanted):
                           session.id, session.name))
     if session.name.casefold() == "console":
         if _is_local_name(server_name):
-            own = srv.session_id() == session.id
+            own = _own_session_id(srv, server_name) == session.id
         if not own:
             raise Refused("Session %d is the console session; users cannot "
                           "be logged off from the console session." %
@@ -495,7 +514,7 @@ def _select(run, server, srv, times_for_all=False, sessions=None):
     opts = run.opts
     if sessions is None:
         sessions = srv.sessions()
-    own_id = srv.session_id() if _is_local_name(server) else None
+    own_id = _own_session_id(srv, server) if _is_local_name(server) else None
     users = _user_matcher(opts.users) if opts.users is not None else None
     picked = []
     for s in sessions:
@@ -797,6 +816,8 @@ class Audit:
         data = (self._json.dumps(line, ensure_ascii=False) + "\n").encode(
             "utf-8")
         with self._lock:
+            if self.fd is None:
+                return          # a given-up server's late thread: run over
             if sys.platform == "win32":
                 self._write_locked(data)
             else:
@@ -814,7 +835,10 @@ class Audit:
             msvcrt.locking(self.fd, msvcrt.LK_UNLCK, 1)
 
     def close(self):
-        os.close(self.fd)
+        with self._lock:
+            fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def _operator():
@@ -875,6 +899,12 @@ class Run:
             action=action, result=result,
             error=target.error if result == "failed" else None,
             message=target.message if result != "logged-off" else None))
+
+    def audit_own(self, sid, result, error, message):
+        if self.audit is not None:
+            self.audit.write(dict(server=None, session=sid, user=None,
+                                  domain=None, action="logoff", result=result,
+                                  error=error, message=message))
 
     def targets(self):
         return [t for job in self.jobs for t in job.targets]
@@ -996,12 +1026,25 @@ def describe_error_or_refusal(exc):
 
 
 def _logoff_own(run):
+    """logoff with no session: the caller's own, as WTS_CURRENT_SESSION."""
     import wtsapi
+    opts = run.opts
     with wtsapi.Server() as local:
-        if run.opts.verbose:
-            run.verbose("Logging off session ID %d, the current session." %
-                        local.session_id())
-        local.logoff(wtsapi.WTS_CURRENT_SESSION, wait=run.opts.wait)
+        sid = None
+        if opts.verbose or opts.whatif or run.audit is not None:
+            sid = local.session_id()
+        if opts.whatif:
+            _say("What if: log off session %d, the current session." % sid)
+            return 0
+        if opts.verbose:
+            run.verbose("Logging off session ID %d, the current session."
+                        % sid)
+        try:
+            local.logoff(wtsapi.WTS_CURRENT_SESSION, wait=opts.wait)
+        except wtsapi.WTSError as e:
+            run.audit_own(sid, "failed", e.winerror, e.strerror)
+            raise
+        run.audit_own(sid, "logged-off", None, None)
     return 0
 
 

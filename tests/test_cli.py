@@ -417,3 +417,69 @@ def test_output_in_any_encoding(run_process, encoding):
     assert bad.code == 1
     assert "Traceback" not in bad.err
     assert "was not found" in bad.err and len(bad.err.splitlines()) == 1
+
+
+# --- The own session with the extension switches ------------------------------------
+
+def test_whatif_never_logs_off_the_own_session(cli, load, double):
+    load(reference_farm())
+    r = cli("/whatif")
+    assert (r.code, r.err) == (0, "")
+    assert r.out == "What if: log off session 2, the current session.\n"
+    assert changes(r) == []
+    assert double.exists(".", 2)
+
+
+@pytest.mark.parametrize("args", [["/json"], ["/warn:x"]])
+def test_own_session_refuses_json_and_warn(cli, load, double, args):
+    load(reference_farm())
+    r = cli(*args)
+    assert r.code == 1 and "need a session name or ID" in r.err
+    assert double.calls() == 0
+
+
+def test_own_session_is_audited(cli, load, tmp_path):
+    import json
+    load(reference_farm())
+    log = tmp_path / "a.jsonl"
+    r = cli("/log:%s" % log)
+    assert r.code == 0
+    (line,) = [json.loads(x) for x in log.read_text("utf-8").splitlines()]
+    assert (line["session"], line["action"], line["result"]) == (
+        2, "logoff", "logged-off")
+
+
+def test_local_name_asks_the_local_server_for_the_own_session(cli, load,
+                                                              double):
+    farm = reference_farm()
+    farm.server("localhost").session(2, "RDP-Tcp#1", ACTIVE, "x", "CORP")
+    farm.server("localhost").session(5, "RDP-Tcp#2", ACTIVE, "y", "CORP")
+    load(farm)
+    r = cli("/whatif", "/json", "/state:active", "/server:localhost")
+    import json
+    assert [s["id"] for s in json.loads(r.out)["sessions"]] == [5]
+    own_queries = [e for e in r.log if e.func ==
+                   "WTSQuerySessionInformationW" and e.session == OWN]
+    assert [e.server for e in own_queries] == ["."]
+
+
+def _under_wine():
+    if sys.platform != "win32":
+        return False
+    import ctypes
+    return hasattr(ctypes.WinDLL("ntdll"), "wine_get_version")
+
+
+@pytest.mark.skipif(_under_wine(), reason="Wine 8 CPython dies with stdout "
+                    "redirected to a file")
+def test_output_to_a_file_in_cp1252(double_path, tmp_path):
+    farm_file = unicode_farm().write(str(tmp_path / "farm.txt"))
+    out_path = tmp_path / "out.txt"
+    env = dict(os.environ, WTSDOUBLE_FARM=farm_file, PYTHONIOENCODING="cp1252")
+    with open(str(out_path), "wb") as out:
+        p = subprocess.run([sys.executable, "logoff.py", "rdp-tcp#10", "/v"],
+                           cwd=ROOT, env=env, stdout=out,
+                           stderr=subprocess.PIPE, timeout=60)
+    assert p.returncode == 0, p.stderr
+    text = out_path.read_bytes().decode("cp1252")
+    assert "ÉTÉ\\Zoë?" in text

@@ -391,3 +391,15 @@ def test_listener_state_by_number(load):
     with Server() as local:
         states = [s.state for s in local.sessions()]
     assert states == [ST.WTSListen, 42]
+
+
+def test_sessions_fall_back_where_ex_is_missing(load, double, monkeypatch):
+    # Older systems do not export WTSEnumerateSessionsExW at all.
+    load()
+    monkeypatch.setattr(wtsapi._load(), "WTSEnumerateSessionsExW", None)
+    with Server("RDS1") as s:
+        got = s.sessions()
+    assert [(x.id, x.user) for x in got] == [
+        (0, ""), (2, "carol"), (3, "dave"), (65536, "")]
+    assert double.calls("RDS1", "WTSEnumerateSessionsExW") == 0
+    assert double.calls("RDS1", "WTSEnumerateSessionsW") == 1
