@@ -529,10 +529,16 @@ def _select(run, server, srv, times_for_all=False, sessions=None):
                 continue
         picked.append(Target(server, s, own=own))
     if opts.idle is not None or times_for_all:
+        import wtsapi
         kept = []
         for t in picked:
             if t.session.user or opts.idle is not None:
-                times = srv.times(t.session.id)
+                try:
+                    times = srv.times(t.session.id)
+                except wtsapi.WTSError as e:
+                    if e.winerror == wtsapi.ERROR_CTX_WINSTATION_NOT_FOUND:
+                        continue        # it ended since the enumeration
+                    raise
                 t.idle, t.logon = times.idle, times.logon
             if opts.idle is None or (t.idle is not None and
                                      t.idle >= opts.idle):

@@ -567,3 +567,12 @@ def test_help_documents_every_switch():
         "/QUERY")
     for code in ("0 ", "1 ", "2 "):
         assert code in logoff.USAGE.split("Exit codes:")[1]
+
+
+def test_session_ending_mid_selection_is_dropped(cli, load, double):
+    farm = standard_farm()
+    farm.mutate("WTSEnumerateSessionsExW:1", "RDS1", 3, remove=1)
+    load(farm)
+    r = cli("/json", "/whatif", "/idle:0", "/server:RDS1")
+    assert r.code == 0, r.err
+    assert [s["id"] for s in doc(r)["sessions"]] == [2]
