@@ -396,12 +396,19 @@ def test_one_server_failing_never_stops_the_others(cli, load):
     assert r.code == 1
 
 
-def test_fifty_slow_servers_run_concurrently(cli, load, double):
+def slow_farm(count, func, ms):
+    """``count`` servers with one disconnected session each, ``func``
+    (or ``*``) taking ``ms`` on every one."""
     farm = Farm(caller=1)
-    names = ["H%02d" % i for i in range(50)]
+    names = ["H%02d" % i for i in range(count)]
     for name in names:
         farm.server(name).session(3, "", DISCONNECTED, "u", "CORP")
-        farm.latency(name, "*", 200)
+        farm.latency(name, func, ms)
+    return farm, names
+
+
+def test_fifty_slow_servers_run_concurrently(cli, load, double):
+    farm, names = slow_farm(50, "*", 200)
     load(farm)
     t0 = time.monotonic()
     r = cli("/state:disc", "/server:" + ",".join(names))
@@ -415,11 +422,7 @@ def test_fifty_slow_servers_run_concurrently(cli, load, double):
 
 
 def test_parallel_bounds_concurrency(cli, load, double):
-    farm = Farm(caller=1)
-    names = ["H%02d" % i for i in range(8)]
-    for name in names:
-        farm.server(name).session(3, "", DISCONNECTED, "u", "CORP")
-        farm.latency(name, "WTSEnumerateSessionsExW", 100)
+    farm, names = slow_farm(8, "WTSEnumerateSessionsExW", 100)
     load(farm)
     r = cli("/state:disc", "/parallel:3", "/server:" + ",".join(names))
     assert r.code == 0
