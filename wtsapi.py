@@ -424,12 +424,16 @@ SessionTimes = namedtuple(
 _FILETIME_TICKS_PER_SECOND = 10 ** 7
 
 
+_EPOCH = []                 # datetime(1601, 1, 1, UTC), made on first use
+
+
 def _filetime(ticks):
     if ticks <= 0:
         return None
     from datetime import datetime, timedelta, timezone
-    return (datetime(1601, 1, 1, tzinfo=timezone.utc)
-            + timedelta(microseconds=ticks // 10))
+    if not _EPOCH:
+        _EPOCH.append(datetime(1601, 1, 1, tzinfo=timezone.utc))
+    return _EPOCH[0] + timedelta(microseconds=ticks // 10)
 
 
 def idle_seconds(state, last_input, disconnect, current):

@@ -7,7 +7,7 @@ import re
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = ["logoff.py", "wtsapi.py"]
+SOURCES = ["logoff.py", "_logoff.py", "wtsapi.py"]
 
 # Calls and names that exist only in newer Pythons (ast cannot see these).
 NEWER = [r"\.removeprefix\(", r"\.removesuffix\(", r"\bzoneinfo\b",
@@ -55,7 +55,7 @@ def test_standard_library_only():
                 continue
             for mod in mods:
                 top = mod.split(".")[0]
-                if top in ("wtsapi", "logoff"):
+                if top in ("wtsapi", "logoff", "_logoff"):
                     continue
                 if stdlib is not None:
                     assert top in stdlib, (name, mod)
