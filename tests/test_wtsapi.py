@@ -403,3 +403,21 @@ def test_sessions_fall_back_where_ex_is_missing(load, double, monkeypatch):
         (0, ""), (2, "carol"), (3, "dave"), (65536, "")]
     assert double.calls("RDS1", "WTSEnumerateSessionsExW") == 0
     assert double.calls("RDS1", "WTSEnumerateSessionsW") == 1
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="Windows loading rule")
+def test_windows_loads_from_the_system_directory_only(tmp_path):
+    # A planted wtsapi32.dll in the current directory must not be taken.
+    (tmp_path / "wtsapi32.dll").write_bytes(b"MZ not a real DLL")
+    env = dict(os.environ)
+    env.pop("WTSAPI32_DLL", None)
+    code = ("import sys; sys.path.insert(0, %r); import wtsapi; "
+            "print(wtsapi._load().path)" % ROOT)
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path),
+                       env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, universal_newlines=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    path = r.stdout.strip().lower()
+    assert path.endswith("\\system32\\wtsapi32.dll"), path
+    assert not path.startswith(str(tmp_path).lower())
