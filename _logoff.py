@@ -560,9 +560,6 @@ class _Flag:
     def set(self):
         self._set = True
 
-    def clear(self):
-        self._set = False
-
     def is_set(self):
         return self._set
 
@@ -1098,8 +1095,7 @@ def _grace(run):
 def _execute(run):
     opts = run.opts
     run.jobs = [Job(s) for s in (opts.servers or [None])]
-    inline = opts.session is not None
-    work = _phase_select
+    inline = opts.session is not None      # one server, logoff.exe-style
 
     def go(phase, jobs):
         if inline:
@@ -1111,16 +1107,13 @@ def _execute(run):
         else:
             _fan_out(jobs, lambda job: phase(run, job), opts.parallel,
                      opts.timeout)
-    go(work, run.jobs)
+    go(_phase_select, run.jobs)
     if opts.warn is not None and not opts.whatif:
         if not _grace(run):
             run.report()
             return 1
-        again = [j for j in run.jobs if j.warned
-                 and j.error is None and not j.timed_out]
-        for job in again:
-            job.cancel.clear()
-        go(_phase_recheck, again)
+        go(_phase_recheck, [j for j in run.jobs if j.warned
+                            and j.error is None and not j.timed_out])
     return run.report()
 
 
