@@ -515,7 +515,8 @@ def _select(run, server, srv, times_for_all=False, sessions=None):
     opts = run.opts
     if sessions is None:
         sessions = srv.sessions()
-    own_id = _own_session_id(srv, server) if _is_local_name(server) else None
+    own_id = run.own_session_id(srv, server) if _is_local_name(server) \
+        else None
     users = _user_matcher(opts.users) if opts.users is not None else None
     picked = []
     for s in sessions:
@@ -882,6 +883,8 @@ class Run:
         self.opts = opts
         self.jobs = []
         self.audit = None
+        self._own_id = None
+        self._title = None
         self._print_lock = _thread.allocate_lock()
 
     # -- output ----------------------------------------------------------------
@@ -891,8 +894,20 @@ class Run:
             with self._print_lock:
                 _say(text)
 
+    def own_session_id(self, srv, server):
+        """The caller's session id, asked once a run (the re-check after a
+        grace period needs it again)."""
+        if self._own_id is None:
+            self._own_id = _own_session_id(srv, server)
+        return self._own_id
+
     def title(self):
-        return "Message from %s" % (_operator() or "your administrator")
+        if self._title is None:
+            operator = (self.audit.operator if self.audit is not None
+                        else _operator())
+            self._title = "Message from %s" % (operator or
+                                                "your administrator")
+        return self._title
 
     def session_failed(self, target, exc, doing="could not log off"):
         target.result = "failed"

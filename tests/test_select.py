@@ -579,3 +579,14 @@ def test_session_ending_mid_selection_is_dropped(cli, load, double):
     r = cli("/json", "/whatif", "/idle:0", "/server:RDS1")
     assert r.code == 0, r.err
     assert [s["id"] for s in doc(r)["sessions"]] == [2]
+
+
+def test_recheck_asks_for_the_own_session_once(cli, load):
+    farm = standard_farm()
+    load(farm)
+    r = cli("/state:disc", "/warn:bye", "/grace:0")
+    assert r.code == 0
+    own = [e for e in r.log if e.func == "WTSQuerySessionInformationW"
+           and e.session == 0xFFFFFFFF]
+    assert len(own) == 1
+    assert logoffs(r) == [(".", 4)]
