@@ -109,7 +109,7 @@ def run_process(double_path, tmp_path):
             cmd = [sys.executable, "-m", "logoff"]
         else:
             raise ValueError(how)
-        proc = subprocess.run(cmd + list(args), cwd=ROOT, env=full_env,
+        proc = farmlib.run_child(cmd + list(args), cwd=ROOT, env=full_env,
                               stdin=subprocess.DEVNULL if stdin is None
                               else stdin, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, timeout=timeout)

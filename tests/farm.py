@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from urllib.parse import quote, unquote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -181,6 +182,20 @@ def build(outdir=None, cc=None):
            "-shared", "-fPIC", "-o", path, SOURCE, "-lpthread"]
     subprocess.run(cmd, check=True)
     return path
+
+
+def run_child(cmd, **kwargs):
+    """subprocess.run, but a child that Windows could not even start is
+    started again (twice at most).  Wine's CreateProcess fails now and then
+    with 1359 ("Internal error"); the child never ran, so a retry repeats
+    nothing, and any failure of the child itself is returned as is."""
+    for attempt in range(3):
+        try:
+            return subprocess.run(cmd, **kwargs)
+        except OSError:
+            if not WINDOWS or attempt == 2:
+                raise
+            time.sleep(0.5)
 
 
 class LogEntry(tuple):

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 import logoff
-from farm import ACTIVE, DISCONNECTED, LISTEN, Farm, standard_farm
+from farm import (ACTIVE, DISCONNECTED, LISTEN, Farm, run_child,
+                  standard_farm)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN = 0xFFFFFFFF            # WTS_CURRENT_SESSION, as the double logs it
@@ -86,7 +87,7 @@ def test_console_script_is_main(run_process, tmp_path):
             "logoff._console_script()")
     farm_file = reference_farm().write(str(tmp_path / "f.txt"))
     env = dict(os.environ, WTSDOUBLE_FARM=farm_file)
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+    p = run_child([sys.executable, "-c", code], cwd=ROOT, env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True, timeout=60)
     assert p.returncode == 0, p.stderr

@@ -9,7 +9,7 @@ import pytest
 
 import wtsapi
 from farm import (ACTIVE, CLOCK, DISCONNECTED, HOUR, LISTEN, MINUTE, SECOND,
-                  Farm, standard_farm)
+                  Farm, run_child, standard_farm)
 from wtsapi import WTS_CONNECTSTATE_CLASS as ST
 from wtsapi import Server, WTSError
 
@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_python(code, env):
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+    return run_child([sys.executable, "-c", code], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=60)
 
@@ -413,7 +413,7 @@ def test_windows_loads_from_the_system_directory_only(tmp_path):
     env.pop("WTSAPI32_DLL", None)
     code = ("import sys; sys.path.insert(0, %r); import wtsapi; "
             "print(wtsapi._load().path)" % ROOT)
-    r = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path),
+    r = run_child([sys.executable, "-c", code], cwd=str(tmp_path),
                        env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, universal_newlines=True,
                        timeout=60)
