@@ -167,6 +167,10 @@ def standard_farm():
 def build(outdir=None, cc=None):
     """Compile the double with the host C compiler; return the library path.
 
+    The compiler is ``cc`` if given, else ``$CC``, else ``cc`` from PATH, else
+    zig's C compiler from PyPI ``ziglang`` (``python -m ziglang cc``, one of
+    the test dependencies), so the tests need no system compiler.
+
     On Windows there is no compiler to count on: ``WTSDOUBLE_PREBUILT`` names
     a DLL cross-compiled from the same source (tests/winleg.py builds it).
     """
@@ -176,10 +180,26 @@ def build(outdir=None, cc=None):
             raise RuntimeError("on Windows, set WTSDOUBLE_PREBUILT to the "
                                "test double built as a DLL")
         return path
+    import importlib.util
+    import shlex
+    import shutil
+    if cc:
+        compiler = [cc]
+    elif os.environ.get("CC", "").strip():
+        compiler = shlex.split(os.environ["CC"])      # e.g. CC="ccache gcc"
+    elif shutil.which("cc"):
+        compiler = ["cc"]
+    elif importlib.util.find_spec("ziglang") is not None:
+        # zig's first build of its C runtime takes a while; later ones not.
+        compiler = [sys.executable, "-m", "ziglang", "cc"]
+    else:
+        raise RuntimeError(
+            "no C compiler for the test double: no cc on PATH, CC unset and "
+            "no ziglang (python3 -m pip install -r tests/requirements.txt)")
     outdir = outdir or tempfile.mkdtemp(prefix="wtsdouble-")
     path = os.path.join(outdir, "libwtsdouble.so")
-    cmd = [cc or os.environ.get("CC", "cc"), "-std=c11", "-O1", "-g",
-           "-shared", "-fPIC", "-o", path, SOURCE, "-lpthread"]
+    cmd = compiler + ["-std=c11", "-O1", "-g", "-shared", "-fPIC", "-o", path,
+                      SOURCE, "-lpthread"]
     subprocess.run(cmd, check=True)
     return path
 
