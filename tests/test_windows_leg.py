@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import farm as farmlib
+
 if sys.platform == "win32":
     pytest.skip("the Windows leg drives Wine from Linux; on Windows the "
                 "behavioural tests run directly", allow_module_level=True)
@@ -37,8 +39,12 @@ winleg = _load_winleg()
 # The inner run: every test file but this one.  test_abi.py's header
 # probes need zig and skip there; its native check compares Windows
 # CPython's real ctypes layouts with the x86-64 header values written here.
+# test_package.py builds and installs the wheel with pip and venv, which the
+# embeddable build has neither of; the wheel is pure Python, checked on the
+# host.
 INNER_ARGS = ["-q", "-p", "no:cacheprovider", "-rfEs", "tests",
-              "--ignore=tests/test_windows_leg.py"]
+              "--ignore=tests/test_windows_leg.py",
+              "--ignore=tests/test_package.py"]
 
 # pytest's final line, e.g. "12 passed, 1 skipped in 3.40s" (-q) or the same
 # framed by "=" signs.
@@ -100,3 +106,41 @@ def test_behaviour_under_windows_cpython(windows_leg, version):
     assert not bad, "Windows CPython %s: %r%s" % (version, bad, _show(r))
     # On success too, the inner summary is worth a line in -rA / -s output.
     print("Windows CPython %s: %s" % (version, counts))
+
+
+@pytest.mark.parametrize("version", winleg.VERSIONS)
+def test_script_finds_wtsapi_beside_it(windows_leg, version, tmp_path):
+    """As an administrator runs it: ``python.exe <folder>\\logoff.py`` with
+    the embeddable build as unzipped, whose ``._pth`` lists only the
+    interpreter's own files, so neither the project folder nor the
+    script's own folder is on sys.path; from another directory."""
+    win = windows_leg.winpath
+    script = win(windows_leg.ROOT / "logoff.py")
+
+    def run(*args, **env):
+        return windows_leg.run_python(version, list(args), cwd=tmp_path,
+                                      env=env, bare=True, timeout=600)
+
+    # The premise: nothing of the project is importable by itself.
+    probe = run("-c", "import sys, importlib.util as u; "
+                "print(u.find_spec('wtsapi')); print(sys.path)")
+    assert probe.returncode == 0, _show(probe)
+    found, path = probe.stdout.splitlines()[:2]
+    assert found == "None", _show(probe)
+    assert win(windows_leg.ROOT).lower() not in path.lower(), _show(probe)
+
+    r = run(script, "/?")
+    assert r.returncode == 0, _show(r)
+    assert "/server:" in r.stdout.lower(), _show(r)
+
+    farm_file = farmlib.standard_farm().write(str(tmp_path / "farm.txt"))
+    log_file = tmp_path / "calls.log"
+    r = run(script, "3", WTSDOUBLE_FARM=win(farm_file),
+            WTSDOUBLE_LOG=win(log_file))
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), _show(r)
+    log, stats = farmlib.parse_log(log_file.read_text(encoding="utf-8"))
+    assert [(e.func, e.server, e.session) for e in log
+            if e.func in farmlib.Double.STATE_CHANGING] == [
+        ("WTSLogoffSession", ".", 3)]
+    assert stats == dict(live=0, handles=0, badfrees=0, badhandles=0,
+                         inflight=0)

@@ -10,13 +10,18 @@
                   puts the repository root and site-packages on ``sys.path``
                   (the embeddable build ignores PYTHONPATH and does not add
                   the script's directory);
+* ``cp38-bare/``, ``cp313-bare/``  the same interpreters as users unzip
+                  them (hard links): the stock ``._pth``, which lists only the
+                  interpreter's own files, so neither the project nor a
+                  script's own folder is on ``sys.path``;
 * ``wtsdouble.dll``  ``tests/wtsdouble.c`` cross-compiled with zig (PyPI
                   ``ziglang``), rebuilt when the source changes;
 * ``wineprefix/`` a Wine prefix of our own.
 
 ``run_pytest(version, args)`` then runs ``python.exe -m pytest ARGS`` under
 Wine, from the repository root, with ``WTSAPI32_DLL`` and
-``WTSDOUBLE_PREBUILT`` naming the DLL.
+``WTSDOUBLE_PREBUILT`` naming the DLL; ``run_python(version, args,
+bare=True)`` runs the bare interpreter.
 
 Needs, on the Linux host: ``wine`` and ``wine64`` (Debian: ``apt-get install
 -y --no-install-recommends wine wine64``), ``pip install ziglang`` in the
@@ -127,8 +132,13 @@ def interpreter_dir(version):
     return CACHE / tag(version)
 
 
-def python_exe(version):
-    return interpreter_dir(version) / "python.exe"
+def python_exe(version, bare=False):
+    return (bare_dir(version) if bare else interpreter_dir(version)) / \
+        "python.exe"
+
+
+def bare_dir(version):
+    return CACHE / (tag(version) + "-bare")
 
 
 def winpath(path):
@@ -160,7 +170,8 @@ def missing_tools():
 
 
 def is_prepared(versions=VERSIONS, dll=DLL):
-    return (all(python_exe(v).exists() for v in versions) and
+    return (all(python_exe(v).exists() and python_exe(v, bare=True).exists()
+                for v in versions) and
             Path(dll).exists() and (PREFIX / _STAMP).exists())
 
 
@@ -381,6 +392,64 @@ def prepare_interpreter(version):
     return built
 
 
+def _bare_pth_text(version):
+    """The ``._pth`` the embeddable build ships: its own zip and folder."""
+    return "\r\n".join([
+        "python%s.zip" % tag(version)[2:],
+        ".",
+        "",
+        "# Uncomment to run site.main() automatically",
+        "#import site",
+        "",
+    ])
+
+
+def prepare_bare_interpreter(version):
+    """Make build/winleg/cpXY-bare/ (idempotent) from cpXY/: hard links to
+    its files but its site-packages, and the stock ``._pth``.  Returns True
+    if (re)built."""
+    src = interpreter_dir(version)
+    dest = bare_dir(version)
+    pth_name = "python%s._pth" % tag(version)[2:]
+    text = _bare_pth_text(version)
+    main_stamp = _read_stamp(src)
+    if not main_stamp:
+        raise WinlegError("%s is not prepared" % src)
+    key = {"key": main_stamp.get("key"), "pth": text}
+    stamp = _read_stamp(dest)
+    pth = dest / pth_name
+    if (stamp == key and (dest / "python.exe").exists() and pth.exists()
+            and pth.read_bytes() == text.encode("ascii")):
+        return False
+    _rmtree(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-bare-%s-" % tag(version),
+                                dir=str(CACHE)))
+    try:
+        site_packages = src / "Lib" / "site-packages"
+        for folder, dirs, files in os.walk(str(src)):
+            folder = Path(folder)
+            if folder == site_packages:
+                dirs[:] = []
+                continue
+            out = tmp / folder.relative_to(src)
+            out.mkdir(parents=True, exist_ok=True)
+            for name in files:
+                if folder == src and name in (pth_name, _STAMP):
+                    continue
+                try:
+                    os.link(str(folder / name), str(out / name))
+                except OSError:
+                    shutil.copy2(str(folder / name), str(out / name))
+        with open(tmp / pth_name, "w", encoding="ascii", newline="") as f:
+            f.write(text)
+        _write_stamp(tmp, key)
+        os.chmod(str(tmp), 0o755)            # mkdtemp made it 0700
+        os.replace(str(tmp), str(dest))
+    finally:
+        _rmtree(tmp)
+    return True
+
+
 # --- The test double as a Windows DLL ---------------------------------------
 
 def _double_key(src):
@@ -547,10 +616,11 @@ def run_windows(cmd, cwd=ROOT, env=None, timeout=RUN_TIMEOUT):
 
 
 def run_python(version, args, cwd=ROOT, env=None, timeout=RUN_TIMEOUT,
-               dll=DLL):
+               dll=DLL, bare=False):
     """``python.exe ARGS`` of Windows CPython VERSION under Wine, with
-    WTSAPI32_DLL and WTSDOUBLE_PREBUILT naming the test double DLL."""
-    exe = python_exe(version)
+    WTSAPI32_DLL and WTSDOUBLE_PREBUILT naming the test double DLL; with
+    ``bare``, the interpreter whose ``._pth`` lists only its own files."""
+    exe = python_exe(version, bare)
     if not exe.exists():
         raise WinlegError("Windows CPython %s is not prepared: run "
                           "`python tests/winleg.py prepare`" % version)
@@ -589,6 +659,8 @@ def prepare(versions=VERSIONS, double_src=DOUBLE_SRC, dll=DLL):
     with locked():
         t0 = time.monotonic()
         rebuilt = [v for v in versions if prepare_interpreter(v)]
+        for v in versions:
+            prepare_bare_interpreter(v)
         build_double(double_src, dll)
         new_prefix = prepare_prefix()
         ensure_server()
@@ -613,6 +685,10 @@ def main(argv=None):
         p.add_argument("version", choices=VERSIONS)
         p.add_argument("--cwd", default=str(ROOT))
         p.add_argument("--dll", default=str(DLL))
+        if name == "python":
+            p.add_argument("--bare", action="store_true",
+                           help="the interpreter whose ._pth lists only its "
+                           "own files (not the project)")
         p.add_argument("args", nargs="*", help="after --")
     argv = list(sys.argv[1:] if argv is None else argv)
     rest = []
@@ -624,8 +700,11 @@ def main(argv=None):
         if ns.command == "prepare":
             prepare(tuple(ns.version or VERSIONS), ns.double_src, ns.dll)
             return 0
-        run = run_pytest if ns.command == "pytest" else run_python
-        r = run(ns.version, ns.args + rest, cwd=ns.cwd, dll=ns.dll)
+        if ns.command == "pytest":
+            r = run_pytest(ns.version, ns.args + rest, cwd=ns.cwd, dll=ns.dll)
+        else:
+            r = run_python(ns.version, ns.args + rest, cwd=ns.cwd, dll=ns.dll,
+                           bare=ns.bare)
     except WinlegError as e:
         print("winleg: error: %s" % e, file=sys.stderr)
         return 2
