@@ -7,13 +7,21 @@ import re
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = ["logoff.py", "_logoff.py", "wtsapi.py"]
+# Everything that ships: the wheel's modules (see test_package.py).
+SOURCES = ["logoff.py", "wtsapi.py"]
 
 # Calls and names that exist only in newer Pythons (ast cannot see these).
 NEWER = [r"\.removeprefix\(", r"\.removesuffix\(", r"\bzoneinfo\b",
          r"\bgraphlib\b", r"functools\.cache\b", r"\bmath\.lcm\b",
          r"\.is_relative_to\(", r"\bint\.bit_count\b",
          r"asyncio\.to_thread", r"\bTypeAlias\b", r"\bParamSpec\b"]
+
+
+def test_the_sources_are_the_two_modules():
+    """logoff.py is the whole CLI: no private implementation module."""
+    for name in SOURCES:
+        assert os.path.isfile(os.path.join(ROOT, name)), name
+    assert not os.path.exists(os.path.join(ROOT, "_logoff.py"))
 
 
 @pytest.mark.parametrize("name", SOURCES)
@@ -55,7 +63,7 @@ def test_standard_library_only():
                 continue
             for mod in mods:
                 top = mod.split(".")[0]
-                if top in ("wtsapi", "logoff", "_logoff"):
+                if top in ("wtsapi", "logoff"):
                     continue
                 if stdlib is not None:
                     assert top in stdlib, (name, mod)
