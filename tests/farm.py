@@ -33,12 +33,28 @@ CLOCK = 133500000000000000          # the double's default server clock
 ACTIVE, CONNECTED, CONNECTQUERY, SHADOW, DISCONNECTED, IDLE, LISTEN, RESET, \
     DOWN, INIT = range(10)
 
+# server(..., unreachable=OPEN_NULL): WTSOpenServerW itself fails (NULL, 1722)
+# instead of handing out a handle whose first call fails.
+OPEN_NULL = "null"
+# What WTSSendMessageW to a disconnected session fails with by default (an
+# unverified stand-in, see wtsdouble.c); discmsg="ok" makes it succeed.
+DISCMSG_ERROR = 7007
+LOGOFF_HANG_SECONDS = 30            # logoff_hang=1: bWait=TRUE blocks this long
+
 
 def _q(text):
     return quote(str(text), safe="")
 
 
 class ServerSpec:
+    """One server of a farm.  ``flags`` are the double's server options:
+    ``unreachable=True`` (a handle, then 1722) or ``unreachable=OPEN_NULL``
+    (WTSOpenServerW returns NULL with 1722), ``noex=True`` (no
+    WTSEnumerateSessionsExW), ``noquery=True`` (no Query Information: both
+    enumerations answer 259, session queries 5), ``fullcontrol=False``,
+    ``clock=FILETIME``, ``discmsg="fail"|"ok"|N`` (messages to its
+    disconnected sessions), ``alias=NAME``."""
+
     def __init__(self, name, **flags):
         self.name = name
         self.flags = flags
@@ -46,7 +62,11 @@ class ServerSpec:
 
     def session(self, id, name="", state=ACTIVE, user="", domain="", **times):
         """Add a session; ``times`` are logon/connect/disconnect/input
-        FILETIMEs, ``logoff_ms`` and ``response`` as the double takes them."""
+        FILETIMEs, ``logoff_ms`` (a logoff takes that long: without waiting
+        the session stays visible until then), ``logoff_hang=1`` (a waiting
+        logoff blocks LOGOFF_HANG_SECONDS or until the double is reset),
+        ``discmsg`` (as the server's, for this session) and ``response`` as
+        the double takes them."""
         self.sessions.append(dict(id=id, name=name, state=state, user=user,
                                   domain=domain, **times))
         return self
@@ -275,6 +295,7 @@ class Double:
                 ("TD_BadHandles", c_long, []),
                 ("TD_InFlight", c_int, []),
                 ("TD_MaxInFlight", c_int, []),
+                ("TD_MaxInFlightFor", c_int, [c_char_p, c_char_p]),
                 ("TD_Log", c_char_p, []),
                 ("TD_SessionExists", c_int, [c_char_p, ctypes.c_uint32]),
                 ("TD_SessionState", c_int, [c_char_p, ctypes.c_uint32])):
@@ -312,6 +333,13 @@ class Double:
     def max_in_flight(self):
         """The most exported calls running at once since the last load."""
         return self.lib.TD_MaxInFlight()
+
+    def max_in_flight_for(self, server=None, func=None):
+        """The most calls running at once since the last load, counting only
+        those to ``server`` (its farm name; None: any) and of ``func`` (an
+        export's name; None: any).  A call counts from its entry, through
+        any injected latency, to its return."""
+        return self.lib.TD_MaxInFlightFor(self._b(server), self._b(func))
 
     def log(self):
         return parse_log(self.lib.TD_Log().decode("utf-8"))[0]

@@ -15,14 +15,37 @@
  *
  * Farm file (UTF-8, one directive a line, '#' comments, string values
  * percent-encoded UTF-8):
- *   server NAME [unreachable] [noex] [fullcontrol=0|1] [clock=FT] [alias=NAME2]...
+ *   server NAME [unreachable[=0|1|null]] [noex] [noquery] [fullcontrol=0|1]
+ *          [clock=FT] [discmsg=fail|ok|N] [alias=NAME2]...
  *   session id=N [name=S] [state=N] [user=S] [domain=S] [logon=FT] [connect=FT]
- *           [disconnect=FT] [input=FT] [logoff_ms=N] [response=N|timeout]
+ *           [disconnect=FT] [input=FT] [logoff_ms=N] [logoff_hang=0|1]
+ *           [response=N|timeout] [discmsg=fail|ok|N]
  *   caller session=N [fullcontrol=0|1]            (default: session 1, full control)
  *   latency server=NAME func=FUNC ms=N
  *   fail server=NAME func=FUNC error=N [count=N] [session=N]
  *   mutate after=FUNC:N server=NAME id=N [state=N] [user=S] [domain=S] [name=S]
  *          [logon=FT] [connect=FT] [input=FT] [disconnect=FT] [remove=1]
+ * What the field shows, modelled (the project's windows-field-facts notes):
+ *   unreachable      WTSOpenServerW returns a handle; the first call on it
+ *                    fails with 1722 (also for a server not in the farm).
+ *   unreachable=null WTSOpenServerW itself returns NULL with 1722.
+ *   noquery          the caller lacks Query Information on every session:
+ *                    both enumerations fail with 259 (ERROR_NO_MORE_ITEMS),
+ *                    session queries with 5 (the caller's own session on "."
+ *                    excepted).  An empty server answers 259 too.
+ *   discmsg          WTSSendMessageW to a disconnected session: fail (the
+ *                    default, error 7007), ok (succeeds silently: IDASYNC, or
+ *                    IDTIMEOUT with bWait), or N (fails with error N).  A
+ *                    session's discmsg overrides its server's.
+ *   logoff_ms        WTSLogoffSession returns at once with bWait=FALSE; the
+ *                    session stays visible to enumeration and queries until
+ *                    logoff_ms has passed, then disappears.  With bWait=TRUE
+ *                    the call returns after logoff_ms, the session gone.
+ *   logoff_hang=1    WTSLogoffSession with bWait=TRUE blocks for 30 s (or
+ *                    until TD_Reset/TD_Load) although the session is logged
+ *                    off after logoff_ms.  bWait=FALSE is unaffected.
+ *   WTS_SESSION_INFO_1W.pHostName and pFarmName are NULL, as documented for
+ *   sessions that are not VMs on an RD Virtualization Host.
  * Beyond the contract: server=* and func=* match anything in latency/fail
  * rules (server=* also matches the server-less WTSFreeMemory[Ex] calls);
  * several alias= per server; a mutate on a missing session creates it;
@@ -33,7 +56,10 @@
  * a bad free); failed frees set error 87.
  * The log's SESSION is the id as passed (WTS_CURRENT_SESSION unresolved);
  * a fail rule's session= matches it or the resolved id.  TD_MaxInFlight
- * (most calls running at once since the last load/reset) is an extra.
+ * (most calls running at once since the last load/reset) and
+ * TD_MaxInFlightFor(server, func) (the same, counting only the calls to
+ * that server and/or of that function; NULL for any) are extras.  A call is
+ * in flight from its entry, through any injected latency, to its return.
  */
 #ifndef _WIN32
 #  define _POSIX_C_SOURCE 200809L
@@ -68,6 +94,7 @@ typedef DWORD td_err_t;
 static td_err_t err_get(void) { return GetLastError(); }
 static void err_set(td_err_t e) { SetLastError(e); }
 static void sleep_ms(uint32_t ms) { Sleep(ms); }
+static int64_t now_ms(void) { return (int64_t)GetTickCount64(); }
 #  define LI_SET(li, v) ((li).QuadPart = (v))
 #  define TD_EXPORT __declspec(dllexport)
 #  if defined(__i386__) || defined(_M_IX86)
@@ -165,6 +192,12 @@ static void sleep_ms(uint32_t ms)
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
 }
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 #  define LI_SET(li, v) ((li) = (v))
 #  define TD_EXPORT __attribute__((visibility("default")))
 #  define WTS_EXPORT __attribute__((visibility("default")))
@@ -179,9 +212,25 @@ static void sleep_ms(uint32_t ms)
 #define ERR_RPC 1722u
 #define ERR_USERBUF 1784u
 #define ERR_NOSESSION 7022u
+/* What WTSSendMessageW answers for a disconnected session by default.
+ * UNVERIFIED: whether real Windows fails that call at all, and with which
+ * code, has not been captured anywhere public (field-facts note, "Messages":
+ * msg.exe's reference says the session "must be an active one", a user
+ * report says Send-RDUserMessage does not reach disconnected sessions).
+ * ERROR_CTX_CLOSE_PENDING (7007) is a plausible stand-in: a session-state
+ * (CTX) error, and deliberately neither 7022 (which callers read as "the
+ * session is gone") nor 5 (which they read as "no rights"), so code under
+ * test cannot get away with treating it as either.  discmsg=ok models the
+ * other answer the field allows, success without anyone seeing the box. */
+#define ERR_DISCMSG_DEFAULT 7007u
+
+#define LOGOFF_HANG_MS 30000u
 
 #define LOCAL_CLOCK_DEFAULT 133500000000000000LL
 #define RESP_TIMEOUT (-1)
+#define DISCMSG_INHERIT (-1) /* session: as its server says */
+#define DISCMSG_OK 0         /* succeed silently; > 0: fail with that code */
+#define OPEN_NULL 2          /* server_t.unreachable: WTSOpenServerW -> NULL */
 
 /* ------------------------------------------------------------------------ */
 /* Small utilities: allocation, growable buffers, a hash map                  */
@@ -481,7 +530,10 @@ typedef struct {
     WCHAR *name, *user, *domain; /* never NULL while not removed */
     int64_t logon, connect, disconnect, input;
     uint32_t logoff_ms;
+    int logoff_hang;
     int response; /* IDOK.. or RESP_TIMEOUT */
+    long discmsg; /* DISCMSG_* or an error code */
+    int64_t gone_at; /* logged off: removed at this now_ms(); 0: not */
 } sess_t;
 
 typedef struct {
@@ -489,10 +541,14 @@ typedef struct {
     WCHAR *wname;
     const char **aliases;
     size_t naliases, capaliases;
-    int unreachable, noex, fullcontrol;
+    int unreachable; /* 0, 1 (first call fails) or OPEN_NULL */
+    int noex, noquery, fullcontrol;
+    long discmsg; /* default for its sessions: DISCMSG_OK or an error */
     int64_t clock;
     sess_t *s; /* farm order; removed sessions stay as tombstones */
     size_t n, cap, live;
+    size_t pending; /* sessions logged off but not yet gone */
+    int64_t next_gone; /* earliest gone_at among them */
     hmap ids; /* session id + 1 -> index into s */
 } server_t;
 
@@ -541,6 +597,7 @@ static struct {
     hrec_t *h; size_t nh, caph;
     long open_handles;
     int inflight, max_inflight; /* max: since the last load/reset */
+    hmap flight; /* flight_key() -> max << 32 | current, as max_inflight */
     const char **interned; size_t ninterned, capinterned;
 } g;
 
@@ -583,6 +640,7 @@ static int server_add(const char *name)
         s->wname = wdup(&empty);
     }
     s->fullcontrol = 1;
+    s->discmsg = ERR_DISCMSG_DEFAULT;
     s->clock = LOCAL_CLOCK_DEFAULT;
     return (int)g.nsrv++;
 }
@@ -602,6 +660,7 @@ static sess_t *sess_add(server_t *s, uint32_t id)
     ss->user = wdup(&empty);
     ss->domain = wdup(&empty);
     ss->response = IDOK;
+    ss->discmsg = DISCMSG_INHERIT;
     hm_put(&s->ids, (uint64_t)id + 1, (int64_t)s->n);
     s->n++;
     s->live++;
@@ -620,6 +679,64 @@ static void sess_remove(server_t *s, sess_t *ss)
     sess_strings_free(ss);
     ss->removed = 1;
     s->live--;
+    if (ss->gone_at) {
+        ss->gone_at = 0;
+        s->pending--;
+    }
+}
+
+/* A logoff without waiting: the session goes when its logoff_ms is up
+ * (a second logoff meanwhile keeps the first deadline).  Returns it. */
+static int64_t logoff_schedule(server_t *s, sess_t *ss)
+{
+    if (!ss->gone_at) {
+        ss->gone_at = now_ms() + ss->logoff_ms;
+        if (!s->pending || ss->gone_at < s->next_gone)
+            s->next_gone = ss->gone_at;
+        s->pending++;
+    }
+    return ss->gone_at;
+}
+
+/* Removes the sessions whose logoff is done: O(1) while none is due. */
+static void reap(server_t *s)
+{
+    size_t i;
+    int64_t now, next = 0;
+    if (!s->pending || (now = now_ms()) < s->next_gone)
+        return;
+    for (i = 0; i < s->n && s->pending; i++) {
+        sess_t *ss = &s->s[i];
+        if (ss->removed || !ss->gone_at)
+            continue;
+        if (ss->gone_at <= now)
+            sess_remove(s, ss);
+        else if (!next || ss->gone_at < next)
+            next = ss->gone_at;
+    }
+    s->next_gone = next;
+}
+
+static long discmsg_of(const server_t *s, const sess_t *ss)
+{
+    return ss->discmsg == DISCMSG_INHERIT ? s->discmsg : ss->discmsg;
+}
+
+/* Calls in flight per server and function, keyed by the server's interned
+ * name (NULL: any server) and the function (NFUNC: any function). */
+static uint64_t flight_key(const char *server, int func)
+{
+    return ((uint64_t)(uintptr_t)server << 4) | (uint64_t)(func + 1);
+}
+static void flight_add(const char *server, int func, int delta)
+{
+    uint64_t k = flight_key(server, func);
+    int64_t *v = hm_find(&g.flight, k);
+    int64_t cur = (v ? (*v & 0xFFFFFFFF) : 0) + delta;
+    int64_t max = v ? (*v >> 32) : 0;
+    if (cur > max)
+        max = cur;
+    hm_put(&g.flight, k, (max << 32) | cur);
 }
 static void mutate_free(mutate_t *m)
 {
@@ -653,6 +770,9 @@ static void farm_reset(void)
     memset(g.func_calls, 0, sizeof g.func_calls);
     g.bad_frees = g.bad_handles = 0;
     g.max_inflight = g.inflight;
+    for (i = 0; i < g.flight.cap; i++) /* max := current, like max_inflight */
+        if (g.flight.k[i])
+            g.flight.v[i] = ((g.flight.v[i] & 0xFFFFFFFF) << 32) | (g.flight.v[i] & 0xFFFFFFFF);
     g.gen++;
     g.caller_session = 1;
     g.caller_fullcontrol = 1;
@@ -705,6 +825,16 @@ static int p_state(const char *s, int *out)
     uint32_t v;
     if (p_u32(s, &v) || v > INT32_MAX) return -1; /* any number: future states too */
     *out = (int)v;
+    return 0;
+}
+/* discmsg=fail|ok|N (N > 0: the error code) */
+static int p_discmsg(const char *s, long *out)
+{
+    uint32_t v;
+    if (!strcmp(s, "fail")) *out = (long)ERR_DISCMSG_DEFAULT;
+    else if (!strcmp(s, "ok")) *out = DISCMSG_OK;
+    else if (!p_u32(s, &v) && v > 0 && v <= 0x7FFFFFFFu) *out = (long)v;
+    else return -1;
     return 0;
 }
 /* A percent-encoded UTF-8 value, decoded in place and validated. */
@@ -768,8 +898,14 @@ static int parse_line(char *line, int *cur)
         for (i = 2; i < nt; i++) {
             if (!strcmp(tok[i], "unreachable")) sv->unreachable = 1;
             else if (!strcmp(tok[i], "noex")) sv->noex = 1;
-            else if ((v = kv(tok[i], "unreachable"))) { if (p_bool(v, &sv->unreachable)) return -1; }
+            else if (!strcmp(tok[i], "noquery")) sv->noquery = 1;
+            else if ((v = kv(tok[i], "unreachable"))) {
+                if (!strcmp(v, "null")) sv->unreachable = OPEN_NULL;
+                else if (p_bool(v, &sv->unreachable)) return -1;
+            }
             else if ((v = kv(tok[i], "noex"))) { if (p_bool(v, &sv->noex)) return -1; }
+            else if ((v = kv(tok[i], "noquery"))) { if (p_bool(v, &sv->noquery)) return -1; }
+            else if ((v = kv(tok[i], "discmsg"))) { if (p_discmsg(v, &sv->discmsg)) return -1; }
             else if ((v = kv(tok[i], "fullcontrol"))) { if (p_bool(v, &sv->fullcontrol)) return -1; }
             else if ((v = kv(tok[i], "clock"))) { if (p_ft(v, &sv->clock)) return -1; }
             else if ((v = kv(tok[i], "alias"))) {
@@ -790,6 +926,7 @@ static int parse_line(char *line, int *cur)
         WCHAR empty = 0;
         memset(&t, 0, sizeof t);
         t.response = IDOK;
+        t.discmsg = DISCMSG_INHERIT;
         for (i = 1; i < nt && !rc; i++) {
             if ((v = kv(tok[i], "id"))) { rc = p_u32(v, &t.id) || t.id == WTS_CURRENT_SESSION; have_id = 1; }
             else if ((v = kv(tok[i], "name"))) rc = p_wstr(v, &t.name);
@@ -801,6 +938,8 @@ static int parse_line(char *line, int *cur)
             else if ((v = kv(tok[i], "disconnect"))) rc = p_ft(v, &t.disconnect);
             else if ((v = kv(tok[i], "input"))) rc = p_ft(v, &t.input);
             else if ((v = kv(tok[i], "logoff_ms"))) rc = p_u32(v, &t.logoff_ms);
+            else if ((v = kv(tok[i], "logoff_hang"))) rc = p_bool(v, &t.logoff_hang);
+            else if ((v = kv(tok[i], "discmsg"))) rc = p_discmsg(v, &t.discmsg);
             else if ((v = kv(tok[i], "response"))) {
                 uint32_t r;
                 if (!strcmp(v, "timeout")) t.response = RESP_TIMEOUT;
@@ -1049,8 +1188,19 @@ typedef struct {
     uint32_t raw_sess, sess;   /* sess: WTS_CURRENT_SESSION resolved */
     int fired;                 /* a fail rule fired with error ferr */
     uint32_t ferr;
+    const char *fserver;       /* server counted in flight (canon at entry) */
     td_err_t saved;
 } ctx_t;
+
+/* What a call does after its work, with the lock released (bWait). */
+typedef struct {
+    uint32_t ms;               /* sleep this long */
+    int hang;                  /* then block until LOGOFF_HANG_MS or a reset */
+    int srv;                   /* >= 0: then make sure session id is gone */
+    uint32_t id;
+    int64_t gone_at;           /* ... if it is still the same logoff */
+    unsigned gen;              /* the farm the above refers to */
+} post_t;
 
 static void ctx_init(ctx_t *c, int func, int hkind, HANDLE h)
 {
@@ -1102,6 +1252,13 @@ static int rule_server_matches(const char *rule, const ctx_t *c)
 
 /* Waits the injected latency (lock released), then takes the lock for the
  * work and checks the failure injections.  Returns with the lock held. */
+static void flight(const ctx_t *c, int delta)
+{
+    flight_add(c->fserver, c->func, delta);
+    flight_add(c->fserver, NFUNC, delta);
+    flight_add(NULL, c->func, delta);
+}
+
 static void call_enter(ctx_t *c)
 {
     uint32_t ms = 0;
@@ -1117,6 +1274,8 @@ static void call_enter(ctx_t *c)
         g.extra.n = 0;
     }
     resolve(c);
+    c->fserver = c->canon; /* interned or a literal: outlives any reset */
+    flight(c, +1);
     for (i = 0; i < g.nlat; i++)
         if ((g.lat[i].func == F_ANY || g.lat[i].func == c->func) &&
             rule_server_matches(g.lat[i].server, c))
@@ -1126,6 +1285,8 @@ static void call_enter(ctx_t *c)
         sleep_ms(ms);
     LOCK();
     resolve(c); /* the farm or the handle may have changed meanwhile */
+    if (c->srv >= 0)
+        reap(&g.srv[c->srv]);
     for (i = 0; i < g.nfail; i++) {
         fail_t *f = &g.fail[i];
         if (f->remaining == 0 || (f->func != F_ANY && f->func != c->func) ||
@@ -1183,9 +1344,9 @@ static void apply_mutations(int func, unsigned long count)
     }
 }
 
-/* Logs and counts the call, applies mutations, releases the lock, sleeps
- * post_ms (logoff with bWait) and sets or restores the error. */
-static void call_leave(ctx_t *c, int ok, uint32_t err, uint32_t post_ms)
+/* Logs and counts the call, applies mutations, releases the lock, does
+ * what post says (logoff with bWait) and sets or restores the error. */
+static void call_leave(ctx_t *c, int ok, uint32_t err, const post_t *post)
 {
     if (ok)
         err = 0;
@@ -1212,15 +1373,30 @@ static void call_leave(ctx_t *c, int ok, uint32_t err, uint32_t post_ms)
     if (c->status == ERR_HANDLE)
         g.bad_handles++;
     apply_mutations(c->func, ++g.func_calls[c->func]);
-    if (!post_ms)
-        g.inflight--;
-    UNLOCK();
-    if (post_ms) {
-        sleep_ms(post_ms);
-        LOCK();
-        g.inflight--;
+    if (post && (post->ms || post->hang || post->srv >= 0)) {
+        int64_t start = now_ms();
         UNLOCK();
+        if (post->ms)
+            sleep_ms(post->ms);
+        LOCK();
+        if (post->srv >= 0 && post->gen == g.gen) {
+            /* by time it is gone already; this makes sure of it at return
+             * even where the sleep was a tick short */
+            server_t *s = &g.srv[post->srv];
+            sess_t *ss = sess_find(s, post->id);
+            if (ss && ss->gone_at == post->gone_at)
+                sess_remove(s, ss);
+        }
+        while (post->hang && post->gen == g.gen &&
+               now_ms() - start < (int64_t)LOGOFF_HANG_MS) {
+            UNLOCK();
+            sleep_ms(20);
+            LOCK();
+        }
     }
+    g.inflight--;
+    flight(c, -1);
+    UNLOCK();
     /* last, so nothing above can clobber it */
     err_set(!ok && err ? (td_err_t)err : c->saved);
 }
@@ -1259,6 +1435,8 @@ WTS_EXPORT HANDLE WINAPI WTSOpenServerW(LPWSTR pServerName)
     if ((err = pre_check(&c)) == 0) {
         if (!c.name || !*c.name) {
             err = ERR_PARAM;
+        } else if (c.srv >= 0 && g.srv[c.srv].unreachable == OPEN_NULL) {
+            err = ERR_RPC; /* as Cassia's RemoteServerHandle.Open expects */
         } else {
             GROW(g.h, g.nh, g.caph);
             g.h[g.nh].name = c.name;
@@ -1270,7 +1448,7 @@ WTS_EXPORT HANDLE WINAPI WTSOpenServerW(LPWSTR pServerName)
             g.open_handles++;
         }
     }
-    call_leave(&c, h != NULL, PRE_ERR(err), 0);
+    call_leave(&c, h != NULL, PRE_ERR(err), NULL);
     return h;
 }
 
@@ -1291,7 +1469,7 @@ WTS_EXPORT VOID WINAPI WTSCloseServer(HANDLE hServer)
         if (c.fired)
             err = c.ferr;
     }
-    call_leave(&c, !c.fired && !err, err, 0);
+    call_leave(&c, !c.fired && !err, err, NULL);
 }
 
 WTS_EXPORT BOOL WINAPI WTSEnumerateSessionsW(HANDLE hServer, DWORD Reserved, DWORD Version,
@@ -1308,8 +1486,8 @@ WTS_EXPORT BOOL WINAPI WTSEnumerateSessionsW(HANDLE hServer, DWORD Reserved, DWO
         err = ERR_USERBUF;
     } else if (c.status) {
         err = c.status;
-    } else if (!g.srv[c.srv].live) {
-        err = ERR_NOMORE;
+    } else if (g.srv[c.srv].noquery || !g.srv[c.srv].live) {
+        err = ERR_NOMORE; /* nothing this caller may see */
     } else {
         /* one allocation: the array, then all the strings */
         server_t *s = &g.srv[c.srv];
@@ -1336,7 +1514,7 @@ WTS_EXPORT BOOL WINAPI WTSEnumerateSessionsW(HANDLE hServer, DWORD Reserved, DWO
         *ppSessionInfo = a;
         *pCount = (DWORD)n;
     }
-    call_leave(&c, !err, PRE_ERR(err), 0);
+    call_leave(&c, !err, PRE_ERR(err), NULL);
     return !err;
 }
 
@@ -1356,17 +1534,17 @@ WTS_EXPORT BOOL WINAPI WTSEnumerateSessionsExW(HANDLE hServer, DWORD *pLevel, DW
         err = c.status;
     } else if (g.srv[c.srv].noex) {
         err = ERR_NOTIMPL;
-    } else if (!g.srv[c.srv].live) {
-        err = ERR_NOMORE;
+    } else if (g.srv[c.srv].noquery || !g.srv[c.srv].live) {
+        err = ERR_NOMORE; /* nothing this caller may see */
     } else {
         server_t *s = &g.srv[c.srv];
-        size_t i, k = 0, chars = 0, n = s->live, host = wlen(s->wname) + 1;
+        size_t i, k = 0, chars = 0, n = s->live;
         WTS_SESSION_INFO_1W *a;
         WCHAR *str;
         for (i = 0; i < s->n; i++)
             if (!s->s[i].removed)
                 chars += wlen(s->s[i].name) + wlen(s->s[i].user) +
-                         wlen(s->s[i].domain) + 3 + host;
+                         wlen(s->s[i].domain) + 3;
         a = t_alloc(n * sizeof *a + chars * sizeof(WCHAR), K_EX, (uint32_t)n);
         str = (WCHAR *)(a + n);
 #define PUT_W(field, src)                                                     \
@@ -1383,7 +1561,7 @@ WTS_EXPORT BOOL WINAPI WTSEnumerateSessionsExW(HANDLE hServer, DWORD *pLevel, DW
             a[k].State = (WTS_CONNECTSTATE_CLASS)ss->state;
             a[k].SessionId = ss->id;
             PUT_W(pSessionName, ss->name);
-            PUT_W(pHostName, s->wname);
+            a[k].pHostName = NULL; /* documented: NULL but for RDVH VMs */
             PUT_W(pUserName, ss->user);
             PUT_W(pDomainName, ss->domain);
             a[k].pFarmName = NULL;
@@ -1393,7 +1571,7 @@ WTS_EXPORT BOOL WINAPI WTSEnumerateSessionsExW(HANDLE hServer, DWORD *pLevel, DW
         *ppSessionInfo = a;
         *pCount = (DWORD)n;
     }
-    call_leave(&c, !err, PRE_ERR(err), 0);
+    call_leave(&c, !err, PRE_ERR(err), NULL);
     return !err;
 }
 
@@ -1412,7 +1590,7 @@ WTS_EXPORT VOID WINAPI WTSFreeMemory(PVOID pMemory)
     } else if (c.fired) {
         err = c.ferr;
     }
-    call_leave(&c, !c.fired && !err, err, 0);
+    call_leave(&c, !c.fired && !err, err, NULL);
 }
 
 WTS_EXPORT BOOL WINAPI WTSFreeMemoryExW(WTS_TYPE_CLASS WTSTypeClass, PVOID pMemory,
@@ -1430,7 +1608,7 @@ WTS_EXPORT BOOL WINAPI WTSFreeMemoryExW(WTS_TYPE_CLASS WTSTypeClass, PVOID pMemo
             err = ERR_PARAM;
         }
     }
-    call_leave(&c, !err, PRE_ERR(err), 0);
+    call_leave(&c, !err, PRE_ERR(err), NULL);
     return !err;
 }
 
@@ -1466,6 +1644,8 @@ WTS_EXPORT BOOL WINAPI WTSQuerySessionInformationW(HANDLE hServer, DWORD Session
         err = c.status;
     } else if (!(ss = sess_find(&g.srv[c.srv], c.sess))) {
         err = ERR_NOSESSION;
+    } else if (g.srv[c.srv].noquery && !(c.srv == 0 && ss->id == g.caller_session)) {
+        err = ERR_ACCESS; /* no Query Information on that session */
     } else {
         void *buf = NULL;
         size_t bytes = 0;
@@ -1509,7 +1689,7 @@ WTS_EXPORT BOOL WINAPI WTSQuerySessionInformationW(HANDLE hServer, DWORD Session
             *pBytesReturned = (DWORD)bytes;
         }
     }
-    call_leave(&c, !err, PRE_ERR(err), 0);
+    call_leave(&c, !err, PRE_ERR(err), NULL);
     return !err;
 }
 
@@ -1517,8 +1697,11 @@ WTS_EXPORT BOOL WINAPI WTSQuerySessionInformationW(HANDLE hServer, DWORD Session
 static BOOL end_session(int func, HANDLE hServer, DWORD SessionId, BOOL bWait)
 {
     ctx_t c;
-    uint32_t err, post = 0;
+    uint32_t err;
     sess_t *ss = NULL;
+    post_t post;
+    memset(&post, 0, sizeof post);
+    post.srv = -1;
     ctx_init(&c, func, HK_HANDLE, hServer);
     c.has_sess = 1;
     c.raw_sess = SessionId;
@@ -1534,16 +1717,31 @@ static BOOL end_session(int func, HANDLE hServer, DWORD SessionId, BOOL bWait)
     } else if (!has_rights(&c, ss)) {
         err = ERR_ACCESS;
     } else {
-        if (bWait)
-            post = ss->logoff_ms;
-        if (func == F_LOGOFF) {
-            sess_remove(&g.srv[c.srv], ss);
-        } else {
+        server_t *s = &g.srv[c.srv];
+        post.gen = g.gen;
+        if (func == F_DISC) {
             ss->state = WTSDisconnected;
-            ss->disconnect = g.srv[c.srv].clock;
+            ss->disconnect = s->clock;
+            if (bWait)
+                post.ms = ss->logoff_ms;
+        } else {
+            /* "sometimes blocks indefinitely (even after a session has been
+             * logged off)": the field-facts note, Logoff */
+            post.hang = bWait && ss->logoff_hang;
+            if (!ss->logoff_ms) {
+                sess_remove(s, ss);
+            } else {
+                int64_t gone = logoff_schedule(s, ss), left = gone - now_ms();
+                if (bWait) {
+                    post.ms = left > 0 ? (uint32_t)left : 0;
+                    post.srv = c.srv;
+                    post.id = ss->id;
+                    post.gone_at = gone;
+                }
+            }
         }
     }
-    call_leave(&c, !err, PRE_ERR(err), post);
+    call_leave(&c, !err, PRE_ERR(err), &post);
     return !err;
 }
 
@@ -1593,14 +1791,19 @@ WTS_EXPORT BOOL WINAPI WTSSendMessageW(HANDLE hServer, DWORD SessionId, LPWSTR p
         err = ERR_NOSESSION;
     } else if (!has_rights(&c, ss)) {
         err = ERR_ACCESS;
+    } else if (ss->state == WTSDisconnected &&
+               discmsg_of(&g.srv[c.srv], ss) != DISCMSG_OK) {
+        err = (uint32_t)discmsg_of(&g.srv[c.srv], ss);
     } else if (!bWait) {
         *pResponse = IDASYNC;
+    } else if (ss->state == WTSDisconnected) {
+        *pResponse = IDTIMEOUT; /* nobody there to answer */
     } else if (ss->response == RESP_TIMEOUT) {
         *pResponse = Timeout > 0 ? IDTIMEOUT : IDOK;
     } else {
         *pResponse = (DWORD)ss->response;
     }
-    call_leave(&c, !err, PRE_ERR(err), 0);
+    call_leave(&c, !err, PRE_ERR(err), NULL);
     return !err;
 }
 
@@ -1661,6 +1864,37 @@ TD_GETTER(long, TD_BadHandles, g.bad_handles)
 TD_GETTER(int, TD_InFlight, g.inflight)
 TD_GETTER(int, TD_MaxInFlight, g.max_inflight)
 
+/* The most calls in flight at once since the last load/reset, counting only
+ * those to SERVER (its farm name, case-insensitive; NULL: any) and of FUNC
+ * (NULL: any).  Several farm-less names differing in case count apart. */
+TD_EXPORT int TD_MaxInFlightFor(const char *server, const char *func)
+{
+    int f = NFUNC, best = 0;
+    size_t i;
+    LOCK();
+    ensure_loaded();
+    if (func && (f = p_func(func, 0)) < 0) {
+        UNLOCK();
+        return 0;
+    }
+    if (!server && !func) {
+        best = g.max_inflight;
+    } else if (!server) {
+        int64_t *v = hm_find(&g.flight, flight_key(NULL, f));
+        best = v ? (int)(*v >> 32) : 0;
+    } else {
+        for (i = 0; i < g.flight.cap; i++) {
+            uint64_t k = g.flight.k[i];
+            const char *name = (const char *)(uintptr_t)(k >> 4);
+            int max = (int)(g.flight.v[i] >> 32);
+            if (k && (int)(k & 15) == f + 1 && name && ieq(server, name) && max > best)
+                best = max;
+        }
+    }
+    UNLOCK();
+    return best;
+}
+
 TD_EXPORT const char *TD_Log(void)
 {
     LOCK();
@@ -1677,7 +1911,10 @@ static sess_t *td_session(const char *server, uint32_t id)
     int si;
     ensure_loaded();
     si = server_find(server ? server : ".");
-    return si < 0 ? NULL : sess_find(&g.srv[si], id);
+    if (si < 0)
+        return NULL;
+    reap(&g.srv[si]);
+    return sess_find(&g.srv[si], id);
 }
 
 TD_EXPORT int TD_SessionExists(const char *server, uint32_t id)
