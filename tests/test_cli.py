@@ -82,9 +82,10 @@ def test_console_script_is_main(run_process, tmp_path):
     cfg = configparser.ConfigParser()
     cfg.read(os.path.join(ROOT, "setup.cfg"))
     scripts = cfg["options.entry_points"]["console_scripts"]
-    assert "pylogoff = logoff:_console_script" in scripts
+    assert "pylogoff = logoff:main" in scripts
+    # A console_scripts wrapper calls sys.exit(main()).
     code = ("import sys, logoff; sys.argv[1:] = ['12', '/V']; "
-            "logoff._console_script()")
+            "sys.exit(logoff.main())")
     farm_file = reference_farm().write(str(tmp_path / "f.txt"))
     env = dict(os.environ, WTSDOUBLE_FARM=farm_file)
     p = run_child([sys.executable, "-c", code], cwd=ROOT, env=env,
@@ -445,7 +446,9 @@ def test_own_session_is_audited(cli, load, tmp_path):
     log = tmp_path / "a.jsonl"
     r = cli("/log:%s" % log)
     assert r.code == 0
-    (line,) = [json.loads(x) for x in log.read_text("utf-8").splitlines()]
+    intent, line = [json.loads(x) for x in log.read_text("utf-8").splitlines()]
+    assert (intent["session"], intent["phase"], intent["seq"]) == (
+        2, "intent", line["seq"])
     assert (line["session"], line["action"], line["result"]) == (
         2, "logoff", "logged-off")
 

@@ -214,9 +214,10 @@ def test_calls_per_operation(cli, load, double, n):
     assert double.calls("N", "WTSLogoffSession") == selected
     assert double.rpcs("N") == 1 + passed_other_filters + selected
     # A warned run adds k messages and one re-enumeration (its idle
-    # re-check queries the sessions again).
+    # re-check queries the sessions again).  Only active sessions can
+    # read a message.
     load(farm)
-    r = cli("/server:N", "/state:disc", "/warn:bye", "/grace:0")
+    r = cli("/server:N", "/state:active", "/warn:bye", "/grace:0")
     assert double.calls("N", "WTSSendMessageW") == n // 2
     assert double.calls("N", "WTSEnumerateSessionsExW") == 2
     assert double.calls("N", "WTSLogoffSession") == n // 2
@@ -258,13 +259,14 @@ def test_whatif_explicit_session(cli, load):
 # --- /warn and the grace period ---------------------------------------------------------
 
 def warn_farm():
+    """Five active sessions on W: warnings reach only active sessions."""
     farm = Farm(caller=1)
     s = farm.server("W")
     s.session(1, "Console", ACTIVE, "admin", "CORP")
-    for sid, user in ((11, "gone"), (12, "swapped"), (13, "back"),
+    for sid, user in ((11, "gone"), (12, "swapped"), (13, "left"),
                       (14, "stays"), (15, "stays2")):
-        s.session(sid, "", DISCONNECTED, user, "CORP",
-                  disconnect=CLOCK - 3 * HOUR)
+        s.session(sid, "RDP-Tcp#%d" % sid, ACTIVE, user, "CORP",
+                  input=CLOCK - 3 * HOUR)
     return farm
 
 
@@ -273,9 +275,9 @@ def test_warn_then_logoff_rechecks(cli, load, double):
     after = "WTSSendMessageW:5"           # once every warning has gone out
     farm.mutate(after, "W", 11, remove=1)
     farm.mutate(after, "W", 12, user="intruder")
-    farm.mutate(after, "W", 13, state=ACTIVE)
+    farm.mutate(after, "W", 13, state=DISCONNECTED)
     load(farm)
-    r = cli("/server:W", "/state:disc", "/warn:Maintenance in 1 minute",
+    r = cli("/server:W", "/state:active", "/warn:Maintenance in 1 minute",
             "/grace:0.2", "/json")
     assert r.code == 0, r.err
     assert messages(r) == [("W", i) for i in (11, 12, 13, 14, 15)]
@@ -288,7 +290,7 @@ def test_warn_then_logoff_rechecks(cli, load, double):
         15: "logged-off"}
     assert got[11]["message"] == "the session has ended"
     assert "intruder" in got[12]["message"]
-    assert "now active" in got[13]["message"]
+    assert "now disconnected" in got[13]["message"]
     assert all(s["warned"] for s in got.values())
     # Everything sent happened before the re-enumeration, and every logoff
     # after it.
@@ -316,7 +318,7 @@ def test_ctrl_c_during_grace_logs_off_no_one(cli, load, double, monkeypatch):
     def interrupted(seconds):
         raise KeyboardInterrupt
     monkeypatch.setattr(time, "sleep", interrupted)
-    r = cli("/server:W", "/state:disc", "/warn:bye", "/grace:5m")
+    r = cli("/server:W", "/state:active", "/warn:bye", "/grace:5m")
     assert r.code == 1
     assert "no one was logged off" in r.err
     assert len(messages(r)) == 5
@@ -331,7 +333,7 @@ def test_ctrl_c_during_grace_real_process(double_path, tmp_path):
     env = dict(os.environ, WTSAPI32_DLL=double_path, WTSDOUBLE_FARM=farm_file,
                WTSDOUBLE_LOG=log_file)
     p = subprocess.Popen([sys.executable, "logoff.py", "/server:W",
-                          "/state:disc", "/warn:bye", "/grace:60"],
+                          "/state:active", "/warn:bye", "/grace:60"],
                          cwd=ROOT, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
@@ -350,12 +352,17 @@ def test_ctrl_c_during_grace_real_process(double_path, tmp_path):
 
 # --- /wait ------------------------------------------------------------------------
 
-def test_wait_passes_bwait(cli, load):
+def test_wait_polls_instead_of_bwait(cli, load):
+    # bWait=TRUE is reported to block forever: /wait issues the logoff
+    # without it and then looks for the session to go.
     load()
     r = cli("/state:disc", "/wait")
     assert r.code == 0
     assert [e.extra for e in r.log if e.func == "WTSLogoffSession"] == [
-        "wait=1"]
+        "wait=0"]
+    funcs = [e.func for e in r.log if e.server == "."]
+    assert funcs.index("WTSLogoffSession") < len(funcs) - 1 - funcs[
+        ::-1].index("WTSEnumerateSessionsExW")
 
 
 def test_wait_limit_reports_slow_session(cli, load, double):
@@ -499,21 +506,35 @@ def test_audit_log(cli, load, tmp_path):
     farm.mutate("WTSSendMessageW:5", "W", 11, remove=1)
     load(farm)
     log = tmp_path / "audit.jsonl"
-    r = cli("/server:W", "/state:disc", "/warn:bye", "/grace:0",
+    r = cli("/server:W", "/state:active", "/warn:bye", "/grace:0",
             "/log:%s" % log)
     assert r.code == 0
     lines = [json.loads(x) for x in log.read_text("utf-8").splitlines()]
-    assert [(x["action"], x["session"], x["result"]) for x in lines] == [
-        ("warn", 11, "ok"), ("warn", 12, "ok"), ("warn", 13, "ok"),
-        ("warn", 14, "ok"), ("warn", 15, "ok"),
-        ("logoff", 11, "spared"), ("logoff", 12, "logged-off"),
-        ("logoff", 13, "logged-off"), ("logoff", 14, "logged-off"),
-        ("logoff", 15, "logged-off")]
+    # Written ahead: an intent before every change, its outcome after.
+    expected = []
+    for sid in (11, 12, 13, 14, 15):
+        expected += [("intent", "warn", sid, None),
+                     ("outcome", "warn", sid, "ok")]
+    expected.append(("outcome", "logoff", 11, "spared"))
+    for sid in (12, 13, 14, 15):
+        expected += [("intent", "logoff", sid, None),
+                     ("outcome", "logoff", sid, "logged-off")]
+    assert [(x["phase"], x["action"], x["session"], x["result"])
+            for x in lines] == expected
     first = lines[0]
-    assert set(first) == {"time", "operator", "server", "session", "user",
-                          "domain", "action", "result", "error", "message"}
+    assert set(first) == {"time", "run", "seq", "phase", "operator",
+                          "server", "session", "user", "domain", "action",
+                          "result", "error", "message", "warned"}
     assert first["time"].endswith("Z") and first["server"] == "W"
     assert first["user"] == "gone"
+    # Intent and outcome pair up by run and seq; one run id per run.
+    assert len({x["run"] for x in lines}) == 1
+    intents = {x["seq"]: x for x in lines if x["phase"] == "intent"}
+    outcomes = [x for x in lines if x["phase"] == "outcome"]
+    paired = [x for x in outcomes if x["seq"] in intents]
+    assert len(paired) == len(intents) == 9
+    assert all(intents[x["seq"]]["session"] == x["session"] and
+               intents[x["seq"]]["action"] == x["action"] for x in paired)
 
 
 def test_audit_log_cannot_open_means_nothing_done(cli, load, double):
@@ -544,10 +565,12 @@ def test_audit_log_two_concurrent_writers(run_process, tmp_path):
         t.join()
     assert [r.code for r in results] == [0, 0], [r.err for r in results]
     lines = log.read_text("utf-8").splitlines()
-    assert len(lines) == 300
+    assert len(lines) == 600            # an intent and an outcome each
     entries = [json.loads(x) for x in lines]
-    assert sorted(e["session"] for e in entries) == sorted(
+    outcomes = [e for e in entries if e["phase"] == "outcome"]
+    assert sorted(e["session"] for e in outcomes) == sorted(
         list(range(100, 250)) * 2)
+    assert len({(e["run"], e["seq"]) for e in entries}) == 300
 
 
 # --- Exit codes and help ------------------------------------------------------------
