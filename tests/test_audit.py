@@ -1,0 +1,403 @@
+"""The audit log loses nothing, whatever happens to the run; output can
+fail, the work cannot (issue: write-ahead audit)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import farm as farmlib
+import logoff
+import wtsapi
+from farm import ACTIVE, CLOCK, DISCONNECTED, HOUR, Farm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POSIX = sys.platform != "win32"
+
+
+def many_farm(n, server="MANY", logoff_ms=None):
+    farm = Farm(caller=1)
+    srv = farm.server(server)
+    for i in range(n):
+        srv.session(100 + i, "", DISCONNECTED, "user%d" % i, "CORP",
+                    disconnect=CLOCK - HOUR)
+    if logoff_ms:
+        farm.latency(server, "WTSLogoffSession", logoff_ms)
+    return farm
+
+
+def read_lines(path):
+    with open(str(path), "rb") as f:
+        return [json.loads(x) for x in f.read().decode("utf-8").splitlines()]
+
+
+def logged_off(entries):
+    return sorted((e.server, e.session) for e in entries
+                  if e.func == "WTSLogoffSession" and e.ok)
+
+
+class Child:
+    """logoff.py as a real process against a farm, for signals and kills."""
+
+    def __init__(self, double_path, tmp_path, farm, *args, **popen):
+        n = len(os.listdir(str(tmp_path)))
+        self.farm_file = farm.write(str(tmp_path / ("farm%d.txt" % n)))
+        self.calls = str(tmp_path / ("calls%d.log" % n))
+        env = dict(os.environ, WTSAPI32_DLL=double_path,
+                   WTSDOUBLE_FARM=self.farm_file, WTSDOUBLE_LOG=self.calls)
+        env.update(popen.pop("env", {}))
+        popen.setdefault("stdout", subprocess.PIPE)
+        popen.setdefault("stderr", subprocess.PIPE)
+        popen.setdefault("stdin", subprocess.DEVNULL)
+        self.p = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "logoff.py")] + list(args),
+            cwd=ROOT, env=env, **popen)
+
+    def entries(self):
+        try:
+            with open(self.calls, encoding="utf-8") as f:
+                return farmlib.parse_log(f.read())[0]
+        except FileNotFoundError:
+            return []
+
+    def wait_for(self, predicate, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return False
+
+
+def intents(lines):
+    return [x for x in lines if x["phase"] == "intent"]
+
+
+# --- 1. Write ahead ------------------------------------------------------------
+
+@pytest.mark.skipif(not POSIX, reason="SIGKILL")
+def test_sigkill_at_any_moment_leaves_no_logoff_without_its_line(
+        double_path, tmp_path):
+    rng = random.Random(20261201)
+    mid_run = 0
+    for k in range(10):
+        log = tmp_path / ("audit%d.jsonl" % k)
+        child = Child(double_path, tmp_path, many_farm(300, logoff_ms=2),
+                      "/server:MANY", "/state:disc", "/log:%s" % log)
+        time.sleep(rng.uniform(0.05, 1.2))
+        child.p.kill()
+        child.p.wait(timeout=30)
+        done = logged_off(child.entries())
+        lines = read_lines(log) if log.exists() else []
+        announced = {(x["server"], x["session"]) for x in intents(lines)
+                     if x["action"] == "logoff"}
+        # Every session the double logged off had its intent line first.
+        assert set(done) <= announced, (k, sorted(set(done) - announced))
+        if 0 < len(done) < 300:
+            mid_run += 1
+    # The kills did land in the middle of the work, not only before/after.
+    assert mid_run >= 3, mid_run
+
+
+def test_intent_is_written_before_the_call(cli, load, double, tmp_path,
+                                           monkeypatch):
+    # The double logs a call when it returns; the log file must already
+    # hold the intent when the call starts.
+    load(many_farm(3))
+    log = tmp_path / "a.jsonl"
+    seen = []
+    real = wtsapi.Server.logoff
+
+    def watching(self, session_id, wait=False):
+        seen.append((session_id, [x["session"] for x in intents(
+            read_lines(log))]))
+        return real(self, session_id, wait)
+    monkeypatch.setattr(wtsapi.Server, "logoff", watching)
+    r = cli("/server:MANY", "/state:disc", "/log:%s" % log)
+    assert r.code == 0, r.err
+    assert [sid for sid, _ in seen] == [100, 101, 102]
+    assert all(sid in announced for sid, announced in seen)
+
+
+# --- 2. The log or nothing ---------------------------------------------------------
+
+@pytest.mark.skipif(not POSIX, reason="RLIMIT_FSIZE")
+def test_a_log_that_fills_up_stops_every_change(double_path, tmp_path):
+    import resource
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))
+    log = tmp_path / "full.jsonl"
+    child = Child(double_path, tmp_path, many_farm(40), "/server:MANY",
+                  "/state:disc", "/json", "/log:%s" % log,
+                  preexec_fn=small_files)
+    out, err = child.p.communicate(timeout=60)
+    doc = json.loads(out.decode("ascii"))
+    done = logged_off(child.entries())
+    assert 0 < len(done) < 40
+    # What was done was announced; after the failure nothing more changed.
+    text = log.read_bytes().decode("utf-8")
+    whole = [json.loads(x) for x in text.splitlines() if x.endswith("}")]
+    announced = {x["session"] for x in intents(whole)}
+    assert {sid for _, sid in done} <= announced
+    results = {s["id"]: s for s in doc["sessions"]}
+    skipped = [s for s in results.values() if s["result"] == "not-attempted"]
+    assert skipped and all(
+        s["message"] == "not attempted: the audit log cannot be written"
+        for s in skipped)
+    assert len(skipped) + len(done) + sum(
+        1 for s in results.values() if s["result"] == "unknown") == 40
+    # Blamed on the log, not on the server; the exit code follows the
+    # rules (something was done: 2), the same in JSON and the process.
+    assert doc["server_errors"] == []
+    assert doc["exit_code"] == child.p.returncode == 2
+
+
+def test_log_failure_is_reported_as_the_logs(cli, load, double, tmp_path,
+                                             monkeypatch):
+    load(many_farm(5))
+    log = tmp_path / "a.jsonl"
+    real_write = os.write
+    writes = []
+
+    def failing(fd, data):
+        if data.startswith(b"{") and b'"run"' in data:
+            writes.append(data)
+            if len(writes) == 4:        # the third intent line
+                raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+    monkeypatch.setattr(os, "write", failing)
+    r = cli("/server:MANY", "/state:disc", "/log:%s" % log)
+    assert r.code == 2
+    assert len(logged_off(r.log)) == 2
+    line = [x for x in r.err.splitlines() if "audit log" in x]
+    assert line and str(log) in line[0] and "No space left" in line[0]
+    assert "server MANY" not in r.err
+
+
+def test_a_name_that_cannot_be_utf8_is_escaped(cli, load, double, tmp_path,
+                                               monkeypatch):
+    load(many_farm(2))
+    monkeypatch.setattr(wtsapi, "process_account", lambda: "CORP\\x\udcff")
+    log = tmp_path / "a.jsonl"
+    r = cli("/server:MANY", "/state:disc", "/log:%s" % log)
+    assert r.code == 0, r.err
+    lines = read_lines(log)
+    assert len(lines) == 4 and len(logged_off(r.log)) == 2
+    assert lines[0]["operator"] == "CORP\\x\udcff"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_log_must_be_a_regular_file(cli, load, double, tmp_path, kind):
+    load(many_farm(2))
+    if kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs here")
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    elif kind == "directory":
+        path = str(tmp_path)
+    else:
+        path = os.devnull if POSIX else "NUL"
+    t0 = time.monotonic()
+    r = cli("/server:MANY", "/state:disc", "/log:%s" % path)
+    assert time.monotonic() - t0 < 10            # a FIFO never hangs us
+    assert r.code == 1 and "cannot open the log file" in r.err
+    assert double.calls() == 0
+
+
+# --- 4. Interruption is an outcome ----------------------------------------------------
+
+@pytest.mark.skipif(not POSIX, reason="POSIX signals")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_with_logoffs_in_flight(double_path, tmp_path, sig):
+    farm = Farm(caller=1)
+    for name in ("A", "B", "C"):
+        farm.server(name).session(3, "", DISCONNECTED, "u" + name, "CORP")
+        farm.latency(name, "WTSLogoffSession", 6000)
+    slow = farm.server("S")
+    for sid in range(3, 8):
+        slow.session(sid, "", DISCONNECTED, "s%d" % sid, "CORP")
+    farm.latency("S", "WTSLogoffSession", 6000)
+    log = tmp_path / "a.jsonl"
+    child = Child(double_path, tmp_path, farm, "/server:A,B,C,S",
+                  "/state:disc", "/json", "/log:%s" % log)
+    assert child.wait_for(lambda: log.exists() and len(
+        intents(read_lines(log))) == 4)
+    t0 = time.monotonic()
+    child.p.send_signal(sig)
+    out, err = child.p.communicate(timeout=30)
+    assert time.monotonic() - t0 < 5
+    assert b"Traceback" not in err
+    doc = json.loads(out.decode("ascii"))
+    got = {(s["server"], s["id"]): s for s in doc["sessions"]}
+    # The four in flight: issued, outcome unknown.  S's other four: never
+    # started after the interrupt.
+    unknown = [k for k, s in got.items() if s["result"] == "unknown"]
+    assert sorted(unknown) == [("A", 3), ("B", 3), ("C", 3), ("S", 3)]
+    assert all("interrupted" in got[k]["message"] for k in unknown)
+    assert sorted(k for k, s in got.items()
+                  if s["result"] == "not-attempted") == [
+        ("S", i) for i in range(4, 8)]
+    lines = read_lines(log)
+    outcome = {x["seq"]: x for x in lines if x["phase"] == "outcome"}
+    assert all(outcome[x["seq"]]["result"] == "unknown"
+               for x in intents(lines))
+    # Something may have been done: 2, in the JSON and the process alike.
+    assert doc["exit_code"] == child.p.returncode == 2
+    assert [e for e in child.entries()
+            if e.func == "WTSLogoffSession" and e.server == "S"
+            and e.session != 3] == []
+
+
+@pytest.mark.skipif(not POSIX, reason="POSIX signals")
+def test_interrupt_before_anything_was_done_exits_1(double_path, tmp_path):
+    farm = many_farm(3)
+    farm.latency("MANY", "WTSEnumerateSessionsExW", 5000)
+    child = Child(double_path, tmp_path, farm, "/server:MANY",
+                  "/state:disc", "/json")
+    time.sleep(1.0)                      # the enumeration takes 5 s
+    child.p.send_signal(signal.SIGINT)
+    out, err = child.p.communicate(timeout=30)
+    doc = json.loads(out.decode("ascii"))
+    assert doc["exit_code"] == child.p.returncode == 1
+    assert logged_off(child.entries()) == []
+
+
+def test_ctrl_c_in_the_grace_period_has_one_exit_code(cli, load, double,
+                                                      monkeypatch):
+    from test_select import warn_farm
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+    load(warn_farm())
+    monkeypatch.setattr(time, "sleep", interrupted)
+    r = cli("/server:W", "/state:active", "/warn:bye", "/grace:5m", "/json")
+    assert r.code == json.loads(r.out)["exit_code"] == 1
+
+
+def test_a_server_given_up_keeps_done_and_not_attempted_apart(cli, load,
+                                                             double,
+                                                             tmp_path):
+    farm = many_farm(6)
+    farm.latency("MANY", "WTSLogoffSession", 400)
+    load(farm)
+    log = tmp_path / "a.jsonl"
+    r = cli("/server:MANY", "/state:disc", "/timeout:1", "/json",
+            "/log:%s" % log)
+    d = json.loads(r.out)
+    results = [s["result"] for s in d["sessions"]]
+    # Two or three done in the second, one in flight, the rest never tried.
+    assert results.count("logged-off") >= 1
+    assert results.count("unknown") == 1
+    assert results.count("not-attempted") >= 1
+    assert len(results) == 6
+    lines = read_lines(log)
+    done = {x["session"] for x in lines if x["phase"] == "outcome"
+            and x["result"] == "logged-off"}
+    assert done == {s["id"] for s in d["sessions"]
+                    if s["result"] == "logged-off"}
+    assert d["exit_code"] == r.code == 2
+
+
+# --- 5. Output can fail; the work cannot ---------------------------------------------
+
+@pytest.mark.skipif(not POSIX, reason="a closed pipe")
+def test_a_closed_pipe_with_v_stops_nothing(double_path, tmp_path):
+    log = tmp_path / "a.jsonl"
+    child = Child(double_path, tmp_path, many_farm(500), "/server:MANY",
+                  "/state:disc", "/v", "/log:%s" % log)
+    child.p.stdout.readline()            # `| more`, then q
+    child.p.stdout.close()
+    child.p.wait(timeout=60)
+    child.p.stderr.read()
+    assert len(logged_off(child.entries())) == 500
+    assert len(read_lines(log)) == 1000
+    assert child.p.returncode == 0
+
+
+@pytest.mark.skipif(not POSIX, reason="closing the standard descriptors")
+def test_no_stdio_at_all_does_all_the_work(double_path, tmp_path):
+    def no_stdio():
+        for fd in (0, 1, 2):
+            os.close(fd)
+    farm = many_farm(3)
+    farm.fail("MANY", "WTSLogoffSession", 5, session=101)
+    log = tmp_path / "a.jsonl"
+    child = Child(double_path, tmp_path, farm, "/server:MANY", "/state:disc",
+                  "/v", "/log:%s" % log, preexec_fn=no_stdio, stdout=None,
+                  stderr=None)
+    child.p.wait(timeout=60)
+    assert len(logged_off(child.entries())) == 2
+    assert len(read_lines(log)) == 6
+    assert child.p.returncode == 2       # as with stdio: partly done
+
+
+def test_stdout_none_as_under_pythonw(cli, load, double, monkeypatch,
+                                      tmp_path):
+    load(many_farm(3))
+    monkeypatch.setattr(sys, "stdout", None)
+    monkeypatch.setattr(sys, "stderr", None)
+    log = tmp_path / "a.jsonl"
+    code = logoff.main(["/server:MANY", "/state:disc", "/v",
+                        "/log:%s" % log])
+    assert code == 0
+    assert len(logged_off(double.log())) == 3
+    assert len(read_lines(log)) == 6
+
+
+# --- 6. The operator is who the process runs as -------------------------------
+
+def test_operator_is_not_taken_from_the_environment(run_process, tmp_path):
+    log = tmp_path / "a.jsonl"
+    r = run_process(many_farm(1), "/server:MANY", "/state:disc",
+                    "/log:%s" % log, env={"USERNAME": "ceo",
+                                          "USERDOMAIN": "BOARD",
+                                          "USER": "ceo", "LOGNAME": "ceo"})
+    assert r.code == 0, r.err
+    operator = read_lines(log)[0]["operator"]
+    assert "ceo" not in operator.lower()
+    if POSIX:
+        import pwd
+        assert operator == pwd.getpwuid(os.getuid()).pw_name
+    else:
+        assert operator and "\\" in operator
+
+
+def test_warning_title_names_the_real_operator(cli, load, double,
+                                               monkeypatch):
+    from test_select import warn_farm
+    load(warn_farm())
+    monkeypatch.setenv("USERNAME", "ceo")
+    monkeypatch.setenv("USER", "ceo")
+    monkeypatch.setenv("LOGNAME", "ceo")
+    r = cli("/server:W", "/user:stays", "/warn:bye", "/grace:0")
+    assert r.code == 0, r.err
+    sent = [e for e in r.log if e.func == "WTSSendMessageW"][0].fields()
+    assert sent["title"] == "Message from %s" % wtsapi.process_account()
+    assert "ceo" not in sent["title"]
+
+
+# --- 7. /json is lossless on any stdout -----------------------------------------
+
+def unicode_farm():
+    farm = Farm(caller=1)
+    srv = farm.server("U")
+    srv.session(3, "RDP-Tcp#3", ACTIVE, "田中", "CORP")
+    srv.session(4, "RDP-Tcp#4", ACTIVE, "Müller", "CORP")
+    return farm
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "cp932", "ascii"])
+def test_json_is_lossless_on_any_code_page(run_process, encoding):
+    r = run_process(unicode_farm(), "/query", "/json", "/server:U",
+                    env={"PYTHONIOENCODING": encoding}, encoding=encoding)
+    assert r.code == 0, r.err
+    users = [s["user"] for s in json.loads(r.out)["sessions"]]
+    assert users == ["田中", "Müller"]

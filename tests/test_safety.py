@@ -1,0 +1,346 @@
+"""Only the sessions selected, as real Windows behaves (issue: selection
+safety).  The behaviours from the field run against the double's models of
+them; see ../shared/reference/windows-field-facts.md."""
+
+import json
+import os
+import socket
+import sys
+import time
+
+import pytest
+
+import logoff
+from farm import (ACTIVE, CLOCK, CONNECTED, DAY, DISCONNECTED, HOUR, LISTEN,
+                  MINUTE, SECOND, Farm, standard_farm)
+
+
+def doc(run):
+    return json.loads(run.out)
+
+
+def logoffs(run):
+    return sorted((e.server, e.session) for e in run.log
+                  if e.func == "WTSLogoffSession" and e.ok)
+
+
+def messages(run):
+    return sorted((e.server, e.session) for e in run.log
+                  if e.func == "WTSSendMessageW")
+
+
+# --- 1. Own session, whatever the name ------------------------------------------
+
+def own_farm(*aliases):
+    """The local server, reachable under other names too; the caller is
+    session 2 (operator)."""
+    farm = Farm(caller=2)
+    local = farm.server(".", **({"alias": aliases[0]} if aliases else {}))
+    local.session(2, "RDP-Tcp#7", ACTIVE, "operator", "CORP",
+                  logon=CLOCK - HOUR, input=CLOCK - 2 * SECOND)
+    local.session(3, "RDP-Tcp#8", ACTIVE, "alice", "CORP",
+                  logon=CLOCK - 3 * HOUR, input=CLOCK - 30 * MINUTE)
+    return farm
+
+
+@pytest.mark.parametrize("name", ["10.0.0.5", "rds-alias.corp.example",
+                                  "127.0.0.2"])
+def test_own_session_is_never_selected_under_another_name(cli, load, double,
+                                                          name):
+    load(own_farm(name))
+    r = cli("/json", "/state:active", "/server:%s" % name)
+    assert r.code == 0, r.err
+    assert [s["id"] for s in doc(r)["sessions"]] == [3]
+    assert logoffs(r) == [(".", 3)]      # the double logs the server's name
+    assert double.exists(".", 2)
+
+
+def test_a_different_host_with_the_same_short_name_is_not_local(cli, load,
+                                                                double):
+    short = socket.gethostname().split(".")[0]
+    other = short + ".dmz.example"
+    farm = own_farm()
+    # Session 2 there belongs to someone else, logged on at another time.
+    farm.server(other).session(2, "RDP-Tcp#1", ACTIVE, "eve", "DMZ",
+                               logon=CLOCK - 5 * HOUR)
+    load(farm)
+    r = cli("/json", "/whatif", "/state:active", "/server:%s" % other)
+    assert r.code == 0, r.err
+    (s,) = doc(r)["sessions"]
+    assert (s["id"], s["user"], s["own"]) == (2, "eve", False)
+
+
+def test_same_id_and_user_but_another_logon_is_not_the_caller(cli, load):
+    farm = own_farm()
+    farm.server("RDS9").session(2, "RDP-Tcp#4", ACTIVE, "operator", "CORP",
+                                logon=CLOCK - 9 * HOUR)
+    load(farm)
+    r = cli("/json", "/whatif", "/user:operator", "/server:RDS9")
+    assert [s["id"] for s in doc(r)["sessions"]] == [2]
+
+
+# --- 2. Fresh when acting -------------------------------------------------------
+
+def test_a_stale_snapshot_is_read_again_before_acting(cli, load, double,
+                                                      monkeypatch):
+    monkeypatch.setattr(logoff, "FRESH_SECONDS", 0.3)
+    farm = Farm(caller=1)
+    srv = farm.server("S")
+    for sid in range(3, 7):
+        srv.session(sid, "", DISCONNECTED, "u%d" % sid, "CORP")
+    farm.latency("S", "WTSLogoffSession", 200)
+    # While the first logoffs run, session 6 becomes another user's
+    # active session.
+    farm.mutate("WTSLogoffSession:1", "S", 6, user="intruder",
+                state=ACTIVE)
+    load(farm)
+    r = cli("/json", "/server:S", "/state:disc")
+    got = {s["id"]: s for s in doc(r)["sessions"]}
+    assert got[6]["result"] == "spared"
+    assert "intruder" in got[6]["message"]
+    assert ("S", 6) not in logoffs(r)
+    assert double.exists("S", 6)
+    assert double.calls("S", "WTSEnumerateSessionsExW") >= 2
+
+
+def test_the_audit_names_the_user_of_the_fresh_read(cli, load, tmp_path,
+                                                    monkeypatch):
+    monkeypatch.setattr(logoff, "FRESH_SECONDS", 0.0)
+    farm = Farm(caller=1)
+    farm.server("S").session(3, "", DISCONNECTED, "anna", "CORP")
+    farm.mutate("WTSEnumerateSessionsExW:1", "S", 3, domain="corp")
+    load(farm)
+    log = tmp_path / "a.jsonl"
+    r = cli("/server:S", "/state:disc", "/log:%s" % log)
+    assert r.code == 0, r.err
+    lines = [json.loads(x) for x in log.read_text("utf-8").splitlines()]
+    assert {x["domain"] for x in lines} == {"corp"}
+
+
+# --- 3. Names compare as Windows compares them ---------------------------------------
+
+@pytest.mark.parametrize("pattern,user,selected", [
+    ("weiss", "Weiß", False), ("WEIß", "weiß", True),
+    ("fisher", "ﬁsher", False), ("ÅSA", "åsa", True),
+    ("corp\\ANNA", "anna", True), ("strasse*", "Straße", False),
+])
+def test_one_to_one_case_mapping(cli, load, pattern, user, selected):
+    farm = Farm(caller=1)
+    farm.server("S").session(3, "", DISCONNECTED, user, "Corp")
+    load(farm)
+    r = cli("/json", "/whatif", "/server:S", "/user:%s" % pattern)
+    assert bool(doc(r)["sessions"]) is selected
+
+
+def test_fold_is_one_to_one():
+    assert logoff.fold("Weiß") == "WEIß"
+    assert logoff.fold("ﬁsher") == "ﬁSHER"
+    assert len(logoff.fold("ﬃ straße")) == len("ﬃ straße")
+
+
+# --- 4. Server files are read safely --------------------------------------------
+
+def two_servers():
+    farm = Farm(caller=1)
+    for name in ("RDS1", "RDS2"):
+        farm.server(name).session(3, "", DISCONNECTED, "u", "CORP")
+    return farm
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16",
+                                      "utf-8-sig", "utf-8"])
+def test_server_file_encodings(cli, load, tmp_path, encoding):
+    load(two_servers())
+    path = tmp_path / "farm.txt"
+    path.write_bytes("# hosts\r\nRDS1\r\nRDS2\r\n".encode(encoding))
+    r = cli("/json", "/whatif", "/state:disc", "/server:@%s" % path)
+    assert r.code == 0, r.err
+    assert sorted(s["server"] for s in doc(r)["sessions"]) == ["RDS1",
+                                                                "RDS2"]
+
+
+@pytest.mark.parametrize("content,why", [
+    (b"RDS1\nRD\x00S2\n", "control character"),
+    (b"RDS1\nRDS\x072\n", "control character"),
+    (b"\xff\xfeR\x00\x00\xd8", "not UTF-8 or UTF-16"),
+    (b"RDS1\n\xc3\x28\n", "not UTF-8 or UTF-16"),
+    (b"x" * (1024 * 1024 + 1), "larger than 1 MiB"),
+])
+def test_bad_server_files_are_one_clear_line(cli, load, double, tmp_path,
+                                             content, why):
+    load(two_servers())
+    path = tmp_path / "farm.txt"
+    path.write_bytes(content)
+    r = cli("/state:disc", "/server:@%s" % path)
+    assert r.code == 1
+    assert why in r.err.splitlines()[0]
+    assert double.calls() == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_server_file_from_dev_zero(cli, load, double):
+    load(two_servers())
+    r = cli("/state:disc", "/server:@/dev/zero")
+    assert r.code == 1 and "larger than 1 MiB" in r.err
+    assert double.calls() == 0
+
+
+# --- 5. Only sessions with a user are selectable -----------------------------------
+
+def test_sessions_without_a_user_are_never_selected(cli, load, double):
+    farm = Farm(caller=1)
+    srv = farm.server("S")
+    srv.session(3, "RDP-Tcp#3", CONNECTED)            # the logon screen
+    srv.session(4, "RDP-Tcp#4", DISCONNECTED)
+    srv.session(5, "RDP-Tcp#5", ACTIVE, "amy", "CORP")
+    load(farm)
+    for state in ("connected", "disc", "active,connected,disc,idle,down"):
+        r = cli("/json", "/server:S", "/state:%s" % state)
+        assert all(s["user"] for s in doc(r)["sessions"]), state
+    assert double.exists("S", 3) and double.exists("S", 4)
+    # A listing still shows everything; an explicit ID keeps its rules.
+    load(farm)
+    r = cli("/json", "/query", "/server:S")
+    assert [s["id"] for s in doc(r)["sessions"]] == [3, 4, 5]
+    r = cli("3", "/server:S")
+    assert r.code == 0 and logoffs(r) == [("S", 3)]
+
+
+def test_state_listen_is_a_usage_error(cli, load, double):
+    load()
+    r = cli("/state:listen")
+    assert r.code == 1 and "listener" in r.err
+    assert double.calls() == 0
+
+
+# --- 6. Warnings only where they can be read -------------------------------------
+
+def mixed_farm():
+    farm = Farm(caller=1)
+    srv = farm.server("M")
+    srv.session(3, "RDP-Tcp#3", ACTIVE, "act", "CORP")
+    srv.session(4, "", DISCONNECTED, "disc", "CORP")
+    srv.session(5, "", DISCONNECTED, "back", "CORP")
+    return farm
+
+
+def test_warn_messages_active_sessions_only(cli, load, double, tmp_path):
+    farm = mixed_farm()
+    # Session 5 reconnects during the grace period: it never saw a warning.
+    farm.mutate("WTSSendMessageW:1", "M", 5, state=ACTIVE, name="RDP-Tcp#9")
+    load(farm)
+    log = tmp_path / "a.jsonl"
+    r = cli("/json", "/server:M", "/state:active,disc", "/warn:bye",
+            "/grace:0.2", "/log:%s" % log)
+    assert r.code == 0, r.err
+    assert messages(r) == [("M", 3)]
+    got = {s["id"]: s for s in doc(r)["sessions"]}
+    assert got[3]["warned"] is True and got[3]["result"] == "logged-off"
+    assert got[4]["warned"] is False and got[4]["result"] == "logged-off"
+    assert "disconnected" in got[4]["message"]
+    assert got[5]["warned"] is False and got[5]["result"] == "spared"
+    assert "never saw the warning" in got[5]["message"]
+    assert logoffs(r) == [("M", 3), ("M", 4)]
+    lines = [json.loads(x) for x in log.read_text("utf-8").splitlines()]
+    four = [x for x in lines if x["session"] == 4 and x["phase"] == "outcome"]
+    assert four[-1]["warned"] is False and "disconnected" in four[-1][
+        "message"]
+
+
+def test_short_grace_still_gives_the_box_a_timeout(cli, load):
+    load(mixed_farm())
+    r = cli("/server:M", "/state:active", "/warn:bye", "/grace:0.3")
+    assert r.code == 0
+    sent = [e for e in r.log if e.func == "WTSSendMessageW"][0].fields()
+    assert sent["timeout"] == "1"
+
+
+def test_spared_for_idle_time_says_so(cli, load, double):
+    farm = Farm(caller=1)
+    farm.server("S").session(3, "RDP-Tcp#3", ACTIVE, "amy", "CORP",
+                             logon=CLOCK - DAY, input=CLOCK - 2 * HOUR)
+    farm.mutate("WTSSendMessageW:1", "S", 3, input=CLOCK - 10 * SECOND)
+    load(farm)
+    r = cli("/json", "/server:S", "/idle:1h", "/warn:bye", "/grace:0")
+    (s,) = doc(r)["sessions"]
+    assert s["result"] == "spared"
+    assert "no longer idle" in s["message"]
+
+
+# --- 9. Hints that are true -------------------------------------------------------
+
+def test_access_denied_on_logoff_names_reset_and_remote_rpc(cli, load):
+    farm = Farm(caller=1)
+    farm.server("S", fullcontrol=False).session(3, "", DISCONNECTED, "u",
+                                                "CORP")
+    load(farm)
+    r = cli("3", "/server:S")
+    assert "Reset permission" in r.err and "AllowRemoteRPC" in r.err
+    assert "(error 5)" in r.err
+
+
+def test_access_denied_on_listing_names_query_information(cli, load):
+    farm = Farm(caller=1)
+    farm.server("S").session(3, "", DISCONNECTED, "u", "CORP")
+    farm.fail("S", "WTSEnumerateSessionsExW", 5)
+    load(farm)
+    r = cli("/state:disc", "/server:S")
+    assert r.code == 1
+    assert "Query Information" in r.err and "AllowRemoteRPC" in r.err
+
+
+def test_unreachable_hint_is_not_about_session_hosts(cli, load):
+    load()
+    r = cli("/state:disc", "/server:DOWN")
+    assert "TermService" in r.err and "firewall" in r.err
+    assert "not a Remote Desktop Session Host" not in r.err
+
+
+def test_7045_gets_a_hint(cli, load):
+    farm = Farm(caller=1)
+    farm.server("S").session(3, "", DISCONNECTED, "u", "CORP")
+    farm.fail("S", "WTSLogoffSession", 7045)
+    load(farm)
+    r = cli("3", "/server:S")
+    assert "(error 7045)" in r.err and "Full Control" in r.err
+
+
+def test_listener_given_by_name_gets_the_listener_message(cli, load):
+    load()
+    r = cli("RDP-Tcp")
+    assert r.code == 1 and "is a listener" in r.err
+
+
+# --- 10. Parsing limits -------------------------------------------------------------
+
+@pytest.mark.parametrize("args,why", [
+    (["9" * 5000], "out of range"),
+    (["0" * 5000 + "12"], None),
+    (["/state:disc", "/parallel:" + "9" * 5000], "/parallel"),
+    (["/state:disc", "/max:" + "9" * 5000], "/max"),
+    (["/idle:" + "9" * 5000], "not a duration"),
+    (["/warn:" + "x" * 5000, "/state:disc"], "/warn"),
+    (["/state:disc", "/server:" + ",".join(["s"] * 100001)], "more than"),
+    (["/user:a\x00b"], "/user"),
+    (["RDP\x00Tcp"], "not a session name"),
+])
+def test_parsing_limits(cli, load, double, args, why):
+    load()
+    r = cli(*args)
+    if why is None:                     # leading zeros are still an ID
+        assert "out of range" not in r.err
+        return
+    assert r.code == 1, r
+    assert r.err.startswith("Invalid parameter(s)") and why in r.err
+    assert double.calls() == 0
+
+
+def test_many_unreachable_servers(cli, load, double):
+    load(Farm(caller=1))
+    names = ["GONE%05d" % i for i in range(3000)]
+    r = cli("/json", "/state:disc", "/parallel:64", "/server:" +
+            ",".join(names))
+    d = doc(r)
+    assert r.code == 1
+    assert len(d["server_errors"]) == 3000
+    assert {e["error"] for e in d["server_errors"]} == {1722}
