@@ -120,6 +120,16 @@ class Farm:
         self.rules.append(line)
         return self
 
+    def querysize(self, server, info_class, bytes, session=None):
+        """WTSQuerySessionInformationW on ``server`` reports at most
+        ``bytes`` for ``info_class`` (a short answer; the data is intact)."""
+        line = "querysize server=%s class=%d bytes=%d" % (
+            _q(server), info_class, bytes)
+        if session is not None:
+            line += " session=%d" % session
+        self.rules.append(line)
+        return self
+
     def mutate(self, after, server, id, **changes):
         """After the N-th call of a function (``after="FUNC:N"``), change or
         (``remove=1``) remove a session."""

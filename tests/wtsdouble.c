@@ -25,6 +25,9 @@
  *   fail server=NAME func=FUNC error=N [count=N] [session=N]
  *   mutate after=FUNC:N server=NAME id=N [state=N] [user=S] [domain=S] [name=S]
  *          [logon=FT] [connect=FT] [input=FT] [disconnect=FT] [remove=1]
+ *   querysize server=NAME class=N bytes=N [session=N]
+ *          (WTSQuerySessionInformationW reports at most N bytes for that
+ *          class: a short answer; the buffer itself is unchanged)
  * What the field shows, modelled (the project's windows-field-facts notes):
  *   unreachable      WTSOpenServerW returns a handle; the first call on it
  *                    fails with 1722 (also for a server not in the farm).
@@ -571,6 +574,12 @@ typedef struct {
     int64_t input, disconnect, logon, connect;
 } mutate_t;
 
+typedef struct {
+    const char *server;
+    int info_class, has_session;
+    uint32_t session, bytes;
+} qsize_t;
+
 typedef struct { int func; const char *canon, *opened; } callrec_t;
 typedef struct { const char *name; int open, srv; unsigned gen; } hrec_t;
 
@@ -587,6 +596,7 @@ static struct {
     latency_t *lat; size_t nlat, caplat;
     fail_t *fail; size_t nfail, capfail;
     mutate_t *mut; size_t nmut, capmut;
+    qsize_t *qsize; size_t nqsize, capqsize;
     callrec_t *calls; size_t ncalls, capcalls;
     unsigned long func_calls[NFUNC];
     long bad_frees, bad_handles;
@@ -761,6 +771,9 @@ static void farm_reset(void)
     for (i = 0; i < g.nmut; i++)
         mutate_free(&g.mut[i]);
     free(g.srv); free(g.lat); free(g.fail); free(g.mut); free(g.calls);
+    free(g.qsize);
+    g.qsize = NULL;
+    g.nqsize = g.capqsize = 0;
     free(g.log.p); free(g.snapshot);
     g.srv = NULL; g.lat = NULL; g.fail = NULL; g.mut = NULL; g.calls = NULL;
     g.nsrv = g.capsrv = g.nlat = g.caplat = g.nfail = g.capfail = 0;
@@ -1001,6 +1014,24 @@ static int parse_line(char *line, int *cur)
         if (!f.server || f.func == -1 || !have_err) return -1;
         GROW(g.fail, g.nfail, g.capfail);
         g.fail[g.nfail++] = f;
+        return 0;
+    }
+
+    if (!strcmp(tok[0], "querysize")) {
+        qsize_t q;
+        int have_class = 0, have_bytes = 0;
+        memset(&q, 0, sizeof q);
+        for (i = 1; i < nt; i++) {
+            uint32_t n;
+            if ((v = kv(tok[i], "server"))) { if (!(q.server = p_name(v))) return -1; }
+            else if ((v = kv(tok[i], "class"))) { if (p_u32(v, &n) || n > INT32_MAX) return -1; q.info_class = (int)n; have_class = 1; }
+            else if ((v = kv(tok[i], "bytes"))) { if (p_u32(v, &q.bytes)) return -1; have_bytes = 1; }
+            else if ((v = kv(tok[i], "session"))) { if (p_u32(v, &q.session)) return -1; q.has_session = 1; }
+            else return -1;
+        }
+        if (!q.server || !have_class || !have_bytes) return -1;
+        GROW(g.qsize, g.nqsize, g.capqsize);
+        g.qsize[g.nqsize++] = q;
         return 0;
     }
 
@@ -1683,6 +1714,13 @@ WTS_EXPORT BOOL WINAPI WTSQuerySessionInformationW(HANDLE hServer, DWORD Session
         if (str) {
             bytes = (wlen(str) + 1) * sizeof(WCHAR);
             buf = memcpy(t_alloc(bytes, K_PLAIN, 0), str, bytes);
+        }
+        for (size_t q = 0; !err && q < g.nqsize; q++) {
+            const qsize_t *r = &g.qsize[q];
+            if (r->info_class == (int)WTSInfoClass && rule_server_matches(r->server, &c) &&
+                (!r->has_session || r->session == c.sess || r->session == c.raw_sess) &&
+                r->bytes < bytes)
+                bytes = r->bytes;
         }
         if (!err) {
             *ppBuffer = (LPWSTR)buf;
