@@ -1,5 +1,5 @@
-"""ctypes bindings to wtsapi32.dll (Remote Desktop Services API), and a small
-pythonic layer over them.
+"""ctypes bindings to wtsapi32.dll (Remote Desktop Services API), the few
+other Windows calls the tool needs, and a small pythonic layer over them.
 
 Standard library only; imports on any OS.  The DLL is loaded lazily, on first
 use.  On Windows it is ``%SystemRoot%\\System32\\wtsapi32.dll`` (never the
@@ -7,10 +7,14 @@ current directory, the script's directory or PATH).  When the environment
 variable ``WTSAPI32_DLL`` names a file, that wtsapi32-compatible library is
 loaded instead, on any OS; off Windows with ``ctypes.CDLL(path,
 use_errno=True)``, where a failed call's Win32 error code is read from errno.
+kernel32, secur32 and advapi32 (error texts, UI languages, the account the
+process runs as) always come from the system, and only on Windows.
 
 Layers, top to bottom:
 
-* ``Server`` / ``Session`` / ``SessionTimes``: what callers use.
+* ``Server`` / ``Session`` / ``SessionTimes``, ``own_session()``,
+  ``process_account()``, ``ui_languages()``, ``error_text()``: what callers
+  use.
 * ``_checked`` / ``WTSError``: the one place a failed call becomes an error.
 * header-like declarations: types, structures, enums, prototypes.
 
@@ -21,15 +25,16 @@ import ctypes
 import os
 import sys
 from collections import namedtuple
-from ctypes import (POINTER, Structure, byref, c_int32, c_int64, c_uint32,
-                    c_void_p, c_wchar, c_wchar_p, sizeof)
+from ctypes import (POINTER, Structure, byref, c_int32, c_int64, c_uint8,
+                    c_uint16, c_uint32, c_void_p, c_wchar, c_wchar_p, sizeof)
 from enum import IntEnum
 
 __all__ = [
     "WTSError", "LibraryUnavailable", "Server", "Session", "SessionTimes",
     "WTS_CONNECTSTATE_CLASS", "WTS_INFO_CLASS", "WTS_TYPE_CLASS",
     "WTS_CURRENT_SERVER_HANDLE", "WTS_CURRENT_SESSION", "current_session_id",
-    "error_text",
+    "own_session", "idle_seconds", "error_text", "process_account",
+    "ui_languages",
 ]
 
 _WINDOWS = sys.platform == "win32"
@@ -38,15 +43,21 @@ _WINDOWS = sys.platform == "win32"
 # Never ctypes.wintypes: off Windows its DWORD/BOOL/LONG are 8 bytes.
 DWORD = c_uint32
 ULONG = c_uint32
+UINT = c_uint32
+WORD = c_uint16
+LANGID = c_uint16                   # WORD
 BOOL = c_int32
+BOOLEAN = c_uint8                   # BYTE: secext.h returns it, not BOOL
 ENUM = c_int32                      # C enums are int-sized on Windows
 LARGE_INTEGER = c_int64
 HANDLE = c_void_p
+HLOCAL = c_void_p
 PVOID = c_void_p
+LPCVOID = c_void_p
 WCHAR = c_wchar                     # 2 bytes on Windows; host wchar_t elsewhere
 LPWSTR = c_wchar_p
 
-# --- Constants (wtsapi32.h, winuser.h, winerror.h) --------------------------
+# --- Constants (wtsapi32.h, winuser.h, winerror.h, winbase.h, winnls.h) -----
 WTS_CURRENT_SERVER_HANDLE = None    # ((HANDLE)NULL)
 WTS_CURRENT_SESSION = 0xFFFFFFFF    # ((DWORD)-1)
 WINSTATIONNAME_LENGTH = 32
@@ -58,16 +69,47 @@ IDOK = 1
 IDTIMEOUT = 32000
 IDASYNC = 32001
 
+# Every code the tool names, so that callers never write a bare number.
 ERROR_SUCCESS = 0
 ERROR_ACCESS_DENIED = 5
+ERROR_INVALID_HANDLE = 6
+ERROR_NOT_SUPPORTED = 50
+ERROR_BAD_NETPATH = 53
 ERROR_INVALID_PARAMETER = 87
 ERROR_CALL_NOT_IMPLEMENTED = 120
-ERROR_NO_MORE_ITEMS = 259
+ERROR_INSUFFICIENT_BUFFER = 122
+ERROR_MORE_DATA = 234
+ERROR_NO_MORE_ITEMS = 259           # enumerating: no session one may see
+ERROR_MR_MID_NOT_FOUND = 317
+ERROR_TIMEOUT = 1460
 RPC_S_SERVER_UNAVAILABLE = 1722
+RPC_S_CALL_FAILED = 1726
+ERROR_INVALID_USER_BUFFER = 1784
+ERROR_RESOURCE_LANG_NOT_FOUND = 1815
+ERROR_CTX_CLOSE_PENDING = 7007
 ERROR_CTX_WINSTATION_NOT_FOUND = 7022
+ERROR_CTX_WINSTATION_BUSY = 7024
+ERROR_CTX_NOT_CONSOLE = 7038
+ERROR_CTX_CONSOLE_DISCONNECT = 7041
+ERROR_CTX_SHADOW_DENIED = 7044
 ERROR_CTX_WINSTATION_ACCESS_DENIED = 7045
+ERROR_CTX_SHADOW_INVALID = 7050
+ERROR_CTX_SHADOW_DISABLED = 7051
+ERROR_CTX_LICENSE_NOT_AVAILABLE = 7054
+ERROR_MUI_FILE_NOT_FOUND = 15100
+ERROR_MUI_FILE_NOT_LOADED = 15105
+
+FORMAT_MESSAGE_ALLOCATE_BUFFER = 0x00000100
+FORMAT_MESSAGE_IGNORE_INSERTS = 0x00000200
+FORMAT_MESSAGE_FROM_SYSTEM = 0x00001000
+MUI_LANGUAGE_NAME = 0x8
+LANG_USER_DEFAULT = 0x0400          # MAKELANGID(LANG_NEUTRAL, SUBLANG_DEFAULT)
+# Not an SDK name: MAKELANGID(LANG_ENGLISH, SUBLANG_ENGLISH_US).
+LANGID_EN_US = 0x0409
+NameSamCompatible = 2               # EXTENDED_NAME_FORMAT (secext.h)
 
 _MAX_DWORD = 0xFFFFFFFF
+_MAX_PATH = 260
 
 
 class WTS_CONNECTSTATE_CLASS(IntEnum):
@@ -143,10 +185,10 @@ class WTS_SESSION_INFO_1W(Structure):
         ("State", ENUM),                # WTS_CONNECTSTATE_CLASS
         ("SessionId", DWORD),
         ("pSessionName", LPWSTR),
-        ("pHostName", LPWSTR),
+        ("pHostName", LPWSTR),          # NULL except for RDVH virtual machines
         ("pUserName", LPWSTR),
         ("pDomainName", LPWSTR),
-        ("pFarmName", LPWSTR),
+        ("pFarmName", LPWSTR),          # likewise
     ]
 
 
@@ -248,16 +290,6 @@ class _Api:
 _api = None
 
 
-def _system_directory():
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    buf = ctypes.create_unicode_buffer(260)
-    n = kernel32.GetSystemDirectoryW(buf, len(buf))
-    if not 0 < n < len(buf):
-        return os.path.join(os.environ.get("SystemRoot", r"C:\Windows"),
-                            "System32")
-    return buf.value
-
-
 def _load():
     global _api
     if _api is not None:
@@ -289,10 +321,240 @@ def _load():
     return _api
 
 
+# --- Other Windows calls the tool needs: kernel32, secur32 ---------------------
+# (and advapi32's GetUserNameW, where secur32 cannot name the account).  Only
+# ever called on Windows; WTSAPI32_DLL does not replace these.
+# name: (DLL, restype, argtypes, Microsoft Learn page under .../win32/api/)
+_SYSTEM_PROTOTYPES = {
+    # UINT GetSystemDirectoryW(LPWSTR lpBuffer, UINT uSize)
+    "GetSystemDirectoryW": ("kernel32", UINT, (LPWSTR, UINT),
+                            "sysinfoapi/nf-sysinfoapi-getsystemdirectoryw"),
+    # DWORD FormatMessageW(DWORD dwFlags, LPCVOID lpSource, DWORD dwMessageId,
+    #     DWORD dwLanguageId, LPWSTR lpBuffer, DWORD nSize, va_list *Arguments)
+    # lpBuffer is declared as PVOID: with FORMAT_MESSAGE_ALLOCATE_BUFFER it
+    # receives the address of the buffer (an LPWSTR *).
+    "FormatMessageW": ("kernel32", DWORD,
+                       (DWORD, LPCVOID, DWORD, DWORD, PVOID, DWORD, PVOID),
+                       "winbase/nf-winbase-formatmessagew"),
+    # HLOCAL LocalFree(HLOCAL hMem)
+    "LocalFree": ("kernel32", HLOCAL, (HLOCAL,),
+                  "winbase/nf-winbase-localfree"),
+    # BOOL GetUserPreferredUILanguages(DWORD dwFlags, PULONG pulNumLanguages,
+    #     PZZWSTR pwszLanguagesBuffer, PULONG pcchLanguagesBuffer)
+    "GetUserPreferredUILanguages": (
+        "kernel32", BOOL, (DWORD, POINTER(ULONG), LPWSTR, POINTER(ULONG)),
+        "winnls/nf-winnls-getuserpreferreduilanguages"),
+    # LANGID GetUserDefaultUILanguage(void)
+    "GetUserDefaultUILanguage": ("kernel32", LANGID, (),
+                                 "winnls/nf-winnls-getuserdefaultuilanguage"),
+    # BOOLEAN SEC_ENTRY GetUserNameExW(EXTENDED_NAME_FORMAT NameFormat,
+    #     LPWSTR lpNameBuffer, PULONG nSize)
+    "GetUserNameExW": ("secur32", BOOLEAN, (ENUM, LPWSTR, POINTER(ULONG)),
+                       "secext/nf-secext-getusernameexw"),
+    # BOOL GetUserNameW(LPWSTR lpBuffer, LPDWORD pcbBuffer)
+    "GetUserNameW": ("advapi32", BOOL, (LPWSTR, POINTER(DWORD)),
+                     "winbase/nf-winbase-getusernamew"),
+}
+
+
+class _SystemApi:
+    """One system DLL's prototyped functions (None where it lacks one) and
+    the last-error pair they report through."""
+
+    def __init__(self, dll, dll_name, get_error, set_error):
+        self.get_error = get_error
+        self.set_error = set_error
+        for name, (owner, restype, argtypes, _doc) in \
+                _SYSTEM_PROTOTYPES.items():
+            if owner != dll_name:
+                continue
+            fn = getattr(dll, name, None)
+            if fn is not None:
+                fn.restype = restype
+                fn.argtypes = argtypes
+            setattr(self, name, fn)
+
+
+_system_apis = {}                   # DLL name -> _SystemApi, once loaded
+
+
+def _system_api(dll_name):
+    """``kernel32``, ``secur32`` or ``advapi32``, loaded on first use from
+    the system directory; OSError where it cannot be loaded."""
+    api = _system_apis.get(dll_name)
+    if api is None:
+        # kernel32 is a KnownDLL, always the system's own; the system
+        # directory is asked of it.
+        path = dll_name if dll_name == "kernel32" else os.path.join(
+            _system_directory(), dll_name + ".dll")
+        api = _system_apis[dll_name] = _SystemApi(
+            ctypes.WinDLL(path, use_last_error=True), dll_name,
+            ctypes.get_last_error, ctypes.set_last_error)
+    return api
+
+
+def _system_directory():
+    buf = ctypes.create_unicode_buffer(_MAX_PATH)
+    n = _system_api("kernel32").GetSystemDirectoryW(buf, len(buf))
+    if not 0 < n < len(buf):
+        return os.path.join(os.environ.get("SystemRoot", r"C:\Windows"),
+                            "System32")
+    return buf.value
+
+
+_FORMAT_FLAGS = (FORMAT_MESSAGE_ALLOCATE_BUFFER | FORMAT_MESSAGE_FROM_SYSTEM
+                 | FORMAT_MESSAGE_IGNORE_INSERTS)
+
+# What FormatMessageW answers for a LANGID whose texts are not installed:
+# 1815 is documented, 15100 and 15105 are what the field reports, and 317
+# (no text for that code in that language) is seen too.
+_LANGUAGE_MISSING = frozenset((
+    ERROR_RESOURCE_LANG_NOT_FOUND, ERROR_MUI_FILE_NOT_FOUND,
+    ERROR_MUI_FILE_NOT_LOADED, ERROR_MR_MID_NOT_FOUND))
+
+
+def _format_message(code, langid):
+    """(Windows' text for ``code`` in ``langid``, 0), or (None, the error
+    FormatMessageW failed with)."""
+    kernel32 = _system_api("kernel32")
+    buf = PVOID()
+    kernel32.set_error(0)
+    n = kernel32.FormatMessageW(_FORMAT_FLAGS, None, code, langid,
+                                byref(buf), 0, None)
+    if not n or not buf.value:
+        return None, kernel32.get_error()
+    try:
+        return ctypes.wstring_at(buf.value, n).strip(), 0
+    finally:
+        kernel32.LocalFree(buf)
+
+
+def _system_error_text(code, langid):
+    try:
+        if langid is None:
+            # What ctypes.FormatError asks for: the user's default language.
+            return _format_message(code, LANG_USER_DEFAULT)[0]
+        text, err = _format_message(code, langid)
+        if text is None and langid != LANGID_EN_US and \
+                err in _LANGUAGE_MISSING:
+            # Neutral, thread, user, system language, then US English.
+            text = _format_message(code, 0)[0]
+        return text
+    except OSError:
+        return None
+
+
+# LANGID -> name, for systems without GetUserPreferredUILanguages.  Chinese
+# shares one primary language (0x04): only the full LANGID says which.
+_LANGUAGE_NAMES = {
+    0x0409: "en-US", 0x0411: "ja-JP", 0x0804: "zh-CN", 0x1004: "zh-SG",
+    0x0404: "zh-TW", 0x0C04: "zh-HK", 0x1404: "zh-MO",
+}
+
+
+def ui_languages():
+    """The user's display languages, most preferred first, as names such as
+    ``["ja-JP", "en-US"]``: what Windows shows its own texts in.
+
+    ``GetUserPreferredUILanguages(MUI_LANGUAGE_NAME)``; where that fails,
+    ``GetUserDefaultUILanguage()`` through a small table (en-US, ja-JP and the
+    Chinese variants; [] for another LANGID).  [] off Windows, where no
+    display language can be read without guessing from the locale (which is
+    the regional format, not the language).
+    """
+    if not _WINDOWS:
+        return []
+    try:
+        kernel32 = _system_api("kernel32")
+    except OSError:
+        return []
+    names = _preferred_ui_languages(kernel32)
+    if names:
+        return names
+    fn = kernel32.GetUserDefaultUILanguage
+    name = _LANGUAGE_NAMES.get(fn()) if fn is not None else None
+    return [name] if name else []
+
+
+def _preferred_ui_languages(kernel32):
+    fn = kernel32.GetUserPreferredUILanguages
+    if fn is None:                  # before Windows Vista
+        return []
+    count = ULONG(0)
+    chars = ULONG(0)
+    # Once for the size (in WCHARs, both terminating NULs included), once
+    # for the double-NUL multi-string itself.
+    if not fn(MUI_LANGUAGE_NAME, byref(count), None, byref(chars)) \
+            or not chars.value:
+        return []
+    buf = ctypes.create_unicode_buffer(chars.value)
+    if not fn(MUI_LANGUAGE_NAME, byref(count), buf, byref(chars)):
+        return []                   # e.g. it grew in between: no retry
+    return [n for n in buf[:min(chars.value, len(buf))].split("\0") if n]
+
+
+_UNLEN = 256                        # lmcons.h: longest user name
+_DNLEN = 15                         # lmcons.h: longest NetBIOS domain name
+
+
+def process_account():
+    """Who this process runs as: ``DOMAIN\\user`` on Windows, the user name
+    elsewhere; "" when the system cannot say.
+
+    Never from environment variables (USERNAME, USERDOMAIN, USER, LOGNAME):
+    any caller can set those.  On Windows ``GetUserNameExW(NameSamCompatible)``
+    (secur32), falling back to ``GetUserNameW`` (advapi32, the user name
+    alone); elsewhere the real uid's name from the password database.
+    """
+    if _WINDOWS:
+        return _windows_account()
+    try:
+        import pwd                  # POSIX only
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError, OSError):
+        return ""                   # e.g. a uid without a passwd entry
+
+
+def _windows_account():
+    try:
+        name = _user_name_ex(_system_api("secur32"))
+    except OSError:
+        name = ""
+    if name:
+        return name
+    try:
+        fn = _system_api("advapi32").GetUserNameW
+    except OSError:
+        return ""
+    if fn is None:
+        return ""
+    buf = ctypes.create_unicode_buffer(_UNLEN + 1)
+    size = DWORD(len(buf))
+    return buf.value if fn(buf, byref(size)) else ""
+
+
+def _user_name_ex(secur32):
+    fn = secur32.GetUserNameExW
+    if fn is None:
+        return ""
+    size = ULONG(_DNLEN + 1 + _UNLEN + 1)
+    for _attempt in range(2):
+        buf = ctypes.create_unicode_buffer(size.value)
+        secur32.set_error(0)
+        if fn(NameSamCompatible, buf, byref(size)):
+            return buf.value
+        # On ERROR_MORE_DATA, size is what it takes, NUL included.
+        if secur32.get_error() != ERROR_MORE_DATA or \
+                size.value <= len(buf):
+            return ""
+    return ""
+
+
 # --- Errors --------------------------------------------------------------------
 
 # English texts for the codes this tool meets, used where the system cannot
-# supply its own (off Windows).  Wording follows Windows' own messages.
+# supply its own (off Windows, or without the English texts installed).
+# Wording follows Windows' own messages (Microsoft Learn, System Error Codes).
 _ERROR_TEXT = {
     2: "The system cannot find the file specified.",
     5: "Access is denied.",
@@ -302,33 +564,59 @@ _ERROR_TEXT = {
     53: "The network path was not found.",
     87: "The parameter is incorrect.",
     120: "This function is not supported on this system.",
+    122: "The data area passed to a system call is too small.",
+    234: "More data is available.",
     259: "No more data is available.",
+    317: "The system cannot find message text for message number 0x%1 in "
+         "the message file for %2.",
     1460: "This operation returned because the timeout period expired.",
     1722: "The RPC server is unavailable.",
     1726: "The remote procedure call failed.",
     1784: "The supplied user buffer is not valid for the requested operation.",
+    1815: "The specified resource language ID cannot be found in the image "
+          "file.",
     7007: "A close operation is pending on the session.",
     7022: "The specified session cannot be found.",
-    7024: "The requested operation cannot be completed because the terminal "
-          "connection is currently busy processing a connect, disconnect, "
-          "reset, or delete operation.",
+    7024: "The task you are trying to do can't be completed because Remote "
+          "Desktop Services is currently busy. Please try again in a few "
+          "minutes. Other users should still be able to log on.",
+    7038: "The requested operation can be performed only on the system "
+          "console. This is most often the result of a driver or system DLL "
+          "requiring direct console access.",
     7041: "Disconnecting the console session is not supported.",
+    7044: "The request to control another session remotely was denied.",
     7045: "The requested session access is denied.",
+    7050: "The requested session cannot be controlled remotely. This may be "
+          "because the session is disconnected or does not currently have a "
+          "user logged on.",
+    7051: "The requested session is not configured to allow remote control.",
+    7054: "The number of connections to this computer is limited and all "
+          "connections are in use right now. Try connecting later or contact "
+          "your system administrator.",
+    15100: "The resource loader failed to find MUI file.",
+    15105: "The resource loader cache doesn't have loaded MUI entry.",
 }
 
 
-def error_text(code):
-    """The message text for a Win32 error code: the system's on Windows (in
-    its display language), the built-in English table elsewhere."""
+def error_text(code, langid=None):
+    """The message text for a Win32 error code.
+
+    ``langid`` None: the system's text in the user's display language on
+    Windows (``FormatMessageW`` with ``LANG_USER_DEFAULT``, as
+    ``ctypes.FormatError`` asks), the built-in English table elsewhere.  An
+    explicit LANGID (such as 0x0411, ja-JP) asks Windows for that language,
+    and where its texts are not installed (1815, 15100, 15105, 317) for
+    language 0 (neutral, thread, user, system language, US English).
+    ``LANGID_EN_US`` (0x0409) means English: Windows' en-US text, else the
+    built-in table, never another language.  Off Windows ``langid`` changes
+    nothing: the table is English.  Windows' trailing CR LF is stripped.
+    """
     if code == 0:
         return ("The call failed but did not say why (the last error was 0); "
                 "the cause is unknown.")
     if _WINDOWS:
-        try:
-            text = ctypes.FormatError(code).strip()
-        except (OSError, ValueError):
-            text = ""
-        if text and not text.startswith("<no description"):
+        text = _system_error_text(code, langid)
+        if text:
             return text
     return _ERROR_TEXT.get(code, "Unknown error %d." % code)
 
@@ -338,7 +626,8 @@ class WTSError(OSError):
 
     ``winerror`` is the Win32 error code (0 when the call did not set one),
     ``function`` the API name, ``server`` the server name (``None`` for the
-    local server) and ``session`` the session id the call was about, if any.
+    local server) and ``session`` the session id the call was about, if any
+    (``WTS_CURRENT_SESSION`` where the call named the caller's own).
     """
 
     def __init__(self, winerror, function, server=None, session=None):
@@ -351,7 +640,12 @@ class WTSError(OSError):
 
     def __str__(self):
         where = "the local server" if self.server is None else self.server
-        about = "" if self.session is None else ", session %d" % self.session
+        if self.session is None:
+            about = ""
+        elif self.session == WTS_CURRENT_SESSION:
+            about = ", the current session"
+        else:
+            about = ", session %d" % self.session
         return "%s failed on %s%s: %s (error %d)" % (
             self.function, where, about, self.strerror, self.winerror)
 
@@ -391,11 +685,12 @@ def _check_session_id(session_id, allow_current=False):
 
 # --- Values ---------------------------------------------------------------------
 
+_STATES = {member.value: member for member in WTS_CONNECTSTATE_CLASS}
+
+
 def _state(value):
-    try:
-        return WTS_CONNECTSTATE_CLASS(value)
-    except ValueError:
-        return value          # a state newer than this module: keep the number
+    # A state newer than this module stays a plain int.
+    return _STATES.get(value, value)
 
 
 class Session(namedtuple("Session", "server id name state user domain")):
@@ -416,37 +711,157 @@ class Session(namedtuple("Session", "server id name state user domain")):
         return "%s\\%s" % (self.domain, self.user) if self.domain else self.user
 
 
-# FILETIMEs converted to aware UTC datetimes (None where unset); ``idle`` in
-# seconds by the server's clock, or None where the server gives no basis.
-SessionTimes = namedtuple(
-    "SessionTimes", "state logon connect disconnect last_input current idle")
-
 _FILETIME_TICKS_PER_SECOND = 10 ** 7
-
-
-_EPOCH = []                 # datetime(1601, 1, 1, UTC), made on first use
+# The last FILETIME a datetime holds: 9999-12-31 23:59:59.9999999 UTC.
+_FILETIME_MAX = 2650467743999999999
+_WTS_DISCONNECTED = WTS_CONNECTSTATE_CLASS.WTSDisconnected
 
 
 def _filetime(ticks):
-    if ticks <= 0:
+    """An aware UTC datetime, or None for 0, negative, or past year 9999:
+    one absurd value from a server must never fail the whole answer."""
+    if not 0 < ticks <= _FILETIME_MAX:
         return None
-    from datetime import datetime, timedelta, timezone
-    if not _EPOCH:
-        _EPOCH.append(datetime(1601, 1, 1, tzinfo=timezone.utc))
-    return _EPOCH[0] + timedelta(microseconds=ticks // 10)
+    # Only a caller that reads a time pays for importing datetime (about
+    # 2 ms, a tenth of this tool's start-up).
+    import datetime
+    return datetime.datetime(1601, 1, 1, tzinfo=datetime.timezone.utc) + \
+        datetime.timedelta(0, 0, ticks // 10)
 
 
-def idle_seconds(state, last_input, disconnect, current):
-    """Idle time in seconds from raw FILETIMEs, by the server's own clock.
+def idle_seconds(state, last_input, disconnect, current, logon=0):
+    """Idle time in seconds, or None where it is unknown, from the raw
+    FILETIME ticks of one WTSINFOW record.
 
-    A disconnected session has been idle since it was disconnected.  None
-    when the server gave no reference time; never negative (clock skew).
+    Idle since LastInputTime, or since DisconnectTime for a disconnected
+    session, up to CurrentTime, all from the same record: never the local
+    clock.  CurrentTime is the server's time as documented; whether a
+    remote query fills it from the server's clock or the caller's is
+    UNVERIFIED (Cassia #42 saw an error equal to the skew between the two),
+    so the idle time is by CurrentTime's clock, whichever that is.  None
+    when the reference time or CurrentTime is 0 or past what a datetime
+    holds; when the reference is later than CurrentTime (clock skew); and,
+    for a session with a LogonTime (``logon`` > 0), when a LastInputTime is
+    earlier than the logon or the idle time would be longer than the
+    session's age (CurrentTime - LogonTime).  The console's LastInputTime is
+    unreliable on real Windows.  A session without a user is not idle
+    either: ``SessionTimes.idle`` applies that rule on top.
     """
-    ref = disconnect if state == WTS_CONNECTSTATE_CLASS.WTSDisconnected \
-        else last_input
-    if ref <= 0 or current <= 0:
+    ref = disconnect if state == _WTS_DISCONNECTED else last_input
+    if not 0 < ref <= current <= _FILETIME_MAX:
         return None
-    return max(0, current - ref) / _FILETIME_TICKS_PER_SECOND
+    if logon > 0 and (0 < last_input < logon or ref < logon):
+        return None
+    return (current - ref) / _FILETIME_TICKS_PER_SECOND
+
+
+_set = object.__setattr__
+
+
+class SessionTimes:
+    """An immutable snapshot of one session's WTSINFOW record (one query).
+
+    ``session_id`` (the real id, also when asked as WTS_CURRENT_SESSION),
+    ``state`` (as ``Session.state``), ``user`` and ``domain`` ('' without a
+    user; WTSINFOW holds at most 20 and 16 characters) and the raw FILETIME
+    ticks ``logon_ticks``, ``connect_ticks``, ``disconnect_ticks``,
+    ``last_input_ticks`` and ``current_ticks`` (ints, 0 where unset: compare
+    these for exact equality).
+
+    ``logon``, ``connect``, ``disconnect``, ``last_input`` and ``current``
+    are lazy: each access builds an aware UTC datetime from the ticks (None
+    where unset or not representable), so a snapshot whose times nobody
+    reads costs no datetime.  ``idle`` (seconds, or None where unknown, see
+    ``idle_seconds``; always None without a user) is computed on access too.
+    Not a tuple: unpacking it fails rather than silently meaning something
+    else than the namedtuple it replaces.
+    """
+    __slots__ = ("_fields",)
+    _NAMES = ("session_id", "state", "user", "domain", "logon_ticks",
+              "connect_ticks", "disconnect_ticks", "last_input_ticks",
+              "current_ticks")
+
+    def __init__(self, session_id, state, user, domain, logon_ticks=0,
+                 connect_ticks=0, disconnect_ticks=0, last_input_ticks=0,
+                 current_ticks=0):
+        # One slot holding one tuple: a snapshot per session is made by the
+        # ten thousand, and this is a third of the cost of nine slots.
+        _set(self, "_fields", (session_id, state, user, domain, logon_ticks,
+                               connect_ticks, disconnect_ticks,
+                               last_input_ticks, current_ticks))
+
+    session_id = property(lambda self: self._fields[0])
+    state = property(lambda self: self._fields[1])
+    user = property(lambda self: self._fields[2])
+    domain = property(lambda self: self._fields[3])
+    logon_ticks = property(lambda self: self._fields[4])
+    connect_ticks = property(lambda self: self._fields[5])
+    disconnect_ticks = property(lambda self: self._fields[6])
+    last_input_ticks = property(lambda self: self._fields[7])
+    current_ticks = property(lambda self: self._fields[8])
+
+    def __setattr__(self, name, value):
+        raise AttributeError("SessionTimes is immutable")
+
+    def __delattr__(self, name):
+        raise AttributeError("SessionTimes is immutable")
+
+    def __eq__(self, other):
+        if not isinstance(other, SessionTimes):
+            return NotImplemented
+        return self._fields == other._fields
+
+    def __hash__(self):
+        return hash(self._fields)
+
+    def __reduce__(self):
+        return (type(self), self._fields)
+
+    def __repr__(self):
+        return "SessionTimes(%s)" % ", ".join(
+            "%s=%r" % item for item in zip(self._NAMES, self._fields))
+
+    @property
+    def logon(self):
+        return _filetime(self._fields[4])
+
+    @property
+    def connect(self):
+        return _filetime(self._fields[5])
+
+    @property
+    def disconnect(self):
+        return _filetime(self._fields[6])
+
+    @property
+    def last_input(self):
+        return _filetime(self._fields[7])
+
+    @property
+    def current(self):
+        return _filetime(self._fields[8])
+
+    @property
+    def idle(self):
+        f = self._fields
+        if not f[2]:
+            return None
+        return idle_seconds(f[1], f[7], f[6], f[8], f[4])
+
+    @property
+    def account(self):
+        """``DOMAIN\\user``, ``user`` without a domain, '' without a user."""
+        user, domain = self._fields[2], self._fields[3]
+        if not user:
+            return ""
+        return "%s\\%s" % (domain, user) if domain else user
+
+
+def _times_from_info(i):
+    # Read while the server's buffer is alive; nothing keeps a view of it.
+    return SessionTimes(i.SessionId, _STATES.get(i.State, i.State),
+                        i.UserName, i.Domain, i.LogonTime, i.ConnectTime,
+                        i.DisconnectTime, i.LastInputTime, i.CurrentTime)
 
 
 # --- Servers ---------------------------------------------------------------------
@@ -455,7 +870,14 @@ class Server:
     """A Remote Desktop Session Host server: the local one by default.
 
     Use as a context manager, or call ``close()``; the handle is closed
-    exactly once, and the local server's pseudo-handle never.
+    exactly once, and the local server's pseudo-handle never.  For a server
+    that is down, ``WTSOpenServerW`` may fail itself (the constructor raises
+    WTSError, typically 1722, with nothing to close) or hand out a handle
+    whose first call fails (1722): callers handle both.
+
+    ``WTS_CURRENT_SESSION`` (the caller's own session) is accepted on the
+    local server only: on a remote handle Windows' answer is inconsistent,
+    so every method refuses it there with ValueError, before any call.
     """
 
     def __init__(self, name=None):
@@ -484,23 +906,45 @@ class Server:
                 self._api.WTSCloseServer(self._handle)
             self._handle = None
 
-    def _h(self):
+    def _open_handle(self):
+        """The server handle for a call; ValueError once closed."""
         if self._closed:
             raise ValueError("I/O operation on a closed Server")
         return self._handle
 
-    def _call(self, name, session, *args):
-        return _checked(self._api, name, self.name, session, self._h(), *args)
+    def _server_call(self, name, *args):
+        """``name(handle, *args)``: a call about the server as a whole."""
+        return _checked(self._api, name, self.name, None,
+                        self._open_handle(), *args)
+
+    def _session_call(self, name, session_id, *rest):
+        """``name(handle, session_id, *rest)``: a call about one session,
+        which a failure's WTSError names."""
+        return _checked(self._api, name, self.name, session_id,
+                        self._open_handle(), session_id, *rest)
+
+    def _session_arg(self, session_id):
+        _check_session_id(session_id, allow_current=True)
+        if session_id == WTS_CURRENT_SESSION and self.name is not None:
+            raise ValueError(
+                "WTS_CURRENT_SESSION names the caller's own session on the "
+                "local server only; on a remote server (%s) Windows answers "
+                "inconsistently" % self.name)
+        return session_id
 
     # -- enumeration ----------------------------------------------------------
 
     def sessions(self):
-        """Every session on the server, as a list of ``Session``.
+        """Every session on the server this account may see, as a list of
+        ``Session``.
 
         One call to the library (``WTSEnumerateSessionsExW`` level 1); only
         where that function is missing or answers 120 does it fall back to
         ``WTSEnumerateSessionsW`` plus two queries a session.  An account
-        that may see no session gets an empty list (error 259).
+        that may see no session here (it lacks Query Information permission)
+        gets WTSError 259 (ERROR_NO_MORE_ITEMS) from either path: that means
+        "no rights here", never "no sessions" (a session host always has
+        session 0 and a listener).
         """
         if not self._no_ex and self._api.WTSEnumerateSessionsExW is not None:
             try:
@@ -515,17 +959,14 @@ class Server:
         level = DWORD(1)
         info = POINTER(WTS_SESSION_INFO_1W)()
         count = DWORD(0)
+        self._server_call("WTSEnumerateSessionsExW", byref(level), 0,
+                          byref(info), byref(count))
+        if not info:
+            return []
         try:
-            self._call("WTSEnumerateSessionsExW", None, byref(level), 0,
-                       byref(info), byref(count))
-        except WTSError as e:
-            if e.winerror == ERROR_NO_MORE_ITEMS:
-                return []
-            raise
-        try:
-            server = self.name
+            server, states = self.name, _STATES
             return [Session(server, s.SessionId, s.pSessionName or "",
-                            _state(s.State), s.pUserName or "",
+                            states.get(s.State, s.State), s.pUserName or "",
                             s.pDomainName or "")
                     for s in info[:count.value]]
         finally:
@@ -535,13 +976,10 @@ class Server:
     def _sessions_legacy(self):
         info = POINTER(WTS_SESSION_INFOW)()
         count = DWORD(0)
-        try:
-            self._call("WTSEnumerateSessionsW", None, 0, 1, byref(info),
-                       byref(count))
-        except WTSError as e:
-            if e.winerror == ERROR_NO_MORE_ITEMS:
-                return []
-            raise
+        self._server_call("WTSEnumerateSessionsW", 0, 1, byref(info),
+                          byref(count))
+        if not info:
+            return []
         try:
             found = [(s.SessionId, s.pWinStationName or "", _state(s.State))
                      for s in info[:count.value]]
@@ -550,8 +988,8 @@ class Server:
         sessions = []
         for sid, name, state in found:
             try:
-                user = self._query_string(sid, WTS_INFO_CLASS.WTSUserName)
-                domain = self._query_string(sid, WTS_INFO_CLASS.WTSDomainName)
+                user = self._query(sid, WTS_INFO_CLASS.WTSUserName, LPWSTR)
+                domain = self._query(sid, WTS_INFO_CLASS.WTSDomainName, LPWSTR)
             except WTSError as e:
                 if e.winerror == ERROR_CTX_WINSTATION_NOT_FOUND:
                     continue          # logged off between the two calls
@@ -561,76 +999,85 @@ class Server:
 
     # -- queries ----------------------------------------------------------------
 
-    def _query(self, session_id, info_class, copy_out):
+    def _query(self, session_id, info_class, ctype, copy=None):
+        """One ``WTSQuerySessionInformationW`` answer, copied out, then
+        freed with WTSFreeMemory: the one place its size is checked.
+
+        ``ctype`` is what the buffer holds.  LPWSTR: a string, read only
+        within the size the server returned ('' for none).  Any other ctypes
+        type: the server must have returned at least its size (else WTSError
+        87, nothing read); ``copy(view)`` then turns a view of the buffer
+        into Python values before it is freed, and without ``copy`` an owned
+        copy of ``ctype`` comes back.
+        """
         buf = PVOID()
         size = DWORD(0)
-        self._call("WTSQuerySessionInformationW", session_id, session_id,
-                   info_class, byref(buf), byref(size))
+        self._session_call("WTSQuerySessionInformationW", session_id,
+                           info_class, byref(buf), byref(size))
+        p, n = buf.value, size.value
         try:
-            return copy_out(buf.value, size.value)
+            if ctype is LPWSTR:
+                if not p:
+                    return ""
+                return ctypes.wstring_at(p, n // sizeof(WCHAR)).split(
+                    "\0", 1)[0]
+            if not p or n < sizeof(ctype):
+                raise WTSError(ERROR_INVALID_PARAMETER,
+                               "WTSQuerySessionInformationW", self.name,
+                               session_id)
+            if copy is not None:
+                return copy(ctype.from_address(p))
+            return ctype.from_buffer_copy(ctypes.string_at(p, sizeof(ctype)))
         finally:
-            self._api.WTSFreeMemory(buf)
-
-    def _query_string(self, session_id, info_class):
-        return self._query(session_id, info_class,
-                           lambda p, n: ctypes.wstring_at(p) if p else "")
+            if p:                   # the c_void_p itself: no int conversion
+                self._api.WTSFreeMemory(buf)
 
     def session_id(self, session_id=WTS_CURRENT_SESSION):
-        """The id behind ``session_id``; by default the caller's own session."""
-        _check_session_id(session_id, allow_current=True)
-
-        def copy_out(p, n):
-            if not p or n < sizeof(DWORD):
-                raise WTSError(ERROR_INVALID_PARAMETER,
-                               "WTSQuerySessionInformationW", self.name,
-                               session_id)
-            return DWORD.from_address(p).value
-        return self._query(session_id, WTS_INFO_CLASS.WTSSessionId, copy_out)
+        """The id behind ``session_id``; by default the caller's own session
+        (local server only)."""
+        self._session_arg(session_id)
+        return self._query(session_id, WTS_INFO_CLASS.WTSSessionId,
+                           DWORD).value
 
     def times(self, session_id):
-        """A ``SessionTimes`` for the session (one call to the library)."""
-        _check_session_id(session_id)
-
-        def copy_out(p, n):
-            if not p or n < sizeof(WTSINFOW):
-                raise WTSError(ERROR_INVALID_PARAMETER,
-                               "WTSQuerySessionInformationW", self.name,
-                               session_id)
-            i = WTSINFOW.from_address(p)
-            return (i.State, i.LogonTime, i.ConnectTime, i.DisconnectTime,
-                    i.LastInputTime, i.CurrentTime)
-        state, logon, connect, disconnect, last_input, current = self._query(
-            session_id, WTS_INFO_CLASS.WTSSessionInfo, copy_out)
-        return SessionTimes(
-            _state(state), _filetime(logon), _filetime(connect),
-            _filetime(disconnect), _filetime(last_input), _filetime(current),
-            idle_seconds(state, last_input, disconnect, current))
+        """A ``SessionTimes`` for the session: one
+        ``WTSQuerySessionInformationW(WTSSessionInfo)`` call.  On the local
+        server ``WTS_CURRENT_SESSION`` is the caller's own session (see
+        ``own_session()``); a remote server refuses it with ValueError."""
+        self._session_arg(session_id)
+        return self._query(session_id, WTS_INFO_CLASS.WTSSessionInfo,
+                           WTSINFOW, _times_from_info)
 
     # -- actions ----------------------------------------------------------------
 
     def logoff(self, session_id, wait=False):
-        """Log off a session (``WTS_CURRENT_SESSION``: the caller's own)."""
-        _check_session_id(session_id, allow_current=True)
-        self._call("WTSLogoffSession", session_id, session_id, bool(wait))
+        """Log off a session (``WTS_CURRENT_SESSION``, local server only: the
+        caller's own).  Without ``wait`` it returns at once and the session
+        may still be listed for a while; with ``wait`` Windows has been seen
+        to block indefinitely, even after the session is gone."""
+        self._session_arg(session_id)
+        self._session_call("WTSLogoffSession", session_id, bool(wait))
 
     def disconnect(self, session_id, wait=False):
-        _check_session_id(session_id, allow_current=True)
-        self._call("WTSDisconnectSession", session_id, session_id, bool(wait))
+        self._session_arg(session_id)
+        self._session_call("WTSDisconnectSession", session_id, bool(wait))
 
     def send_message(self, session_id, title, text, timeout=0, wait=False,
                      style=MB_OK):
         """Show a message box in a session; return the response (``IDASYNC``
-        when not waiting, ``IDTIMEOUT`` when ``timeout`` seconds passed)."""
-        _check_session_id(session_id, allow_current=True)
+        when not waiting, ``IDTIMEOUT`` when ``timeout`` seconds passed).  A
+        disconnected session cannot show it: the call may fail or succeed
+        without anyone seeing it (which one is unverified)."""
+        self._session_arg(session_id)
         title_buf = ctypes.create_unicode_buffer(title)
         text_buf = ctypes.create_unicode_buffer(text)
         # Lengths are in bytes without the terminating NUL: sizeof() is right
         # for UTF-16 surrogate pairs on Windows and for 4-byte wchar_t alike.
         response = DWORD(0)
-        self._call("WTSSendMessageW", session_id, session_id, title_buf,
-                   sizeof(title_buf) - sizeof(WCHAR), text_buf,
-                   sizeof(text_buf) - sizeof(WCHAR), style, int(timeout),
-                   byref(response), bool(wait))
+        self._session_call("WTSSendMessageW", session_id, title_buf,
+                           sizeof(title_buf) - sizeof(WCHAR), text_buf,
+                           sizeof(text_buf) - sizeof(WCHAR), style,
+                           int(timeout), byref(response), bool(wait))
         return response.value
 
 
@@ -638,3 +1085,14 @@ def current_session_id():
     """The caller's own session id on the local server."""
     with Server() as local:
         return local.session_id()
+
+
+def own_session():
+    """The caller's own session on the local server, as ``SessionTimes``:
+    its real id, user, domain, logon time and the rest, in one call,
+    ``WTSQuerySessionInformationW(WTS_CURRENT_SERVER_HANDLE,
+    WTS_CURRENT_SESSION, WTSSessionInfo)``.  Its ``user``, ``domain`` and
+    ``logon_ticks`` identify the caller's session on other servers too
+    (where WTS_CURRENT_SESSION must not be used)."""
+    with Server() as local:
+        return local.times(WTS_CURRENT_SESSION)

@@ -1,9 +1,11 @@
 """wtsapi.py against the real SDK header, for every Windows target.
 
 The reference is mingw-w64's wtsapi32.h as bundled with zig (PyPI
-``ziglang``).  A C probe is generated from introspecting wtsapi.py (every
-ctypes structure and field, every IntEnum member, every public all-caps
-constant, every prototype in ``_PROTOTYPES``), compiled to assembly with
+``ziglang``), and for the other Windows calls (``_SYSTEM_PROTOTYPES``) its
+winbase.h, winnls.h, sysinfoapi.h and secext.h.  A C probe is generated from
+introspecting wtsapi.py (every ctypes structure and field, every IntEnum
+member, every public all-caps constant and the enumerators in
+``SDK_ENUMERATORS``, every prototype in both tables), compiled to assembly with
 ``zig cc -S`` for x86_64, x86 and aarch64 Windows (nothing is linked or run),
 and the numbers are read back from the ``.s`` file.
 
@@ -63,7 +65,11 @@ HOST = Target("host", None, ctypes.sizeof(ctypes.c_void_p),
 # Public all-caps int constants of wtsapi.py that are deliberately not SDK
 # names.  They are checked only if the headers happen to define them; every
 # other public all-caps int constant must be a macro or enumerator there.
-NOT_SDK_CONSTANTS = frozenset()
+NOT_SDK_CONSTANTS = frozenset({"LANGID_EN_US"})
+
+# Public int constants of wtsapi.py that are SDK enumerators without an
+# all-caps name (so the rule above would not find them).
+SDK_ENUMERATORS = ("NameSamCompatible",)
 
 # ctypes class name -> C type, where they differ (none so far).
 C_TYPE_NAMES = {}
@@ -93,8 +99,21 @@ def _is_constant_name(name):
 
 def int_constants():
     return {name: value for name, value in sorted(vars(wtsapi).items())
-            if _is_constant_name(name) and isinstance(value, int)
+            if (_is_constant_name(name) or name in SDK_ENUMERATORS)
+            and isinstance(value, int)
             and not isinstance(value, (bool, enum.Enum))}
+
+
+def prototypes():
+    """Every prototype wtsapi.py declares, wtsapi32's and the system DLLs':
+    {name: (restype, argtypes)}."""
+    found = {name: (restype, argtypes) for name, (restype, argtypes, _doc)
+             in wtsapi._PROTOTYPES.items()}
+    for name, (_dll, restype, argtypes, _doc) in \
+            wtsapi._SYSTEM_PROTOTYPES.items():
+        assert name not in found, name
+        found[name] = (restype, argtypes)
+    return found
 
 
 def null_constants():
@@ -198,7 +217,10 @@ def c_type_name(cls):
 _C_TYPE_WORDS = {"void", "char", "short", "int", "long", "signed", "unsigned",
                  "float", "double", "const", "volatile", "struct", "union",
                  "enum"}
-_DECL_NOISE = {"WINAPI", "extern", "DECLSPEC_IMPORT", "WINBASEAPI", "WINUSERAPI"}
+_DECL_NOISE = {"WINAPI", "SEC_ENTRY", "extern", "DECLSPEC_IMPORT",
+               "WINBASEAPI", "WINUSERAPI", "WINADVAPI"}
+# Calling-convention macros that mean __stdcall, as WINAPI does.
+_STDCALL = {"WINAPI", "SEC_ENTRY"}
 
 
 @dataclass(frozen=True)
@@ -255,7 +277,7 @@ def parse_prototype(header_text, name):
     if params in ([""], ["void"], ["VOID"]):
         params = []
     return CPrototype(restype, tuple(_param_type(p) for p in params),
-                      "WINAPI" in words)
+                      bool(_STDCALL & set(words)))
 
 
 # --- The probe ------------------------------------------------------------------
@@ -267,8 +289,12 @@ def ziglang_dir():
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def header_path():
-    return ziglang_dir() / "lib/libc/include/any-windows-any/wtsapi32.h"
+def header_path(name="wtsapi32.h"):
+    return ziglang_dir() / "lib/libc/include/any-windows-any" / name
+
+
+# Where the prototypes are declared: wtsapi32's, then the system calls'.
+HEADERS = ("wtsapi32.h", "winbase.h", "winnls.h", "sysinfoapi.h", "secext.h")
 
 
 _PREAMBLE = """\
@@ -280,6 +306,8 @@ _PREAMBLE = """\
 #include <winerror.h>
 #include <winuser.h>
 #include <wtsapi32.h>
+#define SECURITY_WIN32
+#include <secext.h>
 
 #define FIELD(T, f) (((T *)0)->f)
 #define IS_POINTER(x) (__builtin_classify_type(x) == 5)
@@ -354,8 +382,8 @@ def build_probe(undeclared=frozenset()):
         probe.add(("null", name, "is_null"), "(%s) == 0" % name, name)
         probe.add(("null", name, "size"), "sizeof(%s)" % name, name)
 
-    header = _header_text(header_path())
-    for fname in wtsapi._PROTOTYPES:
+    header = " ".join(_header_text(header_path(h)) for h in HEADERS)
+    for fname in prototypes():
         try:
             proto = parse_prototype(header, fname)
         except ValueError as e:
@@ -363,7 +391,7 @@ def build_probe(undeclared=frozenset()):
             continue
         if proto is None:
             probe.prototypes[fname] = "%s is not declared in %s" % (
-                fname, header_path().name)
+                fname, ", ".join(HEADERS))
             continue
         probe.prototypes[fname] = proto
         # The parse must describe exactly the header's function type.
@@ -472,7 +500,7 @@ def _expected_from_probe(values, target):
                             else values[("proto", fname, "size")]),
                 "argtypes": [values[("param", fname, i, "size")]
                              for i in range(len(argtypes))],
-            } for fname, (_, argtypes, _) in wtsapi._PROTOTYPES.items()},
+            } for fname, (_, argtypes) in prototypes().items()},
     }
 
 
@@ -520,8 +548,10 @@ def _require_zig():
         if os.environ.get("CI"):
             pytest.fail("CI must run the ABI test: " + msg, pytrace=False)
         pytest.skip(msg)
-    if not header_path().is_file():
-        pytest.fail("ziglang has no %s" % header_path(), pytrace=False)
+    for name in HEADERS:
+        if not header_path(name).is_file():
+            pytest.fail("ziglang has no %s" % header_path(name),
+                        pytrace=False)
 
 
 @pytest.fixture
@@ -556,6 +586,8 @@ STRUCTS = sorted(structures())
 
 def test_module_declares_something():
     assert STRUCTS and int_enums() and int_constants() and wtsapi._PROTOTYPES
+    assert wtsapi._SYSTEM_PROTOTYPES
+    assert set(SDK_ENUMERATORS) <= set(int_constants())
 
 
 @pytest.mark.parametrize("name", STRUCTS)
@@ -641,11 +673,11 @@ def _ctype_size_pointer(ctype, target):
 
 
 @_not_on_windows
-@pytest.mark.parametrize("fname", list(wtsapi._PROTOTYPES))
+@pytest.mark.parametrize("fname", list(prototypes()))
 def test_prototype(fname, target, probed, values):
     proto = probed[0].prototypes[fname]
     assert not isinstance(proto, str), proto
-    restype, argtypes, _doc = wtsapi._PROTOTYPES[fname]
+    restype, argtypes = prototypes()[fname]
     assert len(argtypes) == len(proto.params), (
         "%s: %d argtypes, header has %d parameters: %s"
         % (fname, len(argtypes), len(proto.params), ", ".join(proto.params)))
@@ -711,7 +743,7 @@ def test_real_ctypes_matches_expected():
             if got.get(key) != want.get(key):
                 wrong.append("%s %s: ctypes %s, header %s" % (
                     name, key, got.get(key, "-"), want.get(key, "-")))
-    for fname, (restype, argtypes, _doc) in wtsapi._PROTOTYPES.items():
+    for fname, (restype, argtypes) in prototypes().items():
         want = data["prototypes"].get(fname)
         got = {"restype": None if restype is None else ctypes.sizeof(restype),
                "argtypes": [ctypes.sizeof(a) for a in argtypes]}

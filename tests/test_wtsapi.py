@@ -1,15 +1,20 @@
 """wtsapi.py against the native test double: marshalling, errors, memory."""
 
+import ctypes
 import os
 import pickle
 import subprocess
 import sys
+import threading
+import time
+import types
 
 import pytest
 
 import wtsapi
-from farm import (ACTIVE, CLOCK, DISCONNECTED, HOUR, LISTEN, MINUTE, SECOND,
-                  Farm, run_child, standard_farm)
+from farm import (ACTIVE, CLOCK, DISCMSG_ERROR, DISCONNECTED, HOUR, LISTEN,
+                  MINUTE, OPEN_NULL, SECOND, Double, Farm, run_child,
+                  standard_farm)
 from wtsapi import WTS_CONNECTSTATE_CLASS as ST
 from wtsapi import Server, WTSError
 
@@ -143,14 +148,35 @@ def test_fallback_skips_a_session_that_left_meanwhile(load, double):
         assert [x.id for x in s.sessions()] == [1]
 
 
-def test_no_visible_sessions_is_empty_not_an_error(load):
-    farm = Farm(caller=1)
+def test_no_visible_sessions_is_error_259_not_an_empty_list(load, double):
+    # 259 means "this account may see no session here" (no Query
+    # Information permission), never "an empty server": it used to be
+    # swallowed as [], which made a server one may not read look idle.
+    farm = standard_farm()
+    farm.server("NOPERM", noquery=True).session(3, "RDP-Tcp#1", ACTIVE, "u")
+    farm.server("NOPERMOLD", noquery=True, noex=True).session(3, "x", ACTIVE)
     farm.server("EMPTY")
-    farm.server("EMPTYOLD", noex=True)
     load(farm)
-    for name in ("EMPTY", "EMPTYOLD"):
-        with Server(name) as s:
-            assert s.sessions() == []
+    for name, function in (("NOPERM", "WTSEnumerateSessionsExW"),
+                           ("NOPERMOLD", "WTSEnumerateSessionsW"),
+                           ("EMPTY", "WTSEnumerateSessionsExW")):
+        with Server(name) as s, pytest.raises(WTSError) as info:
+            s.sessions()
+        e = info.value
+        assert (e.winerror, e.function, e.server, e.session) == (
+            wtsapi.ERROR_NO_MORE_ITEMS, function, name, None)
+    # The legacy path was tried only where Ex answered 120, not for 259.
+    assert double.calls("NOPERM", "WTSEnumerateSessionsW") == 0
+    assert double.calls("NOPERMOLD", "WTSEnumerateSessionsExW") == 1
+
+
+def test_no_query_permission_denies_session_queries(load, double):
+    farm = standard_farm()
+    farm.server("NOPERM", noquery=True).session(3, "RDP-Tcp#1", ACTIVE, "u")
+    load(farm)
+    with Server("NOPERM") as s, pytest.raises(WTSError) as info:
+        s.times(3)
+    assert (info.value.winerror, info.value.session) == (5, 3)
 
 
 def test_buffer_freed_when_copy_out_fails(load, double, monkeypatch):
@@ -378,9 +404,30 @@ def test_times_use_the_server_clock(load):
     assert active.current.timestamp() == pytest.approx(expected)
 
 
-def test_idle_is_never_negative():
-    assert wtsapi.idle_seconds(ST.WTSActive, CLOCK + SECOND, 0, CLOCK) == 0
-    assert wtsapi.idle_seconds(ST.WTSDisconnected, CLOCK, 0, CLOCK) is None
+def test_idle_rules():
+    idle = wtsapi.idle_seconds
+    logon = CLOCK - 2 * HOUR
+    assert idle(ST.WTSActive, CLOCK - MINUTE, 0, CLOCK) == 60
+    assert idle(ST.WTSActive, CLOCK - MINUTE, 0, CLOCK, logon) == 60
+    assert idle(ST.WTSActive, CLOCK, 0, CLOCK, logon) == 0
+    assert idle(ST.WTSDisconnected, CLOCK - HOUR, CLOCK - MINUTE, CLOCK,
+                logon) == 60                           # since the disconnect
+    assert idle(4, 0, CLOCK - MINUTE, CLOCK, logon) == 60   # a plain int state
+    # Unknown rather than wrong:
+    assert idle(ST.WTSActive, 0, 0, CLOCK) is None             # no last input
+    assert idle(ST.WTSDisconnected, CLOCK, 0, CLOCK) is None   # no disconnect
+    assert idle(ST.WTSActive, CLOCK - MINUTE, 0, 0) is None    # no current
+    assert idle(ST.WTSActive, CLOCK + SECOND, 0, CLOCK) is None  # clock skew
+    assert idle(ST.WTSActive, logon - SECOND, 0, CLOCK, logon) is None
+    assert idle(ST.WTSDisconnected, logon - SECOND, CLOCK - MINUTE, CLOCK,
+                logon) is None               # the record contradicts itself
+    assert idle(ST.WTSDisconnected, 0, logon - HOUR, CLOCK,
+                logon) is None               # longer than the session's age
+    assert idle(ST.WTSActive, CLOCK - MINUTE, 0, CLOCK,
+                CLOCK + HOUR) is None        # a logon after "now"
+    beyond = wtsapi._FILETIME_MAX + 1
+    assert idle(ST.WTSActive, CLOCK, 0, beyond) is None
+    assert idle(ST.WTSActive, -5, 0, CLOCK) is None
 
 
 def test_listener_state_by_number(load):
@@ -421,3 +468,620 @@ def test_windows_loads_from_the_system_directory_only(tmp_path):
     path = r.stdout.strip().lower()
     assert path.endswith("\\system32\\wtsapi32.dll"), path
     assert not path.startswith(str(tmp_path).lower())
+
+
+# --- Calls, sizes, snapshots -------------------------------------------------------
+
+def test_the_session_id_is_written_once_per_call(load, double):
+    # Server._call(name, session, *args) made every call site repeat the id;
+    # now _session_call passes it, and names it in the error, once.
+    assert not hasattr(Server, "_call") and not hasattr(Server, "_h")
+    farm = standard_farm()
+    farm.fail("RDS1", "WTSQuerySessionInformationW", 1726, session=2)
+    load(farm)
+    with Server("RDS1") as s:
+        with pytest.raises(WTSError) as info:
+            s.times(2)
+        s.logoff(3)
+    assert (info.value.function, info.value.session) == (
+        "WTSQuerySessionInformationW", 2)
+    assert [(e.func, e.session) for e in double.log()
+            if e.func in ("WTSQuerySessionInformationW", "WTSLogoffSession")
+            ] == [("WTSQuerySessionInformationW", 2), ("WTSLogoffSession", 3)]
+
+
+def test_a_short_answer_is_refused_and_still_freed(load, double):
+    farm = standard_farm()
+    farm.querysize("RDS1", wtsapi.WTS_INFO_CLASS.WTSSessionInfo,
+                   ctypes.sizeof(wtsapi.WTSINFOW) - 1)
+    farm.querysize("RDS1", wtsapi.WTS_INFO_CLASS.WTSSessionId, 2)
+    load(farm)
+    with Server("RDS1") as s:
+        for ask in (lambda: s.times(2), lambda: s.session_id(2)):
+            with pytest.raises(WTSError) as info:
+                ask()
+            assert (info.value.winerror, info.value.session) == (87, 2)
+    assert double.calls(None, "WTSFreeMemory") == 2   # ... and no leak
+
+
+def test_a_string_is_read_only_within_the_size_returned(load, double):
+    # The server says its answer is one WCHAR long: the rest of the buffer
+    # (here the remaining "arol") is not the caller's to read.
+    farm = standard_farm()
+    farm.server("RDS1", noex=True)
+    farm.querysize("RDS1", wtsapi.WTS_INFO_CLASS.WTSUserName,
+                   ctypes.sizeof(ctypes.c_wchar), session=2)
+    load(farm)
+    with Server("RDS1") as s:
+        users = {x.id: x.user for x in s.sessions()}
+    assert users[2] == "c"
+    assert users[3] == "dave"
+
+
+def test_states_are_looked_up_not_converted():
+    assert wtsapi._state(4) is ST.WTSDisconnected
+    assert wtsapi._state(42) == 42 and type(wtsapi._state(42)) is int
+    assert set(wtsapi._STATES.values()) == set(ST)
+
+
+def test_session_times_carry_identity_and_raw_ticks(load):
+    load()
+    with Server() as local:
+        t = local.times(3)
+    assert (t.session_id, t.user, t.domain, t.account) == (
+        3, "alice", "CORP", "CORP\\alice")
+    assert t.state is ST.WTSActive
+    assert t.logon_ticks == CLOCK - 3 * HOUR
+    assert t.last_input_ticks == CLOCK - 30 * MINUTE
+    assert (t.connect_ticks, t.disconnect_ticks) == (0, 0)
+    assert t.current_ticks == CLOCK
+    assert t.idle == 30 * 60
+
+
+def test_session_times_are_immutable_values(load):
+    load()
+    with Server() as local:
+        a, b, c = local.times(3), local.times(3), local.times(5)
+    for attr in ("idle", "logon", "user", "logon_ticks", "anything"):
+        with pytest.raises(AttributeError):
+            setattr(a, attr, None)
+    with pytest.raises(AttributeError):
+        del a.user
+    with pytest.raises(TypeError):
+        tuple(a)                  # not the namedtuple it replaces
+    assert a == b and hash(a) == hash(b) and a != c
+    assert pickle.loads(pickle.dumps(a)) == a
+    assert "alice" in repr(a) and "logon_ticks=" in repr(a)
+    assert not hasattr(wtsapi, "_EPOCH")
+
+
+def test_session_times_build_datetimes_only_when_read(double_path, tmp_path):
+    farm_file = standard_farm().write(str(tmp_path / "farm.txt"))
+    env = dict(os.environ, WTSAPI32_DLL=double_path, WTSDOUBLE_FARM=farm_file)
+    env.pop("WTSDOUBLE_LOG", None)
+    r = run_python(
+        "import sys, wtsapi\n"
+        "with wtsapi.Server() as s:\n"
+        "    t = [s.times(i) for i in (1, 2, 3, 4)]\n"
+        "print([x.idle for x in t], 'datetime' in sys.modules)\n"
+        "print(t[2].logon.isoformat(), 'datetime' in sys.modules)\n", env)
+    assert r.returncode == 0, r.stderr
+    first, second = r.stdout.splitlines()
+    assert first == "[10.0, 2.0, 1800.0, 10800.0] False"
+    assert second == "%s True" % wtsapi._filetime(CLOCK - 3 * HOUR).isoformat()
+    assert second.startswith("2024-01-17T18:20:00+00:00")
+
+
+def test_times_from_an_absurd_server_never_fail(load):
+    # "date value out of range" must not fail a server: unrepresentable
+    # FILETIMEs read as None, and idle is then unknown.
+    huge = 2 ** 63 - 1
+    farm = Farm(caller=1)
+    odd = farm.server("ODD", clock=huge)
+    odd.session(3, "RDP-Tcp#1", ACTIVE, "u", "CORP", logon=huge,
+                connect=huge, input=huge)
+    skew = farm.server("SKEW")            # last input after "now"
+    skew.session(3, "RDP-Tcp#1", ACTIVE, "u", "CORP", logon=CLOCK - HOUR,
+                 input=CLOCK + MINUTE)
+    early = farm.server("EARLY")          # last input before the logon
+    early.session(3, "RDP-Tcp#1", ACTIVE, "u", "CORP", logon=CLOCK - HOUR,
+                  input=CLOCK - 2 * HOUR)
+    old = farm.server("OLDER")            # disconnected before the logon
+    old.session(4, "", DISCONNECTED, "u", "CORP", logon=CLOCK - HOUR,
+                disconnect=CLOCK - 5 * HOUR)
+    stopped = farm.server("NOCLOCK", clock=0)
+    stopped.session(3, "RDP-Tcp#1", ACTIVE, "u", "CORP", logon=1,
+                    input=CLOCK)
+    nouser = farm.server("NOUSER")        # times, but nobody logged on
+    nouser.session(3, "RDP-Tcp#1", ACTIVE, "", "", logon=CLOCK - HOUR,
+                   input=CLOCK - MINUTE)
+    load(farm)
+    with Server("ODD") as s:
+        t = s.times(3)
+    assert t.logon_ticks == huge
+    assert (t.logon, t.connect, t.last_input, t.current, t.idle) == (
+        None, None, None, None, None)
+    for name, sid in (("SKEW", 3), ("EARLY", 3), ("OLDER", 4),
+                      ("NOCLOCK", 3), ("NOUSER", 3)):
+        with Server(name) as s:
+            assert s.times(sid).idle is None, name
+    with Server("NOCLOCK") as s:
+        t = s.times(3)
+    assert t.current is None
+    assert t.logon.year == 1601              # 100 ns after the epoch
+
+
+def test_filetime_edges():
+    assert wtsapi._filetime(0) is None and wtsapi._filetime(-1) is None
+    last = wtsapi._filetime(wtsapi._FILETIME_MAX)
+    assert (last.year, last.month, last.day, last.microsecond) == (
+        9999, 12, 31, 999999)
+    assert wtsapi._filetime(wtsapi._FILETIME_MAX + 1) is None
+    assert wtsapi._filetime(116444736000000000).timestamp() == 0
+
+
+# --- The caller's own session -------------------------------------------------------
+
+def test_times_of_the_current_session_locally(load, double):
+    load()
+    with Server() as local:
+        t = local.times(wtsapi.WTS_CURRENT_SESSION)
+    assert (t.session_id, t.user) == (2, "operator")
+    [entry] = [e for e in double.log()
+               if e.func == "WTSQuerySessionInformationW"]
+    assert entry.session == wtsapi.WTS_CURRENT_SESSION
+
+
+def test_the_current_session_is_refused_on_a_remote_handle(load, double):
+    # Windows' answer there is inconsistent (sdk-api), so nothing is asked.
+    load()
+    with Server("RDS1") as s:
+        for ask in (lambda: s.times(wtsapi.WTS_CURRENT_SESSION),
+                    lambda: s.session_id(),
+                    lambda: s.logoff(wtsapi.WTS_CURRENT_SESSION),
+                    lambda: s.disconnect(wtsapi.WTS_CURRENT_SESSION),
+                    lambda: s.send_message(wtsapi.WTS_CURRENT_SESSION, "t",
+                                           "x")):
+            with pytest.raises(ValueError) as info:
+                ask()
+            assert "local server only" in str(info.value)
+    assert double.rpcs("RDS1") == 0
+
+
+def test_own_session_is_one_call(load, double):
+    load()
+    own = wtsapi.own_session()
+    assert isinstance(own, wtsapi.SessionTimes)
+    assert (own.session_id, own.user, own.domain) == (2, "operator", "CORP")
+    assert own.logon_ticks == CLOCK - HOUR
+    assert double.rpcs() == 1
+    [entry] = [e for e in double.log() if e.func not in Double.LOCAL_ONLY]
+    assert (entry.func, entry.server, entry.session, entry.extra) == (
+        "WTSQuerySessionInformationW", ".", wtsapi.WTS_CURRENT_SESSION,
+        "class=24")
+    assert wtsapi.current_session_id() == 2
+
+
+# --- What the field shows, through the double ----------------------------------------
+
+def test_open_may_return_null_for_a_down_server(load, double):
+    farm = standard_farm()
+    farm.server("GONE", unreachable=OPEN_NULL)
+    load(farm)
+    with pytest.raises(WTSError) as info:
+        Server("GONE")
+    e = info.value
+    assert (e.winerror, e.function, e.server, e.session) == (
+        1722, "WTSOpenServerW", "GONE", None)
+    assert double.calls("GONE", "WTSCloseServer") == 0   # nothing to close
+    # The other mode stays: a handle, then the first call fails.
+    with Server("DOWN") as s, pytest.raises(WTSError) as info:
+        s.sessions()
+    assert (info.value.winerror, info.value.function) == (
+        1722, "WTSEnumerateSessionsExW")
+
+
+def test_host_and_farm_names_are_null(load, double):
+    load()
+    api = wtsapi._load()
+    level, count = wtsapi.DWORD(1), wtsapi.DWORD(0)
+    info = ctypes.POINTER(wtsapi.WTS_SESSION_INFO_1W)()
+    with Server("RDS1") as s:
+        assert api.WTSEnumerateSessionsExW(s._open_handle(),
+                                           ctypes.byref(level), 0,
+                                           ctypes.byref(info),
+                                           ctypes.byref(count))
+    try:
+        rows = info[:count.value]
+        assert rows and all(r.pHostName is None and r.pFarmName is None
+                            for r in rows)
+        assert [r.pUserName for r in rows] == ["", "carol", "dave", ""]
+    finally:
+        api.WTSFreeMemoryExW(wtsapi.WTS_TYPE_CLASS.WTSTypeSessionInfoLevel1,
+                             info, count.value)
+
+
+def test_a_message_to_a_disconnected_session_fails(load, double):
+    load()
+    with Server() as local, pytest.raises(WTSError) as info:
+        local.send_message(4, "Admin", "Please save your work")
+    e = info.value
+    assert (e.winerror, e.function, e.session) == (
+        DISCMSG_ERROR, "WTSSendMessageW", 4)
+    assert e.winerror == wtsapi.ERROR_CTX_CLOSE_PENDING
+
+
+def test_a_message_to_a_disconnected_session_may_succeed_silently(load):
+    farm = standard_farm()
+    farm.server("RDS1", discmsg="ok")
+    farm.server("RDS2").session(5, "", DISCONNECTED, "fay", "CORP",
+                                discmsg="ok")
+    farm.server("RDS2").session(6, "", DISCONNECTED, "gus", "CORP",
+                                discmsg=7050)
+    load(farm)
+    with Server("RDS1") as s:
+        assert s.send_message(3, "t", "x") == wtsapi.IDASYNC
+        assert s.send_message(3, "t", "x", timeout=5,
+                              wait=True) == wtsapi.IDTIMEOUT
+        assert s.send_message(2, "t", "x", wait=True) == wtsapi.IDOK
+    with Server("RDS2") as s:
+        assert s.send_message(5, "t", "x") == wtsapi.IDASYNC
+        with pytest.raises(WTSError) as info:
+            s.send_message(6, "t", "x")
+    assert info.value.winerror == 7050
+
+
+def _poll(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_logoff_without_waiting_returns_at_once_the_session_goes_later(
+        load, double):
+    farm = standard_farm()
+    farm.server("RDS1").session(7, "RDP-Tcp#5", ACTIVE, "hal", "CORP",
+                                logon=CLOCK - HOUR, logoff_ms=400)
+    load(farm)
+    with Server("RDS1") as s:
+        start = time.monotonic()
+        s.logoff(7)
+        s.logoff(7)                       # still there: fine, same deadline
+        took = time.monotonic() - start
+        assert 7 in [x.id for x in s.sessions()]     # still listed ...
+        assert s.times(7).user == "hal"              # ... and queried
+        assert double.exists("RDS1", 7)
+        assert _poll(lambda: not double.exists("RDS1", 7))
+        assert time.monotonic() - start >= 0.35
+        assert 7 not in [x.id for x in s.sessions()]
+        with pytest.raises(WTSError) as info:
+            s.times(7)
+    assert took < 0.3
+    assert info.value.winerror == 7022
+
+
+def test_logoff_waiting_returns_after_logoff_ms_with_the_session_gone(
+        load, double):
+    farm = standard_farm()
+    farm.server("RDS1").session(7, "RDP-Tcp#5", ACTIVE, "hal", "CORP",
+                                logoff_ms=300)
+    load(farm)
+    with Server("RDS1") as s:
+        start = time.monotonic()
+        s.logoff(7, wait=True)
+        assert time.monotonic() - start >= 0.29
+        assert not double.exists("RDS1", 7)
+        assert 7 not in [x.id for x in s.sessions()]
+
+
+def test_a_waiting_logoff_may_hang_after_the_session_is_gone(load, double):
+    farm = standard_farm()
+    farm.server("RDS1").session(7, "RDP-Tcp#5", ACTIVE, "hal", "CORP",
+                                logoff_ms=100, logoff_hang=1)
+    load(farm)
+    done = threading.Event()
+    errors = []
+
+    def log_off():
+        try:
+            with Server("RDS1") as s:
+                s.logoff(7, wait=True)
+        except Exception as e:            # reported below
+            errors.append(e)
+        done.set()
+    worker = threading.Thread(target=log_off, daemon=True)
+    worker.start()
+    assert _poll(lambda: not double.exists("RDS1", 7))   # logged off ...
+    assert not done.wait(0.5)                            # ... yet it blocks
+    assert double.in_flight() == 1
+    double.reset()                        # the bounded hang ends with a reset
+    assert done.wait(5)
+    worker.join(5)
+    assert not errors
+
+
+def test_max_in_flight_per_server_and_function(load, double):
+    farm = standard_farm()
+    farm.latency("RDS1", "WTSQuerySessionInformationW", 400)
+    farm.latency("RDS2", "WTSQuerySessionInformationW", 400)
+    load(farm)
+    barrier = threading.Barrier(4)
+
+    def ask(server, sid):
+        with Server(server) as s:
+            barrier.wait()
+            s.times(sid)
+    threads = [threading.Thread(target=ask, args=a) for a in
+               (("RDS1", 2), ("RDS1", 3), ("RDS1", 0), ("RDS2", 4))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    with Server("RDS1") as s:
+        s.times(2)                        # alone: does not raise the maximum
+    q = "WTSQuerySessionInformationW"
+    assert double.max_in_flight_for("RDS1", q) == 3
+    assert double.max_in_flight_for("rds1", q) == 3       # names: any case
+    assert double.max_in_flight_for("RDS2", q) == 1
+    assert double.max_in_flight_for("RDS1") == 3
+    assert double.max_in_flight_for(None, q) == 4
+    assert double.max_in_flight_for(None, "WTSLogoffSession") == 0
+    assert double.max_in_flight_for("RDS1", "NoSuchFunction") == 0
+    assert double.max_in_flight_for() == double.max_in_flight() >= 4
+    double.reset()
+    assert double.max_in_flight_for("RDS1", q) == 0
+
+
+# --- Error texts and codes -------------------------------------------------------------
+
+def test_named_constants_for_every_code_the_cli_uses():
+    for name, code in (("ERROR_ACCESS_DENIED", 5),
+                       ("ERROR_INVALID_PARAMETER", 87),
+                       ("ERROR_CALL_NOT_IMPLEMENTED", 120),
+                       ("ERROR_NO_MORE_ITEMS", 259),
+                       ("ERROR_TIMEOUT", 1460),
+                       ("RPC_S_SERVER_UNAVAILABLE", 1722),
+                       ("ERROR_CTX_CLOSE_PENDING", 7007),
+                       ("ERROR_CTX_WINSTATION_NOT_FOUND", 7022),
+                       ("ERROR_CTX_WINSTATION_ACCESS_DENIED", 7045),
+                       ("ERROR_RESOURCE_LANG_NOT_FOUND", 1815),
+                       ("ERROR_MUI_FILE_NOT_FOUND", 15100),
+                       ("ERROR_MUI_FILE_NOT_LOADED", 15105)):
+        assert getattr(wtsapi, name) == code, name
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="table used off Windows")
+def test_builtin_table_speaks_english_whatever_the_language():
+    assert wtsapi.error_text(7045, 0x0411) == \
+        "The requested session access is denied."
+    assert wtsapi.error_text(5, wtsapi.LANGID_EN_US) == "Access is denied."
+    for code in (7007, 7038, 7044, 7051, 7054, 15100, 15105, 1815):
+        assert not wtsapi.error_text(code).startswith("Unknown"), code
+    assert wtsapi.error_text(7051) == \
+        "The requested session is not configured to allow remote control."
+
+
+def test_wtserror_names_the_current_session():
+    e = WTSError(5, "WTSLogoffSession", None, wtsapi.WTS_CURRENT_SESSION)
+    assert "the current session" in str(e)
+
+
+class FakeSystem:
+    """Stand-ins for kernel32/secur32/advapi32 on any OS, called through
+    ctypes with wtsapi's own prototypes: the caller's side marshals exactly
+    as against the real DLLs, the stand-in reads and writes raw memory."""
+
+    def __init__(self, monkeypatch):
+        self.error = 0
+        self.calls = []
+        self.buffers = {}             # FormatMessage's allocations, by address
+        self.freed = 0
+        self._keep = []
+        monkeypatch.setattr(wtsapi, "_WINDOWS", True)
+        monkeypatch.setattr(wtsapi, "_system_apis", {})
+
+    def get_error(self):
+        return self.error
+
+    def set_error(self, value):
+        self.error = value
+
+    def install(self, dll_name, **functions):
+        dll = types.SimpleNamespace()
+        for name, py in functions.items():
+            owner, restype, argtypes, _doc = wtsapi._SYSTEM_PROTOTYPES[name]
+            assert owner == dll_name, name
+            raw = [ctypes.c_void_p if self._pointer(t) else t
+                   for t in argtypes]
+            fn = ctypes.CFUNCTYPE(restype, *raw)(self._record(name, py))
+            self._keep.append(fn)
+            setattr(dll, name, fn)
+        wtsapi._system_apis[dll_name] = wtsapi._SystemApi(
+            dll, dll_name, self.get_error, self.set_error)
+
+    @staticmethod
+    def _pointer(ctype):
+        return issubclass(ctype, ctypes._Pointer) or ctype in (
+            ctypes.c_void_p, ctypes.c_wchar_p)
+
+    def _record(self, name, py):
+        def call(*args):
+            self.calls.append((name,) + args)
+            return py(*args)
+        return call
+
+    def asked(self, name, index):
+        """Argument ``index`` of every call of ``name`` so far."""
+        return [c[index + 1] for c in self.calls if c[0] == name]
+
+    def fail(self, error, result=0):
+        self.error = error
+        return result
+
+    @staticmethod
+    def write(address, text):
+        data = (ctypes.c_wchar * len(text))(*text)
+        ctypes.memmove(address, data, ctypes.sizeof(data))
+
+    def format_message(self, texts):
+        """FormatMessageW answering texts[(code, langid)]: a str, or an
+        int error code."""
+        def fn(flags, source, code, langid, out, size, args):
+            assert flags == (wtsapi.FORMAT_MESSAGE_ALLOCATE_BUFFER |
+                             wtsapi.FORMAT_MESSAGE_FROM_SYSTEM |
+                             wtsapi.FORMAT_MESSAGE_IGNORE_INSERTS)
+            answer = texts.get((code, langid), wtsapi.ERROR_MR_MID_NOT_FOUND)
+            if isinstance(answer, int):
+                return self.fail(answer)
+            buf = ctypes.create_unicode_buffer(answer + "\r\n")
+            self.buffers[ctypes.addressof(buf)] = buf
+            ctypes.c_void_p.from_address(out).value = ctypes.addressof(buf)
+            return len(answer) + 2
+
+        def local_free(handle):
+            assert self.buffers.pop(handle, None) is not None, "bad LocalFree"
+            self.freed += 1
+            return None
+        self.install("kernel32", FormatMessageW=fn, LocalFree=local_free)
+
+
+@pytest.fixture
+def fake_system(monkeypatch):
+    return FakeSystem(monkeypatch)
+
+
+def test_error_text_asks_windows_in_the_users_language(fake_system):
+    fake_system.format_message({(5, 0x0400): "アクセスが拒否されました。"})
+    assert wtsapi.error_text(5) == "アクセスが拒否されました。"
+    assert fake_system.asked("FormatMessageW", 2) == [5]
+    assert fake_system.asked("FormatMessageW", 3) == [wtsapi.LANG_USER_DEFAULT]
+    assert not fake_system.buffers and fake_system.freed == 1
+    assert WTSError(5, "WTSLogoffSession").strerror == \
+        "アクセスが拒否されました。"
+
+
+@pytest.mark.parametrize("missing", [15100, 15105, 1815, 317])
+def test_error_text_falls_back_to_language_0(fake_system, missing):
+    fake_system.format_message({(5, 0x0411): missing,
+                                (5, 0): "Access is denied."})
+    assert wtsapi.error_text(5, 0x0411) == "Access is denied."
+    assert fake_system.asked("FormatMessageW", 3) == [0x0411, 0]
+    assert not fake_system.buffers and fake_system.freed == 1
+
+
+def test_error_text_in_an_explicit_language(fake_system):
+    fake_system.format_message({(5, 0x0804): "拒绝访问。",
+                                (87, 0x0804): wtsapi.ERROR_ACCESS_DENIED})
+    assert wtsapi.error_text(5, 0x0804) == "拒绝访问。"
+    # Another failure is not "language missing": the English table then.
+    assert wtsapi.error_text(87, 0x0804) == "The parameter is incorrect."
+    assert fake_system.asked("FormatMessageW", 3) == [0x0804, 0x0804]
+    assert not fake_system.buffers
+
+
+def test_error_text_in_english_is_never_another_language(fake_system):
+    fake_system.format_message({(7022, 0x0409): 15100,
+                                (7022, 0): "指定されたセッションが見つかりません。",
+                                (5, 0x0409): "Access is denied."})
+    assert wtsapi.error_text(7022, wtsapi.LANGID_EN_US) == \
+        "The specified session cannot be found."
+    assert wtsapi.error_text(5, wtsapi.LANGID_EN_US) == "Access is denied."
+    assert wtsapi.error_text(123456, wtsapi.LANGID_EN_US) == \
+        "Unknown error 123456."
+    assert 0 not in fake_system.asked("FormatMessageW", 3)
+
+
+def test_ui_languages_reads_the_multi_string(fake_system):
+    data = "ja-JP\0en-US\0\0"
+
+    def preferred(flags, count, buf, chars):
+        assert flags == wtsapi.MUI_LANGUAGE_NAME
+        n = ctypes.c_uint32.from_address(chars)
+        ctypes.c_uint32.from_address(count).value = 2
+        if buf is None:
+            n.value = len(data)
+            return 1
+        if n.value < len(data):
+            return fake_system.fail(wtsapi.ERROR_INSUFFICIENT_BUFFER)
+        fake_system.write(buf, data)
+        n.value = len(data)
+        return 1
+    fake_system.install("kernel32", GetUserPreferredUILanguages=preferred,
+                        GetUserDefaultUILanguage=lambda: 0x0409)
+    assert wtsapi.ui_languages() == ["ja-JP", "en-US"]
+    buffers = fake_system.asked("GetUserPreferredUILanguages", 2)
+    assert [b is None for b in buffers] == [True, False]   # size, then data
+
+
+@pytest.mark.parametrize("langid, expected", [
+    (0x0804, ["zh-CN"]), (0x1004, ["zh-SG"]), (0x0404, ["zh-TW"]),
+    (0x0C04, ["zh-HK"]), (0x1404, ["zh-MO"]), (0x0411, ["ja-JP"]),
+    (0x0409, ["en-US"]), (0x0407, [])])
+def test_ui_languages_falls_back_to_the_default_langid(fake_system, langid,
+                                                       expected):
+    fake_system.install(
+        "kernel32",
+        GetUserPreferredUILanguages=lambda *a: fake_system.fail(
+            wtsapi.ERROR_INVALID_PARAMETER),
+        GetUserDefaultUILanguage=lambda: langid)
+    assert wtsapi.ui_languages() == expected
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="off-Windows behaviour")
+def test_ui_languages_off_windows_is_empty():
+    assert wtsapi.ui_languages() == []
+
+
+def test_process_account_is_the_sam_compatible_name(fake_system):
+    name = "CORP\\" + "a" * 300         # longer than the first buffer
+
+    def name_ex(fmt, buf, size):
+        assert fmt == wtsapi.NameSamCompatible
+        n = ctypes.c_uint32.from_address(size)
+        if n.value < len(name) + 1:
+            n.value = len(name) + 1
+            return fake_system.fail(wtsapi.ERROR_MORE_DATA)
+        fake_system.write(buf, name + "\0")
+        n.value = len(name)
+        return 1
+    fake_system.install("secur32", GetUserNameExW=name_ex)
+    assert wtsapi.process_account() == name
+    assert len(fake_system.calls) == 2
+
+
+def test_process_account_falls_back_to_the_user_name(fake_system):
+    def user_name(buf, size):
+        fake_system.write(buf, "alice\0")
+        ctypes.c_uint32.from_address(size).value = 6
+        return 1
+    fake_system.install("secur32", GetUserNameExW=lambda *a: fake_system.fail(
+        1355))                              # ERROR_NO_SUCH_DOMAIN
+    fake_system.install("advapi32", GetUserNameW=user_name)
+    assert wtsapi.process_account() == "alice"
+    fake_system.install("advapi32", GetUserNameW=lambda *a: fake_system.fail(
+        wtsapi.ERROR_ACCESS_DENIED))
+    assert wtsapi.process_account() == ""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="off-Windows behaviour")
+def test_process_account_never_reads_the_environment(monkeypatch):
+    import pwd
+    for var in ("USER", "LOGNAME", "USERNAME", "USERDOMAIN"):
+        monkeypatch.setenv(var, "mallory")
+    assert wtsapi.process_account() == pwd.getpwuid(os.getuid()).pw_name
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="real Windows calls")
+def test_windows_process_account_ui_languages_and_texts():
+    env = dict(os.environ, USERNAME="mallory", USERDOMAIN="EVIL")
+    r = run_python("import wtsapi; print(wtsapi.process_account())", env)
+    assert r.returncode == 0, r.stderr
+    account = r.stdout.strip()
+    assert account and account != "EVIL\\mallory"
+    languages = wtsapi.ui_languages()
+    assert languages and all(isinstance(x, str) and x for x in languages)
+    assert wtsapi.error_text(5, wtsapi.LANGID_EN_US)
+    assert wtsapi.error_text(5, 0x0411)       # or its fallback, never empty
