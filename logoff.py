@@ -1136,7 +1136,8 @@ def _fan_out(run, jobs, phase, last):
                     wake = min(wake, deadlines[0][0])
                 if counts["left"] > 0:
                     cond.wait(max(0.0, wake - now))
-                run.progress.update()
+                run.progress.update(phase)
+            run.progress.update(phase)
     except KeyboardInterrupt:              # no handler of ours: not main
         run.interrupted = "SIGINT"
     if run.interrupted is None:
@@ -1633,19 +1634,23 @@ class Progress:
         self.on = (len(self.run.jobs) > 1 and not opts.json
                    and ERR.isatty())
 
-    def update(self):
+    def update(self, phase=None):
         if not self.on:
             return
         jobs = self.run.jobs
         done = sum(1 for j in jobs if j.finished or j.timed_out
                    or j.failure is not None)
-        targets = self.run.targets()
-        text = str(Text("servers %(done)d/%(all)d, %(off)d logged off, "
-                        "%(failed)d failed", done=done, all=len(jobs),
-                        off=sum(1 for t in targets if t.result == DONE),
-                        failed=sum(1 for t in targets
-                                   if t.result in _FAILED_RESULTS)
-                        + sum(1 for j in jobs if j.failure is not None)))
+        if phase is plan_server:
+            text = str(Text("reading servers %(done)d/%(all)d",
+                            done=done, all=len(jobs)))
+        else:
+            targets = self.run.targets()
+            text = str(Text(
+                "servers %(done)d/%(all)d, %(off)d logged off, %(failed)d "
+                "failed", done=done, all=len(jobs),
+                off=sum(1 for t in targets if t.result == DONE),
+                failed=sum(1 for t in targets if t.result in _FAILED_RESULTS)
+                + sum(1 for j in jobs if j.failure is not None)))
         if text != self.shown:
             pad = " " * max(0, len(self.shown) - len(text))
             ERR.write("\r%s%s" % (text, pad))
