@@ -98,7 +98,7 @@ _STATE_WORDS["disc"] = State.WTSDisconnected
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-LANG_ENGLISH = 0x0409         # /json and /log speak en-US, whatever the screen
+LANG_ENGLISH = wtsapi.LANGID_EN_US   # /json and /log, whatever the screen
 
 DEFAULT_WAIT = 300.0          # /wait without a limit: a logoff never hangs us
 FRESH_SECONDS = 5.0           # a snapshot older than this is read again

@@ -142,6 +142,16 @@ class Farm:
         lines = []
         for spec in self.servers.values():
             lines.extend(spec.render())
+            if spec.name == "." and self.caller_session is not None and \
+                    not any(s["id"] == self.caller_session
+                            for s in spec.sessions):
+                # Whoever runs the tool is logged on to the local machine:
+                # a farm that does not say as whom gets an operator there.
+                lines.append("session id=%d name=%s state=%d user=operator "
+                             "domain=CORP logon=%d" % (
+                                 self.caller_session,
+                                 _q("RDP-Tcp#%d" % self.caller_session),
+                                 ACTIVE, CLOCK - HOUR))
         if self.caller_session is not None:
             lines.append("caller session=%d fullcontrol=%d" % (
                 self.caller_session, 1 if self.caller_fullcontrol else 0))

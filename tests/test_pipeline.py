@@ -151,7 +151,7 @@ def test_no_progress_when_stderr_is_redirected(run_process):
 # Optional leaves, imported where they are used (see the guide); anything
 # else is imported at the top.
 LAZY_OK = {"json", "fnmatch", "socket", "unicodedata", "signal", "gettext",
-           "pwd", "msvcrt", "locale"}
+           "pwd", "msvcrt", "locale", "datetime"}
 
 
 @pytest.mark.parametrize("module", ["logoff.py", "wtsapi.py"])
