@@ -431,7 +431,7 @@ def test_idle_rules():
 
 
 def test_listener_state_by_number(load):
-    farm = Farm(caller=1)
+    farm = Farm()                         # no caller: just these two sessions
     farm.server(".").session(65536, "RDP-Tcp", LISTEN)
     farm.server(".").session(70000, "Future", 42)
     load(farm)
