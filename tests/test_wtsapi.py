@@ -755,7 +755,7 @@ def test_logoff_without_waiting_returns_at_once_the_session_goes_later(
         assert s.times(7).user == "hal"              # ... and queried
         assert double.exists("RDS1", 7)
         assert _poll(lambda: not double.exists("RDS1", 7))
-        assert time.monotonic() - start >= 0.35
+        assert time.monotonic() - start >= 0.35   # 400 ms, less clock steps
         assert 7 not in [x.id for x in s.sessions()]
         with pytest.raises(WTSError) as info:
             s.times(7)
@@ -772,7 +772,8 @@ def test_logoff_waiting_returns_after_logoff_ms_with_the_session_gone(
     with Server("RDS1") as s:
         start = time.monotonic()
         s.logoff(7, wait=True)
-        assert time.monotonic() - start >= 0.29
+        # (3.8's monotonic clock on Windows moves in 15.6 ms steps)
+        assert time.monotonic() - start >= 0.25
         assert not double.exists("RDS1", 7)
         assert 7 not in [x.id for x in s.sessions()]
 

@@ -97,7 +97,15 @@ typedef DWORD td_err_t;
 static td_err_t err_get(void) { return GetLastError(); }
 static void err_set(td_err_t e) { SetLastError(e); }
 static void sleep_ms(uint32_t ms) { Sleep(ms); }
-static int64_t now_ms(void) { return (int64_t)GetTickCount64(); }
+/* Not GetTickCount64: its 15.6 ms steps would end a logoff_ms early. */
+static int64_t now_ms(void)
+{
+    LARGE_INTEGER t, f;
+    QueryPerformanceCounter(&t);
+    QueryPerformanceFrequency(&f);
+    return (int64_t)(t.QuadPart / f.QuadPart * 1000 +
+                     t.QuadPart % f.QuadPart * 1000 / f.QuadPart);
+}
 #  define LI_SET(li, v) ((li).QuadPart = (v))
 #  define TD_EXPORT __declspec(dllexport)
 #  if defined(__i386__) || defined(_M_IX86)
@@ -1409,6 +1417,8 @@ static void call_leave(ctx_t *c, int ok, uint32_t err, const post_t *post)
         UNLOCK();
         if (post->ms)
             sleep_ms(post->ms);
+        while (post->srv >= 0 && now_ms() < post->gone_at)
+            sleep_ms(1); /* a sleep may end a tick early */
         LOCK();
         if (post->srv >= 0 && post->gen == g.gen) {
             /* by time it is gone already; this makes sure of it at return
