@@ -25,8 +25,9 @@ import ctypes
 import os
 import sys
 from collections import namedtuple
-from ctypes import (POINTER, Structure, byref, c_int32, c_int64, c_uint8,
-                    c_uint16, c_uint32, c_void_p, c_wchar, c_wchar_p, sizeof)
+from ctypes import (POINTER, Structure, byref, c_int32, c_int64, c_size_t,
+                    c_uint8, c_uint16, c_uint32, c_void_p, c_wchar, c_wchar_p,
+                    sizeof)
 from enum import IntEnum
 
 __all__ = [
@@ -57,12 +58,23 @@ LPCVOID = c_void_p
 WCHAR = c_wchar                     # 2 bytes on Windows; host wchar_t elsewhere
 LPWSTR = c_wchar_p
 
+
+class ULONG_PTR(c_size_t):
+    """An unsigned integer as wide as a pointer on the target (the ABI test
+    reads this mark); only in OVERLAPPED, whose such fields are never
+    read."""
+    _pointer_sized_ = True
+
+
 # --- Constants (wtsapi32.h, winuser.h, winerror.h, winbase.h, winnls.h) -----
 WTS_CURRENT_SERVER_HANDLE = None    # ((HANDLE)NULL)
 WTS_CURRENT_SESSION = 0xFFFFFFFF    # ((DWORD)-1)
 WINSTATIONNAME_LENGTH = 32
 DOMAIN_LENGTH = 17
 USERNAME_LENGTH = 20
+
+LOCKFILE_FAIL_IMMEDIATELY = 0x00000001
+LOCKFILE_EXCLUSIVE_LOCK = 0x00000002
 
 MB_OK = 0x00000000
 IDOK = 1
@@ -72,6 +84,7 @@ IDASYNC = 32001
 # Every code the tool names, so that callers never write a bare number.
 ERROR_SUCCESS = 0
 ERROR_ACCESS_DENIED = 5
+ERROR_LOCK_VIOLATION = 33
 ERROR_INVALID_HANDLE = 6
 ERROR_NOT_SUPPORTED = 50
 ERROR_BAD_NETPATH = 53
@@ -325,6 +338,20 @@ def _load():
 # (and advapi32's GetUserNameW, where secur32 cannot name the account).  Only
 # ever called on Windows; WTSAPI32_DLL does not replace these.
 # name: (DLL, restype, argtypes, Microsoft Learn page under .../win32/api/)
+class OVERLAPPED(Structure):
+    """https://learn.microsoft.com/windows/win32/api/minwinbase/ns-minwinbase-overlapped
+
+    The union of Offset/OffsetHigh with Pointer is spelled as its two
+    DWORDs: the union is pointer-aligned, which they are at that offset."""
+    _fields_ = [
+        ("Internal", ULONG_PTR),
+        ("InternalHigh", ULONG_PTR),
+        ("Offset", DWORD),
+        ("OffsetHigh", DWORD),
+        ("hEvent", HANDLE),
+    ]
+
+
 _SYSTEM_PROTOTYPES = {
     # UINT GetSystemDirectoryW(LPWSTR lpBuffer, UINT uSize)
     "GetSystemDirectoryW": ("kernel32", UINT, (LPWSTR, UINT),
@@ -354,6 +381,18 @@ _SYSTEM_PROTOTYPES = {
     # BOOL GetUserNameW(LPWSTR lpBuffer, LPDWORD pcbBuffer)
     "GetUserNameW": ("advapi32", BOOL, (LPWSTR, POINTER(DWORD)),
                      "winbase/nf-winbase-getusernamew"),
+    # BOOL LockFileEx(HANDLE hFile, DWORD dwFlags, DWORD dwReserved,
+    #     DWORD nNumberOfBytesToLockLow, DWORD nNumberOfBytesToLockHigh,
+    #     LPOVERLAPPED lpOverlapped)
+    "LockFileEx": ("kernel32", BOOL,
+                   (HANDLE, DWORD, DWORD, DWORD, DWORD, POINTER(OVERLAPPED)),
+                   "fileapi/nf-fileapi-lockfileex"),
+    # BOOL UnlockFileEx(HANDLE hFile, DWORD dwReserved,
+    #     DWORD nNumberOfBytesToUnlockLow, DWORD nNumberOfBytesToUnlockHigh,
+    #     LPOVERLAPPED lpOverlapped)
+    "UnlockFileEx": ("kernel32", BOOL,
+                     (HANDLE, DWORD, DWORD, DWORD, POINTER(OVERLAPPED)),
+                     "fileapi/nf-fileapi-unlockfileex"),
 }
 
 
@@ -491,6 +530,50 @@ def _preferred_ui_languages(kernel32):
     if not fn(MUI_LANGUAGE_NAME, byref(count), buf, byref(chars)):
         return []                   # e.g. it grew in between: no retry
     return [n for n in buf[:min(chars.value, len(buf))].split("\0") if n]
+
+
+def file_handle(fd):
+    """The Windows HANDLE behind a C runtime file descriptor."""
+    import msvcrt                   # Windows only
+    return msvcrt.get_osfhandle(fd)
+
+
+def _byte_at(offset):
+    ov = OVERLAPPED()
+    ov.Offset = offset & 0xFFFFFFFF
+    ov.OffsetHigh = offset >> 32
+    return ov
+
+
+def lock_byte(handle, offset, wait=True):
+    """Lock one byte of an open file, exclusively (``LockFileEx``).
+
+    With ``wait`` the call blocks in the kernel until the lock is granted,
+    however long another process holds it: no retry loop, no deadline
+    (``msvcrt.locking`` gives up after ten tries).  Without, it returns
+    False at once when another holds the byte.  OSError otherwise.
+    """
+    kernel32 = _system_api("kernel32")
+    flags = LOCKFILE_EXCLUSIVE_LOCK | (0 if wait else
+                                       LOCKFILE_FAIL_IMMEDIATELY)
+    ov = _byte_at(offset)
+    kernel32.set_error(0)
+    if kernel32.LockFileEx(handle, flags, 0, 1, 0, byref(ov)):
+        return True
+    code = kernel32.get_error()
+    if not wait and code == ERROR_LOCK_VIOLATION:
+        return False
+    raise OSError(None, error_text(code), None, code)
+
+
+def unlock_byte(handle, offset):
+    """Release a byte locked with ``lock_byte``."""
+    kernel32 = _system_api("kernel32")
+    ov = _byte_at(offset)
+    kernel32.set_error(0)
+    if not kernel32.UnlockFileEx(handle, 0, 1, 0, byref(ov)):
+        code = kernel32.get_error()
+        raise OSError(None, error_text(code), None, code)
 
 
 _UNLEN = 256                        # lmcons.h: longest user name

@@ -2,7 +2,7 @@
 
 The reference is mingw-w64's wtsapi32.h as bundled with zig (PyPI
 ``ziglang``), and for the other Windows calls (``_SYSTEM_PROTOTYPES``) its
-winbase.h, winnls.h, sysinfoapi.h and secext.h.  A C probe is generated from
+winbase.h, winnls.h, sysinfoapi.h, secext.h, fileapi.h and minwinbase.h.  A C probe is generated from
 introspecting wtsapi.py (every ctypes structure and field, every IntEnum
 member, every public all-caps constant and the enumerators in
 ``SDK_ENUMERATORS``, every prototype in both tables), compiled to assembly with
@@ -144,6 +144,8 @@ def size_align(ctype, target):
     if issubclass(ctype, (ctypes.Structure, ctypes.Union)):
         lay = layout(ctype, target)
         return lay.size, lay.align
+    if getattr(ctype, "_pointer_sized_", False):      # ULONG_PTR
+        return target.pointer_size, target.pointer_size
     if issubclass(ctype, ctypes._SimpleCData):
         if ctype._type_ == "u":                       # c_wchar
             return target.wchar_size, target.wchar_size
@@ -294,7 +296,8 @@ def header_path(name="wtsapi32.h"):
 
 
 # Where the prototypes are declared: wtsapi32's, then the system calls'.
-HEADERS = ("wtsapi32.h", "winbase.h", "winnls.h", "sysinfoapi.h", "secext.h")
+HEADERS = ("wtsapi32.h", "winbase.h", "winnls.h", "sysinfoapi.h", "secext.h",
+           "fileapi.h", "minwinbase.h")
 
 
 _PREAMBLE = """\

@@ -401,3 +401,61 @@ def test_json_is_lossless_on_any_code_page(run_process, encoding):
     assert r.code == 0, r.err
     users = [s["user"] for s in json.loads(r.out)["sessions"]]
     assert users == ["田中", "Müller"]
+
+
+# --- 3. Wait for the lock on Windows ----------------------------------------------
+
+HOLDER = r"""
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import wtsapi, logoff
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_BINARY)
+h = wtsapi.file_handle(fd)
+wtsapi.lock_byte(h, logoff.Audit.LOCK_OFFSET)
+print("locked", flush=True)
+time.sleep(float(sys.argv[3]))
+wtsapi.unlock_byte(h, logoff.Audit.LOCK_OFFSET)
+os.close(fd)
+"""
+
+
+@pytest.mark.skipif(POSIX, reason="a Windows byte-range lock")
+def test_a_run_waits_for_the_log_lock_as_long_as_it_takes(run_process,
+                                                          tmp_path):
+    # msvcrt.locking gives up after ten tries (about 10 s on Windows, 10 ms
+    # under Wine); a writer stalled longer than that must only delay us.
+    log = tmp_path / "shared.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, ROOT, str(log), "12"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL)
+    assert holder.stdout.readline().strip() == b"locked", holder.stderr.read()
+    t0 = time.monotonic()
+    r = run_process(many_farm(3), "/server:MANY", "/state:disc",
+                    "/log:%s" % log, timeout=120)
+    waited = time.monotonic() - t0
+    holder.communicate(timeout=60)
+    assert r.code == 0, r.err
+    assert "waiting for the log file" in r.err
+    assert waited >= 10
+    lines = read_lines(log)
+    assert len(lines) == 6 and len(logged_off(r.log)) == 3
+
+
+@pytest.mark.skipif(POSIX, reason="a Windows byte-range lock")
+def test_lock_byte_does_not_wait_when_asked_not_to(tmp_path):
+    path = str(tmp_path / "x.log")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, ROOT, path, "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL)
+    assert holder.stdout.readline().strip() == b"locked"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_BINARY)
+    try:
+        h = wtsapi.file_handle(fd)
+        assert wtsapi.lock_byte(h, logoff.Audit.LOCK_OFFSET,
+                                wait=False) is False
+    finally:
+        os.close(fd)
+        holder.kill()
+        holder.communicate()
