@@ -11,7 +11,7 @@ import time
 import pytest
 
 import logoff
-from farm import ACTIVE, CLOCK, DISCONNECTED, HOUR, MINUTE, Farm
+from farm import ACTIVE, DISCONNECTED, Farm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
