@@ -164,7 +164,7 @@ def test_server_file_encodings(cli, load, tmp_path, encoding):
     (b"\xff\xfeR\x00\x00\xd8", "not UTF-8 or UTF-16"),
     (b"RDS1\n\xc3\x28\n", "not UTF-8 or UTF-16"),
     (b"x" * (1024 * 1024 + 1), "larger than 1 MiB"),
-])
+], ids=["nul", "bell", "bad-utf16", "bad-utf8", "huge"])
 def test_bad_server_files_are_one_clear_line(cli, load, double, tmp_path,
                                              content, why):
     load(two_servers())
