@@ -40,11 +40,35 @@ def test_own_session_times():
 
 
 def test_unreachable_server_fails_cleanly():
-    with wtsapi.Server("no-such-host.invalid") as remote:
-        with pytest.raises(wtsapi.WTSError) as info:
+    # Either the open itself fails (NULL, 1722) or the first call does.
+    with pytest.raises(wtsapi.WTSError) as info:
+        with wtsapi.Server("no-such-host.invalid") as remote:
             remote.sessions()
     assert info.value.winerror != 0
     assert info.value.strerror
+
+
+def test_own_session_in_one_call():
+    own = wtsapi.own_session()
+    assert own.session_id == wtsapi.current_session_id()
+    assert own.user and own.logon_ticks > 0
+
+
+def test_process_account_and_languages():
+    account = wtsapi.process_account()
+    assert "\\" in account and account.split("\\")[1]
+    assert wtsapi.ui_languages()
+    assert wtsapi.error_text(5, wtsapi.LANGID_EN_US).startswith("Access")
+
+
+def test_whatif_never_selects_our_own_session(capsys):
+    import json
+    import logoff
+    logoff.main(["/whatif", "/json", "/user:*"])
+    own = wtsapi.current_session_id()
+    doc = json.loads(capsys.readouterr().out)
+    assert own not in {s["id"] for s in doc["sessions"]}
+    assert all(s["result"] == "would-log-off" for s in doc["sessions"])
 
 
 def test_query_lists_local_sessions(capsys):
