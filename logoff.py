@@ -104,6 +104,7 @@ DEFAULT_WAIT = 300.0          # /wait without a limit: a logoff never hangs us
 FRESH_SECONDS = 5.0           # a snapshot older than this is read again
 TIMES_READERS = 8             # session-time reads in flight per server
 SLOW_READ = 0.002             # seconds: a read this slow crossed a network
+IDLE_BATCH = TIMES_READERS   # idle times read again at once: one round trip
 INTERRUPT_BOUND = 2.0         # how long calls in flight may finish after ^C
 MAX_SERVERS = 100000
 MAX_FILE_BYTES = 1 << 20
@@ -795,7 +796,7 @@ class Target:
 
     __slots__ = ("server", "session", "idle", "times", "own", "action",
                  "result", "error", "message", "warned", "note", "seq",
-                 "pending", "gone", "final")
+                 "pending", "gone", "final", "read_at")
 
     def __init__(self, server, session, own=False):
         self.server = server
@@ -812,6 +813,7 @@ class Target:
         self.seq = None             # the audit seq of a change in flight
         self.pending = None         # its action: "warn" or "logoff"
         self.gone = False           # ended while being read
+        self.read_at = 0.0          # monotonic time its times were read
         self.final = False
 
     @property
@@ -983,6 +985,7 @@ def read_times(srv, targets, cancel):
             return
         t.idle = None if _is_console(t.session) else times.idle
         t.times = times
+        t.read_at = time.monotonic()
 
     for t in todo:
         if cancel.is_set():
@@ -1397,8 +1400,8 @@ def _spare(run, target, why):
 
 def _refresh(run, job, srv, targets):
     """Read the server again and keep only the targets that still exist,
-    still belong to the same user and still match (idle time included);
-    returns them, in order."""
+    still belong to the same user and still match; returns them, in
+    order."""
     current = {s.id: s for s in srv.sessions()}
     job.read_at = time.monotonic()
     kept = []
@@ -1410,22 +1413,31 @@ def _refresh(run, job, srv, targets):
             kept.append(t)
         else:
             _spare(run, t, why)
-    if run.opts.idle is None or not kept:
-        return kept
-    before = [t.idle for t in kept]
-    read_times(srv, kept, job.cancel)
-    still = []
-    for t, was in zip(kept, before):
+    return kept
+
+
+def _reread_idle(run, job, srv, pending):
+    """/idle: read the idle time again for the next targets to act on (the
+    end of ``pending``), a batch at a time, so a long run on a slow link
+    reads each session again once, not once per refresh."""
+    batch = [t for t in pending[-IDLE_BATCH:]
+             if time.monotonic() - t.read_at > FRESH_SECONDS]
+    before = {id(t): t.idle for t in batch}
+    read_times(srv, batch, job.cancel)
+    dropped = set()
+    for t in batch:
         if t.gone:
-            _spare(run, t, Text("the session has ended"))
+            why = Text("the session has ended")
         elif t.idle is None or t.idle < run.opts.idle:
-            _spare(run, t, Text(
-                "the session is no longer idle long enough (idle now "
-                "%(idle)s, was %(was)s)", idle=format_idle(t.idle) or "?",
-                was=format_idle(was) or "?"))
+            why = Text("the session is no longer idle long enough (idle now "
+                       "%(idle)s, was %(was)s)",
+                       idle=format_idle(t.idle) or "?",
+                       was=format_idle(before[id(t)]) or "?")
         else:
-            still.append(t)
-    return still
+            continue
+        _spare(run, t, why)
+        dropped.add(id(t))
+    return [t for t in pending if id(t) not in dropped]
 
 
 def act_server(run, job):
@@ -1439,12 +1451,20 @@ def act_server(run, job):
     srv = job.handle()
     issued = []
     refresh = opts.warn is not None
+    if refresh:
+        for t in pending:
+            t.read_at = 0.0         # a grace period makes every read stale
     while pending:
+        # Each check is followed by at least one logoff, so a server slower
+        # than FRESH_SECONDS still makes progress.
         if refresh or time.monotonic() - job.read_at > FRESH_SECONDS:
             pending = _refresh(run, job, srv, pending)
             refresh = False
-            if not pending:
-                break
+        if opts.idle is not None and pending and \
+                time.monotonic() - pending[-1].read_at > FRESH_SECONDS:
+            pending = _reread_idle(run, job, srv, pending)
+        if not pending:
+            break
         t = pending.pop()
         run.verbose(Text("Logging off %(who)s.", who=t.who()))
         if not run.begin(job, t, "logoff"):

@@ -466,3 +466,24 @@ def test_console_idle_is_blank(cli, load):
     r = cli("/json", "/query")
     console = [s for s in doc(r)["sessions"] if s["name"] == "Console"][0]
     assert console["idle_seconds"] is None
+
+
+def test_a_long_idle_run_reads_each_session_again_in_batches(cli, load,
+                                                             double,
+                                                             monkeypatch):
+    # The first enumeration is stale before the last logoff: idle times are
+    # read again just before acting, eight at a time, not all at every
+    # refresh (which would be quadratic on a slow link).
+    monkeypatch.setattr(logoff, "FRESH_SECONDS", 0.2)
+    farm = Farm(caller=1)
+    srv = farm.server("S")
+    for i in range(40):
+        srv.session(10 + i, "", DISCONNECTED, "u%d" % i, "CORP",
+                    logon=CLOCK - DAY, disconnect=CLOCK - 2 * HOUR)
+    farm.latency("S", "WTSLogoffSession", 20)
+    load(farm)
+    r = cli("/json", "/server:S", "/state:disc", "/idle:1h")
+    assert r.code == 0, r.err
+    assert len(logoffs(r)) == 40
+    queries = double.calls("S", "WTSQuerySessionInformationW")
+    assert 40 < queries <= 40 + 40 + 8
