@@ -1181,9 +1181,8 @@ def _fan_out(run, jobs, phase, last):
 
 
 class Run:
-    """Per-run facts: the options, the jobs, the audit log and the stop
-    signal shared by every thread.  Every outcome goes through ``settle``,
-    once per target, with its audit line."""
+    """Per-run facts: the options, the plan (its jobs), the caller's own
+    session, the stop signal shared by every thread, and the trail."""
 
     def __init__(self, opts):
         self.opts = opts
@@ -1191,8 +1190,7 @@ class Run:
         self.own = Own()
         self.users = (_user_matcher(opts.users) if opts.users is not None
                       else None)
-        self.audit = None
-        self.audit_failure = None       # Failure: the log could not be written
+        self.trail = Trail(self)
         self.limit_failure = None       # Text: /max stopped the run
         self.interrupted = None         # the signal, once one arrives
         self.stopping = False
@@ -1224,7 +1222,7 @@ class Run:
 
     def why_stopped(self, job):
         """Why no more changes are made on this job's server."""
-        if self.audit_failure is not None:
+        if self.trail.failure is not None:
             return Text("the audit log cannot be written")
         if self.interrupted is not None:
             return Text("the run was interrupted")
@@ -1234,7 +1232,17 @@ class Run:
             return job.failure.message
         return Text("the server ran out of time")
 
-    # -- the audit trail around every state change ----------------------------
+
+class Trail:
+    """The audit trail around every state change: an intent before it, an
+    outcome after, and each target's final result recorded once (a late
+    thread of a given-up server finds it settled).  A line that cannot be
+    written stops the run: nothing more is changed anywhere."""
+
+    def __init__(self, run):
+        self.run = run
+        self.audit = None               # the /log file, if any
+        self.failure = None             # Failure: a line could not be written
 
     def _audit(self, target, **fields):
         """One audit line about a target.  A line that cannot be written
@@ -1246,18 +1254,18 @@ class Run:
             return self.audit.write(server=target.server, session=s.id,
                                     user=s.user, domain=s.domain, **fields)
         except AuditError as e:
-            if self.audit_failure is None:
-                self.audit_failure = Failure(None, Text(
+            if self.failure is None:
+                self.failure = Failure(None, Text(
                     "the audit log %(file)s cannot be written: %(why)s",
-                    file=self.opts.log, why=e.args[0]))
-                self.complain(self.audit_failure.screen())
-            self.stop()
+                    file=self.run.opts.log, why=e.args[0]))
+                self.run.complain(self.failure.screen())
+            self.run.stop()
             raise
 
     def begin(self, job, target, action):
         """The intent line of a change; False if the change may not start."""
-        with self.lock:
-            if not (self.stopping or job.cancel.is_set()):
+        with self.run.lock:
+            if not (self.run.stopping or job.cancel.is_set()):
                 try:
                     target.seq = self._audit(target, phase="intent",
                                              action=action)
@@ -1266,12 +1274,12 @@ class Run:
                 except AuditError:
                     pass
             self.settle(target, SKIPPED, message=Text(
-                "not attempted: %(why)s", why=self.why_stopped(job)))
+                "not attempted: %(why)s", why=self.run.why_stopped(job)))
             return False
 
     def outcome(self, target, action, result, failure=None, message=None):
         """The outcome line of a change begun with ``begin``."""
-        with self.lock:
+        with self.run.lock:
             seq, target.seq, target.pending = target.seq, None, None
             if self.audit is None or (seq is None and result == SKIPPED):
                 return
@@ -1294,7 +1302,7 @@ class Run:
         """A target's final result, recorded once (a late thread of a
         given-up server finds it settled), with its audit line.  Returns
         False if it was settled already."""
-        with self.lock:
+        with self.run.lock:
             if target.final:
                 return False
             target.final = True
@@ -1325,7 +1333,7 @@ def _warn_server(run, job):
                           state=state_label(t.session.state).lower())
             continue
         run.verbose(Text("Warning %(who)s.", who=t.who()))
-        if not run.begin(job, t, "warn"):
+        if not run.trail.begin(job, t, "warn"):
             t.warned = False
             continue
         try:
@@ -1338,10 +1346,10 @@ def _warn_server(run, job):
                               who=t.who(), why=failure.screen()))
             failure.message = Text("could not warn: %(why)s",
                                    why=failure.message)
-            run.settle(t, FAILED, failure)
+            run.trail.settle(t, FAILED, failure)
         else:
             t.warned = True
-            run.outcome(t, "warn", "ok")
+            run.trail.outcome(t, "warn", "ok")
 
 
 def _grace(run):
@@ -1363,7 +1371,7 @@ def _grace(run):
         run.interrupted = "SIGINT"
     run.stop()
     for t in waiting:
-        run.settle(t, SPARED, message=Text("interrupted during the grace "
+        run.trail.settle(t, SPARED, message=Text("interrupted during the grace "
                                            "period"))
     run.complain(Text("interrupted during the grace period: no one was "
                       "logged off."))
@@ -1393,7 +1401,7 @@ def _spare_reason(run, target, now):
 
 
 def _spare(run, target, why):
-    if run.settle(target, SPARED, message=why):
+    if run.trail.settle(target, SPARED, message=why):
         run.verbose(Text("Sparing %(who)s: %(why)s.", who=target.who(),
                          why=why))
 
@@ -1467,7 +1475,7 @@ def act_server(run, job):
             break
         t = pending.pop()
         run.verbose(Text("Logging off %(who)s.", who=t.who()))
-        if not run.begin(job, t, "logoff"):
+        if not run.trail.begin(job, t, "logoff"):
             continue
         try:
             srv.logoff(t.session.id, wait=False)
@@ -1483,13 +1491,13 @@ def act_server(run, job):
 
 
 def _failed(run, target, failure):
-    if run.settle(target, FAILED, failure):
+    if run.trail.settle(target, FAILED, failure):
         run.complain(Text("could not log off %(who)s: %(why)s",
                           who=target.who(), why=failure.screen()))
 
 
 def _logged_off(run, target):
-    if run.settle(target, DONE):
+    if run.trail.settle(target, DONE):
         run.verbose(Text("Session ID %(id)d on %(server)s has been logged "
                          "off.", id=target.session.id,
                          server=server_label(target.server)))
@@ -1553,13 +1561,13 @@ def _close_out(run, job):
         if t.final:
             continue
         if t.pending == "logoff":
-            run.settle(t, UNKNOWN, Failure(wtsapi.ERROR_TIMEOUT, Text(
+            run.trail.settle(t, UNKNOWN, Failure(wtsapi.ERROR_TIMEOUT, Text(
                 "issued; the outcome is unknown: %(why)s", why=why)))
             continue
         if t.pending == "warn":
-            run.outcome(t, "warn", UNKNOWN, message=Text(
+            run.trail.outcome(t, "warn", UNKNOWN, message=Text(
                 "issued; the outcome is unknown: %(why)s", why=why))
-        run.settle(t, SKIPPED, Failure(
+        run.trail.settle(t, SKIPPED, Failure(
             wtsapi.ERROR_TIMEOUT if job.timed_out else None,
             Text("not attempted: %(why)s", why=why)))
 
@@ -1622,7 +1630,7 @@ def logoff_own(run):
     """logoff with no session: the caller's own, as WTS_CURRENT_SESSION."""
     opts = run.opts
     sid = None
-    if opts.verbose or opts.whatif or run.audit is not None:
+    if opts.verbose or opts.whatif or run.trail.audit is not None:
         sid = run.own.id()
     if opts.whatif:
         OUT.line(str(Text("What if: log off session %(id)d, the current "
@@ -1631,11 +1639,11 @@ def logoff_own(run):
     if sid is not None:
         run.verbose(Text("Logging off session ID %(id)d, the current "
                          "session.", id=sid))
-    own = run.own.details() if run.audit is not None else None
+    own = run.own.details() if run.trail.audit is not None else None
     line = dict(server=None, session=sid, user=own.user if own else None,
                 domain=own.domain if own else None, action="logoff")
     try:
-        seq = run.audit and run.audit.write(phase="intent", **line)
+        seq = run.trail.audit and run.trail.audit.write(phase="intent", **line)
     except AuditError as e:
         run.complain(Text("the audit log %(file)s cannot be written: "
                           "%(why)s; nothing was done.", file=opts.log,
@@ -1652,9 +1660,9 @@ def logoff_own(run):
         else:
             failure = None
             outcome = dict(result=DONE, error=None, message=None)
-    if run.audit is not None:
+    if run.trail.audit is not None:
         try:
-            run.audit.write(phase="outcome", seq=seq, **dict(line, **outcome))
+            run.trail.audit.write(phase="outcome", seq=seq, **dict(line, **outcome))
         except AuditError as e:
             run.complain(Text("the audit log %(file)s cannot be written: "
                               "%(why)s", file=opts.log, why=e.args[0]))
@@ -1712,7 +1720,7 @@ def exit_code(run):
     done = sum(1 for t in targets if t.result in _DONE_RESULTS)
     failed = (sum(1 for t in targets if t.result in _FAILED_RESULTS)
               + sum(1 for j in run.jobs if j.failure is not None)
-              + (run.audit_failure is not None)
+              + (run.trail.failure is not None)
               + (run.interrupted is not None)
               + (run.limit_failure is not None))
     if not failed:
@@ -1885,7 +1893,7 @@ def main(argv=None):
     try:
         if opts.log:
             try:
-                run.audit = Audit(opts.log, run.operator(),
+                run.trail.audit = Audit(opts.log, run.operator(),
                                   os.urandom(6).hex())
             except AuditError as e:
                 ERR.line(str(Text("logoff: cannot open the log file "
@@ -1908,8 +1916,8 @@ def main(argv=None):
         return 1
     finally:
         restore()
-        if run.audit is not None:
-            run.audit.close()
+        if run.trail.audit is not None:
+            run.trail.audit.close()
 
 
 if __name__ == "__main__":
