@@ -325,20 +325,22 @@ class InProcess:
 
 def one_server(n, name="S"):
     """A server with session 0, a listener and n user sessions 1..n: user
-    u<i>; even ids disconnected (i minutes ago), odd ones active (input i
+    u<i>, logged on a day and i minutes ago (every logon time differs, as
+    on a real server, so no cache of formatted times can flatter a run);
+    even ids disconnected (i minutes ago), odd ones active (input i
     minutes ago)."""
     farm = farmlib.Farm(caller=CALLER)
     srv = farm.server(name)
     srv.session(0, "Services", farmlib.DISCONNECTED)
     for i in range(1, n + 1):
         ago = farmlib.CLOCK - i * farmlib.MINUTE
+        logon = ago - farmlib.DAY
         if i % 2:
             srv.session(i, "RDP-Tcp#%d" % i, farmlib.ACTIVE, "u%d" % i,
-                        "CORP", logon=farmlib.CLOCK - farmlib.DAY, input=ago)
+                        "CORP", logon=logon, input=ago)
         else:
             srv.session(i, "", farmlib.DISCONNECTED, "u%d" % i, "CORP",
-                        logon=farmlib.CLOCK - farmlib.DAY, input=ago,
-                        disconnect=ago)
+                        logon=logon, input=ago, disconnect=ago)
     srv.session(65536, "RDP-Tcp", farmlib.LISTEN)
     return farm
 
