@@ -8,13 +8,16 @@ variable ``WTSAPI32_DLL`` names a file, that wtsapi32-compatible library is
 loaded instead, on any OS; off Windows with ``ctypes.CDLL(path,
 use_errno=True)``, where a failed call's Win32 error code is read from errno.
 kernel32, secur32 and advapi32 (error texts, UI languages, the account the
-process runs as) always come from the system, and only on Windows.
+process runs as and its SID) always come from the system, and only on
+Windows; but ``ADVAPI32_DLL``, when set, names a library to take the three
+event-log functions (RegisterEventSourceW, ReportEventW,
+DeregisterEventSource) from instead, on any OS, as ``WTSAPI32_DLL`` does.
 
 Layers, top to bottom:
 
 * ``Server`` / ``Session`` / ``SessionTimes``, ``own_session()``,
-  ``process_account()``, ``ui_languages()``, ``error_text()``: what callers
-  use.
+  ``process_account()``, ``process_sid()``, ``EventSource``,
+  ``ui_languages()``, ``error_text()``: what callers use.
 * ``_checked`` / ``WTSError``: the one place a failed call becomes an error.
 * header-like declarations: types, structures, enums, prototypes.
 
@@ -35,7 +38,8 @@ __all__ = [
     "WTS_CONNECTSTATE_CLASS", "WTS_INFO_CLASS", "WTS_TYPE_CLASS",
     "WTS_CURRENT_SERVER_HANDLE", "WTS_CURRENT_SESSION", "current_session_id",
     "own_session", "idle_seconds", "error_text", "process_account",
-    "ui_languages",
+    "ui_languages", "EventSource", "EventLogError", "process_sid",
+    "sid_string",
 ]
 
 _WINDOWS = sys.platform == "win32"
@@ -46,6 +50,7 @@ DWORD = c_uint32
 ULONG = c_uint32
 UINT = c_uint32
 WORD = c_uint16
+BYTE = c_uint8
 LANGID = c_uint16                   # WORD
 BOOL = c_int32
 BOOLEAN = c_uint8                   # BYTE: secext.h returns it, not BOOL
@@ -54,9 +59,12 @@ LARGE_INTEGER = c_int64
 HANDLE = c_void_p
 HLOCAL = c_void_p
 PVOID = c_void_p
+LPVOID = c_void_p
 LPCVOID = c_void_p
+PSID = c_void_p                     # a SID is variable-length: by address
 WCHAR = c_wchar                     # 2 bytes on Windows; host wchar_t elsewhere
 LPWSTR = c_wchar_p
+LPCWSTR = c_wchar_p
 
 
 class ULONG_PTR(c_size_t):
@@ -94,6 +102,7 @@ ERROR_INSUFFICIENT_BUFFER = 122
 ERROR_MORE_DATA = 234
 ERROR_NO_MORE_ITEMS = 259           # enumerating: no session one may see
 ERROR_MR_MID_NOT_FOUND = 317
+ERROR_LOG_FILE_FULL = 1502          # "The event log file is full."
 ERROR_TIMEOUT = 1460
 RPC_S_SERVER_UNAVAILABLE = 1722
 RPC_S_CALL_FAILED = 1726
@@ -120,9 +129,19 @@ LANG_USER_DEFAULT = 0x0400          # MAKELANGID(LANG_NEUTRAL, SUBLANG_DEFAULT)
 # Not an SDK name: MAKELANGID(LANG_ENGLISH, SUBLANG_ENGLISH_US).
 LANGID_EN_US = 0x0409
 NameSamCompatible = 2               # EXTENDED_NAME_FORMAT (secext.h)
+TokenUser = 1                       # TOKEN_INFORMATION_CLASS (winnt.h)
+
+# Event types (winnt.h): ReportEventW's wType.
+EVENTLOG_SUCCESS = 0x0000
+EVENTLOG_ERROR_TYPE = 0x0001
+EVENTLOG_WARNING_TYPE = 0x0002
+EVENTLOG_INFORMATION_TYPE = 0x0004
+TOKEN_QUERY = 0x0008
 
 _MAX_DWORD = 0xFFFFFFFF
 _MAX_PATH = 260
+# ReportEventW: "Each string is limited to 31,839 characters."
+_MAX_EVENT_STRING = 31839
 
 
 class WTS_CONNECTSTATE_CLASS(IntEnum):
@@ -334,9 +353,11 @@ def _load():
     return _api
 
 
-# --- Other Windows calls the tool needs: kernel32, secur32 ---------------------
-# (and advapi32's GetUserNameW, where secur32 cannot name the account).  Only
-# ever called on Windows; WTSAPI32_DLL does not replace these.
+# --- Other Windows calls the tool needs: kernel32, secur32, advapi32 -----------
+# (advapi32: GetUserNameW where secur32 cannot name the account, the process
+# token's SID, and the event log).  Only ever called on Windows;
+# WTSAPI32_DLL does not replace these.  ADVAPI32_DLL, when set, replaces
+# the three event-log functions alone, on any OS (see _event_api).
 # name: (DLL, restype, argtypes, Microsoft Learn page under .../win32/api/)
 class OVERLAPPED(Structure):
     """https://learn.microsoft.com/windows/win32/api/minwinbase/ns-minwinbase-overlapped
@@ -350,6 +371,40 @@ class OVERLAPPED(Structure):
         ("OffsetHigh", DWORD),
         ("hEvent", HANDLE),
     ]
+
+
+class SID_IDENTIFIER_AUTHORITY(Structure):
+    """https://learn.microsoft.com/windows/win32/api/winnt/ns-winnt-sid_identifier_authority"""
+    _fields_ = [("Value", BYTE * 6)]        # big-endian 48-bit number
+
+
+class SID(Structure):
+    """https://learn.microsoft.com/windows/win32/api/winnt/ns-winnt-sid
+
+    SubAuthority is SubAuthorityCount DWORDs long; declared, as in the
+    header, with ANYSIZE_ARRAY (1).  Only ever read in place."""
+    _fields_ = [
+        ("Revision", BYTE),
+        ("SubAuthorityCount", BYTE),
+        ("IdentifierAuthority", SID_IDENTIFIER_AUTHORITY),
+        ("SubAuthority", DWORD * 1),
+    ]
+
+
+class SID_AND_ATTRIBUTES(Structure):
+    """https://learn.microsoft.com/windows/win32/api/winnt/ns-winnt-sid_and_attributes"""
+    _fields_ = [
+        ("Sid", PSID),
+        ("Attributes", DWORD),
+    ]
+
+
+class TOKEN_USER(Structure):
+    """https://learn.microsoft.com/windows/win32/api/winnt/ns-winnt-token_user
+
+    GetTokenInformation(TokenUser) writes this, followed in the same
+    buffer by the SID its Sid points to."""
+    _fields_ = [("User", SID_AND_ATTRIBUTES)]
 
 
 _SYSTEM_PROTOTYPES = {
@@ -393,7 +448,44 @@ _SYSTEM_PROTOTYPES = {
     "UnlockFileEx": ("kernel32", BOOL,
                      (HANDLE, DWORD, DWORD, DWORD, POINTER(OVERLAPPED)),
                      "fileapi/nf-fileapi-unlockfileex"),
+    # HANDLE GetCurrentProcess(void)
+    "GetCurrentProcess": (
+        "kernel32", HANDLE, (),
+        "processthreadsapi/nf-processthreadsapi-getcurrentprocess"),
+    # BOOL CloseHandle(HANDLE hObject)
+    "CloseHandle": ("kernel32", BOOL, (HANDLE,),
+                    "handleapi/nf-handleapi-closehandle"),
+    # BOOL OpenProcessToken(HANDLE ProcessHandle, DWORD DesiredAccess,
+    #     PHANDLE TokenHandle)
+    "OpenProcessToken": (
+        "advapi32", BOOL, (HANDLE, DWORD, POINTER(HANDLE)),
+        "processthreadsapi/nf-processthreadsapi-openprocesstoken"),
+    # BOOL GetTokenInformation(HANDLE TokenHandle,
+    #     TOKEN_INFORMATION_CLASS TokenInformationClass,
+    #     LPVOID TokenInformation, DWORD TokenInformationLength,
+    #     PDWORD ReturnLength)
+    "GetTokenInformation": (
+        "advapi32", BOOL, (HANDLE, ENUM, LPVOID, DWORD, POINTER(DWORD)),
+        "securitybaseapi/nf-securitybaseapi-gettokeninformation"),
+    # HANDLE RegisterEventSourceW(LPCWSTR lpUNCServerName,
+    #     LPCWSTR lpSourceName)
+    "RegisterEventSourceW": ("advapi32", HANDLE, (LPCWSTR, LPCWSTR),
+                             "winbase/nf-winbase-registereventsourcew"),
+    # BOOL ReportEventW(HANDLE hEventLog, WORD wType, WORD wCategory,
+    #     DWORD dwEventID, PSID lpUserSid, WORD wNumStrings,
+    #     DWORD dwDataSize, LPCWSTR *lpStrings, LPVOID lpRawData)
+    "ReportEventW": (
+        "advapi32", BOOL, (HANDLE, WORD, WORD, DWORD, PSID, WORD, DWORD,
+                           POINTER(LPCWSTR), LPVOID),
+        "winbase/nf-winbase-reporteventw"),
+    # BOOL DeregisterEventSource(HANDLE hEventLog)
+    "DeregisterEventSource": ("advapi32", BOOL, (HANDLE,),
+                              "winbase/nf-winbase-deregistereventsource"),
 }
+
+# The functions ADVAPI32_DLL replaces.
+_EVENTLOG_FUNCTIONS = ("RegisterEventSourceW", "ReportEventW",
+                       "DeregisterEventSource")
 
 
 class _SystemApi:
@@ -653,6 +745,7 @@ _ERROR_TEXT = {
     317: "The system cannot find message text for message number 0x%1 in "
          "the message file for %2.",
     1460: "This operation returned because the timeout period expired.",
+    1502: "The event log file is full.",
     1722: "The RPC server is unavailable.",
     1726: "The remote procedure call failed.",
     1784: "The supplied user buffer is not valid for the requested operation.",
@@ -1179,3 +1272,196 @@ def own_session():
     (where WTS_CURRENT_SESSION must not be used)."""
     with Server() as local:
         return local.times(WTS_CURRENT_SESSION)
+
+
+# --- The event log, and the SID the process runs as -----------------------------
+
+def process_sid():
+    """The SID of the account this process runs as, from its token
+    (``OpenProcessToken`` + ``GetTokenInformation(TokenUser)``), in the
+    SID's binary form (bytes); None off Windows, where there is no token,
+    or when the system cannot say.  It is what ``ReportEventW`` takes as
+    lpUserSid, so that Event Viewer shows who wrote an event."""
+    if not _WINDOWS:
+        return None
+    try:
+        kernel32 = _system_api("kernel32")
+        advapi32 = _system_api("advapi32")
+    except OSError:
+        return None
+    if advapi32.OpenProcessToken is None or \
+            advapi32.GetTokenInformation is None:
+        return None
+    token = HANDLE()
+    if not advapi32.OpenProcessToken(kernel32.GetCurrentProcess(),
+                                     TOKEN_QUERY, byref(token)):
+        return None
+    try:
+        size = DWORD(0)
+        # Once for the size (it fails with ERROR_INSUFFICIENT_BUFFER), once
+        # for the TOKEN_USER and the SID behind it.
+        advapi32.GetTokenInformation(token, TokenUser, None, 0, byref(size))
+        if size.value < sizeof(TOKEN_USER):
+            return None
+        buf = (ctypes.c_uint64 * ((size.value + 7) // 8))()   # aligned
+        if not advapi32.GetTokenInformation(token, TokenUser, buf,
+                                            sizeof(buf), byref(size)):
+            return None
+        return _sid_bytes(TOKEN_USER.from_buffer(buf).User.Sid,
+                          ctypes.addressof(buf), sizeof(buf))
+    finally:
+        kernel32.CloseHandle(token)
+
+
+def _sid_bytes(address, base, size):
+    """The SID at ``address`` as bytes, if it lies within base..base+size."""
+    if not address or not base <= address <= base + size - sizeof(SID):
+        return None
+    sid = SID.from_address(address)
+    length = SID.SubAuthority.offset + sid.SubAuthorityCount * sizeof(DWORD)
+    if address + length > base + size:
+        return None
+    return ctypes.string_at(address, length)
+
+
+def sid_string(sid):
+    """A binary SID (bytes) in its string form, ``S-1-5-21-...``, as
+    ``ConvertSidToStringSidW`` writes it (an authority of 2**32 or more in
+    hex); ValueError if it is not a SID."""
+    sid = bytes(sid)
+    if len(sid) < 8 or len(sid) != 8 + 4 * sid[1] or sid[0] != 1:
+        raise ValueError("not a SID: %r" % sid[:16])
+    authority = int.from_bytes(sid[2:8], "big")
+    parts = ["S", str(sid[0]),
+             str(authority) if authority < 1 << 32 else "0x%012X" % authority]
+    parts += [str(int.from_bytes(sid[i:i + 4], "little"))
+              for i in range(8, len(sid), 4)]
+    return "-".join(parts)
+
+
+class EventLogError(OSError):
+    """An event-log call failed.  ``winerror`` is the Win32 error code (0
+    when the call did not set one), ``function`` the API name, ``source``
+    the event source."""
+
+    def __init__(self, winerror, function, source=None):
+        super().__init__(None, error_text(winerror))
+        self.winerror = winerror
+        self.function = function
+        self.source = source
+
+    def __str__(self):
+        return "%s failed for event source %s: %s (error %d)" % (
+            self.function, self.source, self.strerror, self.winerror)
+
+    def __reduce__(self):
+        return (type(self), (self.winerror, self.function, self.source))
+
+
+_event_apis = {}                    # ADVAPI32_DLL path -> _SystemApi
+
+
+def _event_api():
+    """Where RegisterEventSourceW, ReportEventW and DeregisterEventSource
+    come from: the library ADVAPI32_DLL names, on any OS (off Windows with
+    ``ctypes.CDLL(path, use_errno=True)``, the Win32 error code read from
+    errno), else the system's advapi32 (Windows only)."""
+    override = os.environ.get("ADVAPI32_DLL")
+    if not override:
+        if not _WINDOWS:
+            raise LibraryUnavailable(
+                "the event log exists only on Windows; set ADVAPI32_DLL to "
+                "a library with RegisterEventSourceW, ReportEventW and "
+                "DeregisterEventSource (such as the test double in tests/) "
+                "to use it on this system")
+        return _system_api("advapi32")
+    path = os.path.abspath(override)
+    api = _event_apis.get(path)
+    if api is None:
+        try:
+            if _WINDOWS:
+                api = _SystemApi(ctypes.WinDLL(path, use_last_error=True),
+                                 "advapi32", ctypes.get_last_error,
+                                 ctypes.set_last_error)
+            else:
+                api = _SystemApi(ctypes.CDLL(path, use_errno=True),
+                                 "advapi32", ctypes.get_errno,
+                                 ctypes.set_errno)
+        except OSError as e:
+            raise LibraryUnavailable("cannot load %s: %s" % (
+                override, e.strerror or e)) from None
+        _event_apis[path] = api
+    return api
+
+
+def _event_call(api, name, source, *args):
+    """Call an event-log function; EventLogError when it returns
+    FALSE/NULL.  The last error is cleared first, so a failure that does
+    not set it reads as 0, not as a stale code."""
+    fn = getattr(api, name, None)
+    if fn is None:
+        raise EventLogError(ERROR_CALL_NOT_IMPLEMENTED, name, source)
+    api.set_error(0)
+    result = fn(*args)
+    if not result:
+        raise EventLogError(api.get_error(), name, source)
+    return result
+
+
+class EventSource:
+    """An event source on the local machine's event log, for writing:
+    ``RegisterEventSourceW`` when made, ``DeregisterEventSource`` exactly
+    once on ``close()`` (or leaving the ``with`` block).
+
+        with wtsapi.EventSource("PyLogoff") as log:
+            log.report(wtsapi.EVENTLOG_INFORMATION_TYPE, 100, "text",
+                       sid=wtsapi.process_sid())
+
+    A source never registered (no key under ...\\Services\\EventLog\\
+    Application) is still opened, and its events go to the Application log;
+    only the viewer lacks a message file for them.  Failures raise
+    EventLogError (an OSError with ``winerror``).  Thread-safe: one call at
+    a time, and none after ``close()``."""
+
+    def __init__(self, source, server=None):
+        import threading            # a leaf: only an event log needs it
+        self.source = source
+        self._lock = threading.Lock()
+        self._api = _event_api()
+        self._handle = _event_call(self._api, "RegisterEventSourceW", source,
+                                   server, source)
+
+    def report(self, event_type, event_id, text, sid=None):
+        """One event (``ReportEventW``): ``event_type`` an EVENTLOG_*_TYPE,
+        ``event_id`` a DWORD, ``text`` its one insertion string (at most
+        31,839 characters, as ReportEventW allows), ``sid`` a binary SID
+        (``process_sid()``) or None for no user.  ValueError for a text too
+        long or a closed source."""
+        if len(text) > _MAX_EVENT_STRING or "\0" in text:
+            raise ValueError("an event string is at most %d characters and "
+                             "holds no NUL" % _MAX_EVENT_STRING)
+        strings = (LPCWSTR * 1)(text)
+        sid_buf = ctypes.create_string_buffer(bytes(sid), len(sid)) \
+            if sid else None
+        with self._lock:
+            if self._handle is None:
+                raise ValueError("the event source %s is closed"
+                                 % self.source)
+            _event_call(self._api, "ReportEventW", self.source, self._handle,
+                        event_type, 0, event_id,
+                        ctypes.addressof(sid_buf) if sid_buf else None, 1, 0,
+                        strings, None)
+
+    def close(self):
+        """Deregister the source; later calls do nothing."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            _event_call(self._api, "DeregisterEventSource", self.source,
+                        handle)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

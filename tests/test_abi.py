@@ -1,8 +1,10 @@
 """wtsapi.py against the real SDK header, for every Windows target.
 
 The reference is mingw-w64's wtsapi32.h as bundled with zig (PyPI
-``ziglang``), and for the other Windows calls (``_SYSTEM_PROTOTYPES``) its
-winbase.h, winnls.h, sysinfoapi.h, secext.h, fileapi.h and minwinbase.h.  A C probe is generated from
+``ziglang``), and for the other Windows calls (``_SYSTEM_PROTOTYPES``, the
+event log's included) its winbase.h, winnls.h, sysinfoapi.h, secext.h,
+fileapi.h, minwinbase.h, processthreadsapi.h, securitybaseapi.h and
+handleapi.h (structures such as SID and TOKEN_USER: winnt.h).  A C probe is generated from
 introspecting wtsapi.py (every ctypes structure and field, every IntEnum
 member, every public all-caps constant and the enumerators in
 ``SDK_ENUMERATORS``, every prototype in both tables), compiled to assembly with
@@ -69,7 +71,7 @@ NOT_SDK_CONSTANTS = frozenset({"LANGID_EN_US"})
 
 # Public int constants of wtsapi.py that are SDK enumerators without an
 # all-caps name (so the rule above would not find them).
-SDK_ENUMERATORS = ("NameSamCompatible",)
+SDK_ENUMERATORS = ("NameSamCompatible", "TokenUser")
 
 # ctypes class name -> C type, where they differ (none so far).
 C_TYPE_NAMES = {}
@@ -297,7 +299,8 @@ def header_path(name="wtsapi32.h"):
 
 # Where the prototypes are declared: wtsapi32's, then the system calls'.
 HEADERS = ("wtsapi32.h", "winbase.h", "winnls.h", "sysinfoapi.h", "secext.h",
-           "fileapi.h", "minwinbase.h")
+           "fileapi.h", "minwinbase.h", "processthreadsapi.h",
+           "securitybaseapi.h", "handleapi.h")
 
 
 _PREAMBLE = """\
