@@ -53,6 +53,35 @@ def double(_double, tmp_path):
         before, after)
 
 
+@pytest.fixture(scope="session")
+def evt_path(tmp_path_factory):
+    """The event-log double (tests/evtdouble.c), built once; from then on
+    wtsapi takes the event-log functions from it (ADVAPI32_DLL), in this
+    process and in every child."""
+    path = farmlib.build(str(tmp_path_factory.mktemp("evtdouble")),
+                         source=farmlib.EVT_SOURCE,
+                         prebuilt="EVTDOUBLE_PREBUILT")
+    os.environ["ADVAPI32_DLL"] = path
+    return path
+
+
+@pytest.fixture(scope="session")
+def _evt(evt_path):
+    return farmlib.EventDouble(evt_path)
+
+
+@pytest.fixture
+def evt(_evt):
+    """The event-log double, its log and failure rules reset; fails the
+    test if it leaves a source registered or uses a handle wrongly."""
+    _evt.reset()
+    before = _evt.leaks()
+    yield _evt
+    after = _evt.leaks()
+    assert after == before, "event-log double: leak or misuse: %r -> %r" % (
+        before, after)
+
+
 @pytest.fixture
 def load(double, tmp_path):
     """``load(farm)`` makes ``farm`` the double's farm for this test."""

@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SOURCE = os.path.join(HERE, "wtsdouble.c")
+EVT_SOURCE = os.path.join(HERE, "evtdouble.c")     # the event-log double
 WINDOWS = sys.platform == "win32"
 
 # FILETIME arithmetic: 100 ns ticks.
@@ -204,8 +205,10 @@ def standard_farm():
 
 # --- The library ---------------------------------------------------------------
 
-def build(outdir=None, cc=None):
+def build(outdir=None, cc=None, source=SOURCE, prebuilt="WTSDOUBLE_PREBUILT"):
     """Compile the double with the host C compiler; return the library path.
+    ``source`` may name another double (EVT_SOURCE, whose DLL on Windows
+    is named by ``prebuilt="EVTDOUBLE_PREBUILT"``).
 
     The compiler is ``cc`` if given, else ``$CC``, else ``cc`` from PATH, else
     zig's C compiler from PyPI ``ziglang`` (``python -m ziglang cc``, one of
@@ -215,10 +218,10 @@ def build(outdir=None, cc=None):
     a DLL cross-compiled from the same source (tests/winleg.py builds it).
     """
     if WINDOWS:
-        path = os.environ.get("WTSDOUBLE_PREBUILT")
+        path = os.environ.get(prebuilt)
         if not path or not os.path.exists(path):
-            raise RuntimeError("on Windows, set WTSDOUBLE_PREBUILT to the "
-                               "test double built as a DLL")
+            raise RuntimeError("on Windows, set %s to the test double "
+                               "built as a DLL" % prebuilt)
         return path
     import importlib.util
     import shlex
@@ -237,9 +240,10 @@ def build(outdir=None, cc=None):
             "no C compiler for the test double: no cc on PATH, CC unset and "
             "no ziglang (python3 -m pip install -r tests/requirements.txt)")
     outdir = outdir or tempfile.mkdtemp(prefix="wtsdouble-")
-    path = os.path.join(outdir, "libwtsdouble.so")
+    name = os.path.splitext(os.path.basename(source))[0]
+    path = os.path.join(outdir, "lib%s.so" % name)
     cmd = compiler + ["-std=c11", "-O1", "-g", "-shared", "-fPIC", "-o", path,
-                      SOURCE, "-lpthread"]
+                      source, "-lpthread"]
     subprocess.run(cmd, check=True)
     return path
 
@@ -381,6 +385,89 @@ class Double:
 
     def in_flight(self):
         return self.lib.TD_InFlight()
+
+
+class EventCall(tuple):
+    """One call the event-log double saw: func, handle (its number; 0 for
+    none), ok, error, and its EXTRA fields as a dict (decoded)."""
+    __slots__ = ()
+    func = property(lambda self: self[0])
+    handle = property(lambda self: self[1])
+    ok = property(lambda self: self[2])
+    error = property(lambda self: self[3])
+    fields = property(lambda self: self[4])
+
+    @property
+    def strings(self):
+        """ReportEventW's insertion strings, in order."""
+        f = self.fields
+        return [f["s%d" % i] for i in range(int(f.get("nstrings", 0)))
+                if "s%d" % i in f]
+
+
+def parse_event_log(text):
+    """The event-log double's call log (EV_Log or an EVTDOUBLE_LOG file) as
+    EventCall entries, and its ``#exit`` line as a dict (or None)."""
+    entries, exit_stats = [], None
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("#exit"):
+            exit_stats = {k: int(v) for k, v in
+                          (p.split("=", 1) for p in line.split("\t")[1:])}
+            continue
+        func, handle, ok, error, extra = (line.split("\t") + [""])[:5]
+        fields = {}
+        for part in extra.split(";") if extra else ():
+            key, _, value = part.partition("=")
+            fields[key] = unquote(value, errors="surrogatepass")
+        entries.append(EventCall((func, int(handle), ok == "1", int(error),
+                                  fields)))
+    return entries, exit_stats
+
+
+class EventDouble:
+    """The control API of the event-log double (tests/evtdouble.c)."""
+
+    def __init__(self, path):
+        self.path = path
+        lib = ctypes.CDLL(path)
+        for name, res, args in (
+                ("EV_Reset", None, []),
+                ("EV_Fail", ctypes.c_int, [ctypes.c_char_p, ctypes.c_ulong,
+                                           ctypes.c_ulong, ctypes.c_uint32]),
+                ("EV_Calls", ctypes.c_ulong, [ctypes.c_char_p]),
+                ("EV_OpenHandles", ctypes.c_long, []),
+                ("EV_BadHandles", ctypes.c_long, []),
+                ("EV_Log", ctypes.c_char_p, [])):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        self.lib = lib
+
+    def reset(self):
+        self.lib.EV_Reset()
+
+    def fail(self, func, nth=1, count=1, error=0):
+        """The ``nth`` call of ``func`` from now on fails, and the
+        ``count`` - 1 after it (``count`` 0: all from then on), with
+        ``error`` (0: the double's default for that function)."""
+        if self.lib.EV_Fail(func.encode("ascii"), nth, count, error):
+            raise ValueError("the double has no %s" % func)
+
+    def calls(self, func=None):
+        return self.lib.EV_Calls(None if func is None
+                                 else func.encode("ascii"))
+
+    def log(self):
+        return parse_event_log(self.lib.EV_Log().decode("utf-8"))[0]
+
+    def events(self):
+        """The ReportEventW calls that succeeded."""
+        return [e for e in self.log() if e.func == "ReportEventW" and e.ok]
+
+    def leaks(self):
+        return dict(handles=self.lib.EV_OpenHandles(),
+                    badhandles=self.lib.EV_BadHandles())
 
 
 def demo(argv):
