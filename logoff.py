@@ -66,13 +66,15 @@ Beyond logoff.exe: select sessions instead of naming one (all combinable):
   /MAX:N              Change nothing at all if more than N sessions are
                       selected in all.
   /SERVER:A,B,@FILE   Several servers: names, and files of names (one a
-                      line, # comments).
+                      line, # comments); @- reads them from standard input.
   /PARALLEL:N         Servers worked on at once (default 16).
   /TIMEOUT:DURATION   Time limit for each server in each phase (selecting,
                       warning, logging off; default 60s).
   /JSON               One JSON document on stdout instead of text.
   /LOG:FILE           Append one JSON line per action to FILE (audit log),
                       before and after each change.
+  /EVENTLOG[:SOURCE]  Write the same records as events to the Application
+                      log (source PyLogoff by default), and a summary.
   DURATION: a number with an optional unit s, m, h or d (90s, 15m, 2h, 1d);
   a bare number is seconds.
 
@@ -88,7 +90,7 @@ _SWITCHES = {
     "?": None, "v": None, "query": None, "whatif": None, "json": None,
     "server": True, "user": True, "state": True, "idle": True, "warn": True,
     "grace": True, "parallel": True, "timeout": True, "log": True,
-    "max": True, "wait": False,
+    "max": True, "wait": False, "eventlog": False,
 }
 
 # /state words: the API's own names (WTSActive -> active), never the
@@ -110,6 +112,7 @@ MAX_SERVERS = 100000
 MAX_FILE_BYTES = 1 << 20
 MAX_TEXT = 4000               # /warn text, characters
 MAX_NAME = 255                # a DNS name is at most 253
+DEFAULT_SOURCE = "PyLogoff"   # /eventlog without a source
 
 # Results a target can end with.
 LISTED, WOULD, DONE, SPARED, FAILED, SKIPPED, UNKNOWN = (
@@ -179,7 +182,10 @@ class Refused(Exception):
 
 
 class AuditError(Exception):
-    """A line could not be written to the audit log."""
+    """A record could not be written to the audit log or the event log;
+    ``sink`` is the one that failed (set by the trail)."""
+
+    sink = None
 
 
 # --- Output: streams that can fail without stopping the work ------------------
@@ -307,6 +313,33 @@ def _read_server_file(path):
     except OSError as e:
         raise UsageError(Text("/server:@%(file)s: cannot read the file: "
                               "%(why)s", file=path, why=e.strerror or e))
+    return _server_names(data, path)
+
+
+def _read_server_stdin():
+    """/server:@-: server names from standard input, read as bytes, in a
+    server file's format (so PowerShell 5's UTF-16 pipe works as well as
+    UTF-8).  No stdin at all (pythonw.exe, a closed descriptor) or a
+    closed one is an invalid parameter, never a hang or a traceback."""
+    stream = getattr(sys.stdin, "buffer", None)
+    try:
+        missing = stream is None or stream.closed
+    except (AttributeError, ValueError):
+        missing = True
+    if missing:
+        raise UsageError(Text("/server:@- reads server names from standard "
+                              "input, but there is none"))
+    try:
+        data = stream.read(MAX_FILE_BYTES + 1) or b""
+    except (OSError, ValueError) as e:
+        raise UsageError(Text("/server:@-: cannot read standard input: "
+                              "%(why)s", why=getattr(e, "strerror", None)
+                              or e))
+    return _server_names(data, "-")
+
+
+def _server_names(data, path):
+    """The names in a server file's bytes (``path`` "-": stdin)."""
     if len(data) > MAX_FILE_BYTES:
         raise UsageError(Text("/server:@%(file)s: the file is larger than "
                               "1 MiB", file=path))
@@ -336,7 +369,9 @@ def _parse_servers(value):
         if item.startswith("@"):
             if not item[1:]:
                 raise UsageError(Text("/server:@ needs a file name"))
-            names.extend(_read_server_file(item[1:]))
+            # "@-" is standard input; a file named - is "@.\-" or "@./-".
+            names.extend(_read_server_stdin() if item == "@-"
+                         else _read_server_file(item[1:]))
         else:
             names.append(item)
         if len(names) > MAX_SERVERS:
@@ -375,6 +410,7 @@ class Options:
         self.parallel = 16
         self.timeout = 60.0
         self.log = None
+        self.eventlog = None         # /eventlog: the event source's name
 
     @property
     def selecting(self):
@@ -497,6 +533,15 @@ def _apply_switch(opts, name, value):
             raise UsageError(Text("/timeout: must be more than 0"))
     elif name == "log":
         opts.log = value
+    elif name == "eventlog":
+        source = DEFAULT_SOURCE if value is None else value.strip()
+        # A source is a registry key's name under the log: never
+        # hierarchical (no backslash).
+        if (len(source) > MAX_NAME or _has_control(source)
+                or "\\" in source):
+            raise UsageError(Text("/eventlog: %(value)r is not an event "
+                                  "source name", value=source[:80]))
+        opts.eventlog = source
 
 
 def _check_combination(opts, seen):
@@ -704,13 +749,10 @@ class Audit:
 
     LOCK_OFFSET = 0x7FFFFFFF            # far past any real log's end
 
-    def __init__(self, path, operator, run_id):
+    def __init__(self, path):
         import json
         self._json = json
         self.path = path
-        self.operator = operator
-        self.run_id = run_id
-        self.seq = 0
         self.lock = threading.Lock()
         self.fd = None
         try:
@@ -734,27 +776,16 @@ class Audit:
                                   file=path))
         self.fd = fd
 
-    def write(self, **fields):
-        """Append one line; returns its seq.  Raises AuditError."""
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    def append(self, record):
+        """Append one record (the trail's dict) as a line.  Raises
+        AuditError."""
         with self.lock:
             if self.fd is None:
                 raise AuditError(Text("the log is closed"))
-            seq = fields.pop("seq", None)
-            if seq is None:
-                self.seq += 1
-                seq = self.seq
-            line = dict(time="%s.%03dZ" % (stamp, int(now % 1 * 1000)),
-                        run=self.run_id, seq=seq, phase=None,
-                        operator=self.operator, server=None, session=None,
-                        user=None, domain=None, action=None, result=None,
-                        error=None, message=None, warned=None)
-            line.update(fields)
             # A lone surrogate in a name cannot be UTF-8: escape it, as
             # JSON itself would, rather than lose the line.
-            data = (self._json.dumps(line, ensure_ascii=False) + "\n").encode(
-                "utf-8", "backslashreplace")
+            data = (self._json.dumps(record, ensure_ascii=False) + "\n"
+                    ).encode("utf-8", "backslashreplace")
             try:
                 if sys.platform == "win32":
                     self._write_locked(data)
@@ -762,7 +793,6 @@ class Audit:
                     self._write_all(data)
             except OSError as e:
                 raise AuditError(Text("%(why)s", why=e.strerror or str(e)))
-            return seq
 
     def _write_all(self, data):
         n = os.write(self.fd, data)
@@ -787,6 +817,116 @@ class Audit:
             fd, self.fd = self.fd, None
         if fd is not None:
             os.close(fd)
+
+
+# /eventlog event IDs (1-1000: what EventCreate.exe's message table prints
+# as is) and levels, by (phase, action, result); the README lists them.
+_INFORMATION = wtsapi.EVENTLOG_INFORMATION_TYPE
+_WARNING = wtsapi.EVENTLOG_WARNING_TYPE
+_ERROR = wtsapi.EVENTLOG_ERROR_TYPE
+EVENT_IDS = {
+    ("intent", "logoff", None): (100, _INFORMATION),
+    ("outcome", "logoff", DONE): (101, _INFORMATION),
+    ("outcome", "logoff", FAILED): (102, _ERROR),
+    ("outcome", "logoff", UNKNOWN): (103, _WARNING),
+    ("outcome", "logoff", SPARED): (104, _INFORMATION),
+    ("outcome", "logoff", SKIPPED): (105, _WARNING),
+    ("intent", "warn", None): (110, _INFORMATION),
+    ("outcome", "warn", "ok"): (111, _INFORMATION),
+    ("outcome", "warn", FAILED): (112, _ERROR),
+    ("outcome", "warn", UNKNOWN): (113, _WARNING),
+    ("outcome", "warn", SKIPPED): (115, _WARNING),
+}
+EVENT_SUMMARY = 900             # the run's last event
+_SUMMARY_LEVELS = {0: _INFORMATION, 2: _WARNING, 1: _ERROR}
+
+# The readable sentence before each event's JSON, by (phase, action,
+# result); English, as /json and /log are, whatever the screen's language.
+_EVENT_SENTENCES = {
+    ("intent", "logoff", None): "Logging off %(who)s.",
+    ("outcome", "logoff", DONE): "Logged off %(who)s.",
+    ("outcome", "logoff", FAILED): "Could not log off %(who)s: %(why)s",
+    ("outcome", "logoff", UNKNOWN): "Logging off %(who)s: %(why)s",
+    ("outcome", "logoff", SPARED): "Spared %(who)s: %(why)s",
+    ("outcome", "logoff", SKIPPED): "Did not log off %(who)s: %(why)s",
+    ("intent", "warn", None): "Warning %(who)s.",
+    ("outcome", "warn", "ok"): "Warned %(who)s.",
+    ("outcome", "warn", FAILED): "Warning %(who)s: %(why)s",
+    ("outcome", "warn", UNKNOWN): "Warning %(who)s: %(why)s",
+    ("outcome", "warn", SKIPPED): "Warning %(who)s: %(why)s",
+}
+
+
+def _event_failure(e):
+    """Why the event log failed, as reported."""
+    if isinstance(e, wtsapi.EventLogError):
+        return Text("%(function)s failed: %(text)s (error %(code)d)",
+                    function=e.function, text=SystemText(e.winerror),
+                    code=e.winerror)
+    return Text("%(why)s", why=getattr(e, "strerror", None) or str(e))
+
+
+def _event_sentence(record):
+    """The event's first line: what was done to whom, one line of text."""
+    if record["phase"] == "summary":
+        counts = ", ".join("%d %s" % (n, k) for k, n in
+                           sorted(record["counts"].items()) if n)
+        text = Text("Run %(run)s ended with exit code %(code)d (%(counts)s).",
+                    run=record["run"], code=record["exit_code"],
+                    counts=counts or Text("nothing done")).en()
+    else:
+        account = record["user"] or ""
+        if account and record["domain"]:
+            account = "%s\\%s" % (record["domain"], account)
+        server = server_label(record["server"])
+        who = (Text("session %(id)s (%(account)s) on %(server)s",
+                    id=record["session"], account=account, server=server)
+               if account else
+               Text("session %(id)s on %(server)s", id=record["session"],
+                    server=server))
+        key = (record["phase"], record["action"], record["result"])
+        text = Text(_EVENT_SENTENCES[key], who=who,
+                    why=record["message"] or record["result"]).en()
+    # One line, so that the JSON is always what follows the first CR LF.
+    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
+
+
+class EventLog:
+    """The /eventlog sink: each record of the trail as one event in the
+    Application log of this machine (``wtsapi.EventSource``): a fixed
+    event ID per action and outcome (EVENT_IDS), its level to match, the
+    operator's SID from the process token in lpUserSid (none off Windows),
+    and one insertion string: a sentence, CR LF, then the record as the
+    /log line's JSON object in ASCII.  Registering the source when made
+    raises OSError if it cannot be done."""
+
+    def __init__(self, source):
+        import json
+        self._json = json
+        self.source = source
+        self.sid = wtsapi.process_sid()
+        self.src = wtsapi.EventSource(source)
+
+    def append(self, record):
+        """Report one record as an event.  Raises AuditError."""
+        if record["phase"] == "summary":
+            event_id = EVENT_SUMMARY
+            level = _SUMMARY_LEVELS.get(record["exit_code"], _ERROR)
+        else:
+            event_id, level = EVENT_IDS[(record["phase"], record["action"],
+                                         record["result"])]
+        text = "%s\r\n%s" % (_event_sentence(record),
+                             self._json.dumps(record, ensure_ascii=True))
+        try:
+            self.src.report(level, event_id, text, self.sid)
+        except (OSError, ValueError) as e:
+            raise AuditError(_event_failure(e))
+
+    def close(self):
+        try:
+            self.src.close()
+        except OSError:
+            pass        # the run is over: its events are written already
 
 
 # --- Plan: what is selected on each server -------------------------------------
@@ -1223,7 +1363,7 @@ class Run:
     def why_stopped(self, job):
         """Why no more changes are made on this job's server."""
         if self.trail.failure is not None:
-            return Text("the audit log cannot be written")
+            return self.trail.stopped_by()
         if self.interrupted is not None:
             return Text("the run was interrupted")
         if self.limit_failure is not None:
@@ -1236,29 +1376,135 @@ class Run:
 class Trail:
     """The audit trail around every state change: an intent before it, an
     outcome after, and each target's final result recorded once (a late
-    thread of a given-up server finds it settled).  A line that cannot be
-    written stops the run: nothing more is changed anywhere."""
+    thread of a given-up server finds it settled).  Each record goes to
+    every sink (the /log file, then the /eventlog source) under one
+    ``seq``.  A record that cannot be written stops the run: nothing more
+    is changed anywhere."""
 
     def __init__(self, run):
         self.run = run
         self.audit = None               # the /log file, if any
-        self.failure = None             # Failure: a line could not be written
+        self.eventlog = None            # the /eventlog source, if any
+        self.failure = None             # Failure: a record could not be written
+        self.failed_sink = None
+        self.run_id = os.urandom(6).hex()
+        self.seq = 0
+        self._lock = threading.Lock()
+
+    def sinks(self):
+        return [s for s in (self.audit, self.eventlog) if s is not None]
+
+    def write(self, sinks=None, **fields):
+        """One record to every sink (or to ``sinks``), the file first, under
+        one seq (an outcome passes its intent's); returns the seq.  The
+        first sink that fails raises AuditError with its ``sink``.  An
+        intent then goes to no later sink, and the sinks that took it get
+        its ``not-attempted`` outcome at once: no intent is left looking as
+        if its change were in flight.  An outcome is offered to every
+        sink, whichever failed."""
+        with self._lock:
+            seq = fields.pop("seq", None)
+            if seq is None:
+                self.seq += 1
+                seq = self.seq
+            record = self._record(seq, fields)
+            taken, error = [], None
+            for sink in self.sinks() if sinks is None else sinks:
+                try:
+                    sink.append(record)
+                    taken.append(sink)
+                except AuditError as e:
+                    e.sink = e.sink or sink
+                    error = error or e
+                    if record["phase"] == "intent":
+                        break
+            if error is None:
+                return seq
+            if record["phase"] == "intent":
+                closing = self._record(seq, dict(
+                    fields, phase="outcome", result=SKIPPED,
+                    message=Text("not attempted: %(why)s",
+                                 why=self.stopped_by(error.sink)).en()))
+                for sink in taken:
+                    try:
+                        sink.append(closing)
+                    except AuditError:
+                        pass        # that sink's own failure comes later
+            raise error
+
+    def _record(self, seq, fields):
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        record = dict(time="%s.%03dZ" % (stamp, int(now % 1 * 1000)),
+                      run=self.run_id, seq=seq, phase=None,
+                      operator=self.run.operator(), server=None,
+                      session=None, user=None, domain=None, action=None,
+                      result=None, error=None, message=None, warned=None)
+        record.update(fields)
+        return record
+
+    def cannot_write(self, e):
+        """What is reported when sink ``e.sink`` could not take a record."""
+        if e.sink is not None and e.sink is self.eventlog:
+            return Text("the event log (source %(source)s) cannot be "
+                        "written: %(why)s", source=self.eventlog.source,
+                        why=e.args[0])
+        return Text("the audit log %(file)s cannot be written: %(why)s",
+                    file=self.run.opts.log, why=e.args[0])
+
+    def stopped_by(self, sink=None):
+        """Why nothing more is changed, naming the sink that failed."""
+        sink = sink or self.failed_sink
+        if sink is not None and sink is self.eventlog:
+            return Text("the event log cannot be written")
+        return Text("the audit log cannot be written")
+
+    def failed(self, e):
+        """Record the first failure of a sink, once, on stderr too."""
+        if self.failure is None:
+            self.failed_sink = e.sink
+            self.failure = Failure(None, self.cannot_write(e))
+            self.run.complain(self.failure.screen())
+
+    def summary(self, code, counts=None):
+        """/eventlog: the run's last event, with its counts (by default,
+        the targets' results, the warned sessions and the failed servers)
+        and exit code.  Returns the exit code, which a failure to write the
+        summary makes 2 (something was done) or 1, as the rules say."""
+        if self.eventlog is None:
+            return code
+        if counts is None:
+            counts = {}
+            for t in self.run.targets():
+                counts[t.result] = counts.get(t.result, 0) + 1
+            counts["warned"] = sum(1 for t in self.run.targets()
+                                   if t.warned)
+            counts["server-errors"] = sum(1 for j in self.run.jobs
+                                          if j.failure is not None)
+        try:
+            self.write(sinks=[self.eventlog], phase="summary",
+                       counts=counts, exit_code=code)
+        except AuditError as e:
+            self.failed(e)
+            done = sum(n for k, n in counts.items() if k in _DONE_RESULTS)
+            return 2 if done else 1
+        return code
+
+    def close(self):
+        for sink in self.sinks():
+            sink.close()
 
     def _audit(self, target, **fields):
-        """One audit line about a target.  A line that cannot be written
-        stops the run: nothing more is changed anywhere."""
-        if self.audit is None:
+        """One audit record about a target.  A record that cannot be
+        written stops the run: nothing more is changed anywhere."""
+        if not self.sinks():
             return None
         s = target.session
         try:
-            return self.audit.write(server=target.server, session=s.id,
-                                    user=s.user, domain=s.domain, **fields)
+            return self.write(server=target.server, session=s.id,
+                              user=s.user, domain=s.domain, **fields)
         except AuditError as e:
-            if self.failure is None:
-                self.failure = Failure(None, Text(
-                    "the audit log %(file)s cannot be written: %(why)s",
-                    file=self.run.opts.log, why=e.args[0]))
-                self.run.complain(self.failure.screen())
+            self.failed(e)
             self.run.stop()
             raise
 
@@ -1281,7 +1527,7 @@ class Trail:
         """The outcome line of a change begun with ``begin``."""
         with self.run.lock:
             seq, target.seq, target.pending = target.seq, None, None
-            if self.audit is None or (seq is None and result == SKIPPED):
+            if not self.sinks() or (seq is None and result == SKIPPED):
                 return
             if failure is not None:
                 message = failure.message
@@ -1629,26 +1875,37 @@ def _release(run):
 def logoff_own(run):
     """logoff with no session: the caller's own, as WTS_CURRENT_SESSION."""
     opts = run.opts
+    trail = run.trail
+    audited = bool(trail.sinks())
     sid = None
-    if opts.verbose or opts.whatif or run.trail.audit is not None:
+    if opts.verbose or opts.whatif or audited:
         sid = run.own.id()
     if opts.whatif:
         OUT.line(str(Text("What if: log off session %(id)d, the current "
                           "session.", id=sid)))
-        return 0
+        return trail.summary(0, {WOULD: 1})
     if sid is not None:
         run.verbose(Text("Logging off session ID %(id)d, the current "
                          "session.", id=sid))
-    own = run.own.details() if run.trail.audit is not None else None
+    own = run.own.details() if audited else None
     line = dict(server=None, session=sid, user=own.user if own else None,
                 domain=own.domain if own else None, action="logoff")
-    try:
-        seq = run.trail.audit and run.trail.audit.write(phase="intent", **line)
-    except AuditError as e:
-        run.complain(Text("the audit log %(file)s cannot be written: "
-                          "%(why)s; nothing was done.", file=opts.log,
-                          why=e.args[0]))
-        return 1
+    seq = None
+    if audited:
+        try:
+            seq = trail.write(phase="intent", **line)
+        except AuditError as e:
+            trail.failure = Failure(None, trail.cannot_write(e))
+            trail.failed_sink = e.sink
+            if e.sink is trail.eventlog:
+                run.complain(Text("the event log (source %(source)s) cannot "
+                                  "be written: %(why)s; nothing was done.",
+                                  source=opts.eventlog, why=e.args[0]))
+            else:
+                run.complain(Text("the audit log %(file)s cannot be "
+                                  "written: %(why)s; nothing was done.",
+                                  file=opts.log, why=e.args[0]))
+            return trail.summary(1, {SKIPPED: 1})
     with wtsapi.Server() as local:
         try:
             local.logoff(wtsapi.WTS_CURRENT_SESSION, wait=False)
@@ -1660,14 +1917,14 @@ def logoff_own(run):
         else:
             failure = None
             outcome = dict(result=DONE, error=None, message=None)
-    if run.trail.audit is not None:
+    code = 0 if failure is None else 1
+    if audited:
         try:
-            run.trail.audit.write(phase="outcome", seq=seq, **dict(line, **outcome))
+            trail.write(phase="outcome", seq=seq, **dict(line, **outcome))
         except AuditError as e:
-            run.complain(Text("the audit log %(file)s cannot be written: "
-                              "%(why)s", file=opts.log, why=e.args[0]))
-            return 2 if failure is None else 1
-    return 0 if failure is None else 1
+            trail.failed(e)
+            code = 2 if failure is None else 1
+    return trail.summary(code, {outcome["result"]: 1})
 
 
 # --- Report ------------------------------------------------------------------------
@@ -1752,7 +2009,8 @@ def report(run):
     """Server errors (stderr), listings and what-ifs (stdout), or the JSON
     document; returns the exit code, the same one the JSON holds."""
     opts = run.opts
-    code = exit_code(run)
+    # The event log's summary first: failing to write it changes the code.
+    code = run.trail.summary(exit_code(run))
     failed_jobs = [j for j in run.jobs if j.failure is not None]
     if opts.json:
         import json
@@ -1893,12 +2151,19 @@ def main(argv=None):
     try:
         if opts.log:
             try:
-                run.trail.audit = Audit(opts.log, run.operator(),
-                                  os.urandom(6).hex())
+                run.trail.audit = Audit(opts.log)
             except AuditError as e:
                 ERR.line(str(Text("logoff: cannot open the log file "
                                   "%(file)s: %(why)s", file=opts.log,
                                   why=e.args[0])))
+                return 1
+        if opts.eventlog is not None:
+            try:
+                run.trail.eventlog = EventLog(opts.eventlog)
+            except (OSError, ValueError) as e:
+                ERR.line(str(Text("logoff: cannot register the event source "
+                                  "%(source)s: %(why)s", source=opts.eventlog,
+                                  why=_event_failure(e))))
                 return 1
         if opts.session is None and not opts.selecting and not opts.query:
             return logoff_own(run)
@@ -1916,8 +2181,7 @@ def main(argv=None):
         return 1
     finally:
         restore()
-        if run.trail.audit is not None:
-            run.trail.audit.close()
+        run.trail.close()
 
 
 if __name__ == "__main__":
