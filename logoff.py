@@ -1385,7 +1385,7 @@ class Trail:
         self.run = run
         self.audit = None               # the /log file, if any
         self.eventlog = None            # the /eventlog source, if any
-        self.failure = None             # Failure: a record could not be written
+        self.failure = None             # Failure: a record was not written
         self.failed_sink = None
         self.run_id = os.urandom(6).hex()
         self.seq = 0

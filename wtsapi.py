@@ -353,7 +353,7 @@ def _load():
     return _api
 
 
-# --- Other Windows calls the tool needs: kernel32, secur32, advapi32 -----------
+# --- Other Windows calls the tool needs: kernel32, secur32, advapi32 ---------
 # (advapi32: GetUserNameW where secur32 cannot name the account, the process
 # token's SID, and the event log).  Only ever called on Windows;
 # WTSAPI32_DLL does not replace these.  ADVAPI32_DLL, when set, replaces
@@ -1274,7 +1274,7 @@ def own_session():
         return local.times(WTS_CURRENT_SESSION)
 
 
-# --- The event log, and the SID the process runs as -----------------------------
+# --- The event log, and the SID the process runs as ---------------------------
 
 def process_sid():
     """The SID of the account this process runs as, from its token
