@@ -29,6 +29,17 @@ REAL_WINDOWS = (sys.platform == "win32"
                 and not os.environ.get("WTSDOUBLE_PREBUILT")
                 and not os.environ.get("EVTDOUBLE_PREBUILT"))
 
+def system_text(code):
+    """The system's text for a code, as the screen shows it (Wine's and
+    Windows' differ: "Access denied." / "Access is denied.")."""
+    return wtsapi.error_text(code)
+
+
+def english_text(code):
+    """The text /log, /json and the events carry."""
+    return wtsapi.error_text(code, wtsapi.LANGID_EN_US)
+
+
 INFO, WARNING, ERROR = (wtsapi.EVENTLOG_INFORMATION_TYPE,
                         wtsapi.EVENTLOG_WARNING_TYPE,
                         wtsapi.EVENTLOG_ERROR_TYPE)
@@ -122,14 +133,14 @@ def test_event_source_failures_are_oserrors_with_winerror(evt):
     assert (info.value.winerror, info.value.function) == (
         5, "RegisterEventSourceW")
     assert isinstance(info.value, OSError)
-    assert "Access is denied" in str(info.value)
+    assert system_text(5) in str(info.value)
     src = wtsapi.EventSource("PyLogoff")
     evt.fail("ReportEventW")
     with pytest.raises(wtsapi.EventLogError) as info:
         src.report(INFO, 100, "x")
     assert (info.value.winerror, info.value.function) == (1502,
                                                           "ReportEventW")
-    assert info.value.strerror == "The event log file is full."
+    assert info.value.strerror == system_text(1502)
     src.report(INFO, 100, "the next one is written")
     src.close()
     src.close()                     # once only
@@ -249,8 +260,8 @@ def test_levels_follow_the_outcome(cli, load, evt):
         (WARNING, 900, None)]
     sentences = {(i, rec["session"]): s for _t, i, s, rec in events(evt)}
     assert sentences[(112, 14)] == ("Warning session 14 (CORP\\stays) on "
-                                    "server W: could not warn: Access is "
-                                    "denied.")
+                                    "server W: could not warn: %s"
+                                    % english_text(5))
     assert sentences[(104, 13)] == ("Spared session 13 (CORP\\left) on "
                                     "server W: the session has ended")
     assert sentences[(102, 15)].startswith("Could not log off session 15")
@@ -325,8 +336,8 @@ def test_a_source_that_cannot_be_registered_means_nothing_done(cli, load,
             "/json")
     assert r.code == 1 and r.out == ""
     assert r.err.startswith("logoff: cannot register the event source "
-                            "PyLogoff: RegisterEventSourceW failed: Access "
-                            "is denied. (error 5)")
+                            "PyLogoff: RegisterEventSourceW failed: %s "
+                            "(error 5)" % system_text(5))
     assert len(r.err.splitlines()) == 1
     assert double.calls() == 0
     assert not log.exists() or log.read_bytes() == b""
@@ -399,8 +410,8 @@ def test_the_event_log_failure_is_reported_as_its_own(cli, load, evt,
     assert r.code == 2
     line = [x for x in r.err.splitlines() if "event log" in x]
     assert line == ["logoff: the event log (source Ops) cannot be written: "
-                    "ReportEventW failed: The event log file is full. "
-                    "(error 1502)"]
+                    "ReportEventW failed: %s (error 1502)"
+                    % system_text(1502)]
     assert "audit log" not in r.err
 
 
@@ -529,7 +540,8 @@ class FakeStdin:
     "\ufeffRDS1\nRDS2\n".encode("utf-8"),            # PowerShell 5 UTF8
     "RDS1\r\nRDS2\r\n".encode("utf-16-le"),           # UTF-16, no BOM
     b"\xff\xfe" + "RDS1\nRDS2".encode("utf-16-le"),
-    b"# farm\nRDS1   # first\n\nrds2\nRDS1\n"])
+    b"# farm\nRDS1   # first\n\nrds2\nRDS1\n"],
+    ids=["utf8", "utf8-bom", "utf16-nobom", "utf16-bom", "comments"])
 def test_server_names_from_stdin(cli, load, monkeypatch, data):
     load()
     monkeypatch.setattr(sys, "stdin", FakeStdin(data))
@@ -558,7 +570,7 @@ def test_stdin_mixes_with_names_and_files(cli, load, monkeypatch, tmp_path):
     (b"a\n" * (1 << 19) + b"b", "larger than 1 MiB"),
     (b"", "needs a server name"),
     ("".join("h%d\n" % i for i in range(100001)).encode(), "more than 100000"),
-])
+], ids=["control", "bad-utf16", "over-1mib", "empty", "over-100000-names"])
 def test_stdin_has_the_files_caps_and_refusals(cli, load, double, monkeypatch,
                                                data, why):
     load()

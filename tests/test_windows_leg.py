@@ -144,3 +144,83 @@ def test_script_finds_wtsapi_beside_it(windows_leg, version, tmp_path):
         ("WTSLogoffSession", ".", 3)]
     assert stats == dict(live=0, handles=0, badfrees=0, badhandles=0,
                          inflight=0)
+
+
+# Wine's own advapi32 writes no event log, but with this WINEDEBUG it
+# prints every call: RegisterEventSourceW's source (fixme), each
+# ReportEventW's handle, type, category, event ID, SID pointer, string
+# count, data size, strings and raw data (fixme), then each string on the
+# eventlog channel in the class of its type (trace: information or
+# success, warn: warning, err: error), and DeregisterEventSource (fixme).
+_WINE_EVENTLOG = "+eventlog,fixme+advapi"
+_REPORT = re.compile(
+    r"^(?P<tid>\w+):fixme:advapi:ReportEventW \((?P<handle>\w+),0x(?P<type>"
+    r"[0-9a-f]+),0x(?P<category>[0-9a-f]+),0x(?P<id>[0-9a-f]+),(?P<sid>\w+),"
+    r"0x(?P<nstrings>[0-9a-f]+),0x(?P<datasize>[0-9a-f]+),(?P<strings>\w+),"
+    r"(?P<raw>\w+)\): stub$")
+_STRING = re.compile(r'^(?P<tid>\w+):(?P<cls>trace|warn|err):eventlog:'
+                     r'ReportEventW L"(?P<text>.*)$')
+_CLASS_OF_TYPE = {0: "trace", 4: "trace", 2: "warn", 1: "err"}
+
+
+def _debugstr(text):
+    """``text`` as Wine's debugstr_w shows it (ASCII text)."""
+    return (text.replace("\\", "\\\\").replace('"', '\\"')
+            .replace("\r", "\\r").replace("\n", "\\n"))
+
+
+def test_eventlog_against_wines_own_advapi32(windows_leg, tmp_path):
+    """Once, without the event-log double: the real advapi32 of Wine takes
+    the calls, and its debug channel shows each one."""
+    import json
+    import logoff
+    version = winleg.VERSIONS[0]
+    win = windows_leg.winpath
+    farm = farmlib.Farm(caller=1)
+    rds = farm.server("RDS1")
+    rds.session(3, "", farmlib.DISCONNECTED, "dave", "CORP")
+    rds.session(4, "", farmlib.DISCONNECTED, "erin", "CORP")
+    farm.fail("RDS1", "WTSLogoffSession", 5, session=4)
+    farm_file = farm.write(str(tmp_path / "farm.txt"))
+    log = tmp_path / "audit.jsonl"
+    r = windows_leg.run_python(
+        version, [win(windows_leg.ROOT / "logoff.py"), "/server:RDS1",
+                  "/state:disc", "/eventlog:PyLogoff Test",
+                  "/log:" + win(log)],
+        cwd=tmp_path, timeout=600, env={
+            "WTSDOUBLE_FARM": win(farm_file), "WINEDEBUG": _WINE_EVENTLOG})
+    assert r.returncode == 2, _show(r)
+    lines = r.stderr.splitlines()
+    assert sum('fixme:advapi:RegisterEventSourceW ((null),L"PyLogoff Test")'
+               in x for x in lines) == 1, _show(r)
+    reports = []
+    for i, line in enumerate(lines):
+        m = _REPORT.match(line)
+        if not m:
+            continue
+        text = next(s for s in (_STRING.match(x) for x in lines[i + 1:])
+                    if s and s.group("tid") == m.group("tid"))
+        reports.append((m, text))
+    records = [json.loads(x) for x in log.read_text("utf-8").splitlines()]
+    expected = [logoff.EVENT_IDS[(x["phase"], x["action"], x["result"])]
+                for x in records] + [(logoff.EVENT_SUMMARY, 2)]
+    assert [(int(m.group("id"), 16), int(m.group("type"), 16))
+            for m, _t in reports] == expected, _show(r)
+    assert [e for e, _level in expected] == [100, 101, 100, 102, 900]
+    handles = {m.group("handle") for m, _t in reports}
+    assert len(handles) == 1
+    closing = "fixme:advapi:DeregisterEventSource (%s)" % handles.pop()
+    assert sum(closing in x for x in lines) == 1, _show(r)
+    for (m, text), record in zip(reports, records + [None]):
+        assert (int(m.group("category"), 16), int(m.group("nstrings"), 16),
+                int(m.group("datasize"), 16), int(m.group("raw"), 16)) == (
+            0, 1, 0, 0), m.group(0)
+        # The operator's SID from the token, never NULL on Windows.
+        assert int(m.group("sid"), 16) != 0
+        assert text.group("cls") == _CLASS_OF_TYPE[int(m.group("type"), 16)]
+        if record is not None:
+            assert text.group("text").startswith(_debugstr(
+                logoff._event_sentence(record) + "\r\n" + json.dumps(
+                    record, ensure_ascii=True)[:100])), text.group(0)
+    assert _debugstr("Run %s ended with exit code 2" % records[0]["run"]) \
+        in reports[-1][1].group("text")

