@@ -871,9 +871,16 @@ def _event_sentence(record):
     if record["phase"] == "summary":
         counts = ", ".join("%d %s" % (n, k) for k, n in
                            sorted(record["counts"].items()) if n)
-        text = Text("Run %(run)s ended with exit code %(code)d (%(counts)s).",
-                    run=record["run"], code=record["exit_code"],
-                    counts=counts or Text("nothing done")).en()
+        counts = counts or Text("nothing done")
+        if record["message"]:
+            text = Text("Run %(run)s ended with exit code %(code)d "
+                        "(%(counts)s): %(why)s", run=record["run"],
+                        code=record["exit_code"], counts=counts,
+                        why=record["message"]).en()
+        else:
+            text = Text("Run %(run)s ended with exit code %(code)d "
+                        "(%(counts)s).", run=record["run"],
+                        code=record["exit_code"], counts=counts).en()
     else:
         account = record["user"] or ""
         if account and record["domain"]:
@@ -1389,6 +1396,7 @@ class Trail:
         self.failed_sink = None
         self.run_id = os.urandom(6).hex()
         self.seq = 0
+        self.summarized = False
         self._lock = threading.Lock()
 
     def sinks(self):
@@ -1466,13 +1474,15 @@ class Trail:
             self.failure = Failure(None, self.cannot_write(e))
             self.run.complain(self.failure.screen())
 
-    def summary(self, code, counts=None):
-        """/eventlog: the run's last event, with its counts (by default,
-        the targets' results, the warned sessions and the failed servers)
-        and exit code.  Returns the exit code, which a failure to write the
-        summary makes 2 (something was done) or 1, as the rules say."""
-        if self.eventlog is None:
+    def summary(self, code, counts=None, message=None):
+        """/eventlog: the run's last event, once, with its counts (by
+        default, the targets' results, the warned sessions and the failed
+        servers), exit code and, for a run that failed as a whole, why.
+        Returns the exit code, which a failure to write the summary makes
+        2 (something was done) or 1, as the rules say."""
+        if self.eventlog is None or self.summarized:
             return code
+        self.summarized = True
         if counts is None:
             counts = {}
             for t in self.run.targets():
@@ -1483,7 +1493,8 @@ class Trail:
                                           if j.failure is not None)
         try:
             self.write(sinks=[self.eventlog], phase="summary",
-                       counts=counts, exit_code=code)
+                       counts=counts, exit_code=code,
+                       message=message.en() if message else None)
         except AuditError as e:
             self.failed(e)
             done = sum(n for k, n in counts.items() if k in _DONE_RESULTS)
@@ -2171,14 +2182,18 @@ def main(argv=None):
         return execute(run)
     except KeyboardInterrupt:
         ERR.line(_("logoff: interrupted."))
-        return 1
+        return run.trail.summary(1, message=Text("interrupted"))
     except OSError as e:
         # The library could not be loaded, or a local call failed.
-        ERR.line("logoff: %s" % failure_of(e).screen())
-        return 1
+        failure = failure_of(e)
+        ERR.line("logoff: %s" % failure.screen())
+        # With /eventlog the run still ends with its summary: under
+        # pythonw.exe in a scheduled task nobody sees stderr.
+        return run.trail.summary(1, message=failure.message)
     except Exception as e:         # a bug of ours: one line, not a traceback
-        ERR.line("logoff: %s" % failure_of(e).screen())
-        return 1
+        failure = failure_of(e)
+        ERR.line("logoff: %s" % failure.screen())
+        return run.trail.summary(1, message=failure.message)
     finally:
         restore()
         run.trail.close()

@@ -310,6 +310,24 @@ def test_own_session_is_audited_too(cli, load, evt, tmp_path):
                          "local server.")
 
 
+def test_a_run_that_fails_as_a_whole_still_ends_with_its_summary(
+        cli, load, evt, monkeypatch):
+    # As a scheduled task under pythonw.exe: no one sees stderr.
+    load()
+
+    def no_session_id():
+        raise wtsapi.WTSError(5, "WTSQuerySessionInformationW")
+    monkeypatch.setattr(wtsapi, "current_session_id", no_session_id)
+    r = cli("/server:RDS1", "/state:disc", "/eventlog")
+    assert r.code == 1 and "logoff:" in r.err
+    got = events(evt)
+    assert [(t, i) for t, i, _s, _r in got] == [(ERROR, 900)]
+    summary = got[0][3]
+    assert (summary["exit_code"], summary["message"]) == (1, english_text(5))
+    assert got[0][2] == ("Run %s ended with exit code 1 (nothing done): %s"
+                         % (summary["run"], english_text(5)))
+
+
 def test_names_stay_lossless_in_ascii_json(cli, load, evt, monkeypatch):
     farm = Farm(caller=1)
     farm.server("U").session(3, "", DISCONNECTED, "\u7530\u4e2d", "\u00c9T\u00c9")
