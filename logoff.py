@@ -318,9 +318,11 @@ def _read_server_file(path):
 
 def _read_server_stdin():
     """/server:@-: server names from standard input, read as bytes, in a
-    server file's format (so PowerShell 5's UTF-16 pipe works as well as
-    UTF-8).  No stdin at all (pythonw.exe, a closed descriptor) or a
-    closed one is an invalid parameter, never a hang or a traceback."""
+    server file's format: whatever a PowerShell pipe was given
+    ($OutputEncoding: ASCII in 5.1, UTF-8 in 7, or UTF-16) and a UTF-16
+    file redirected in decode alike.  No stdin at all (pythonw.exe, a
+    closed descriptor) or a closed one is an invalid parameter, never a
+    hang or a traceback."""
     stream = getattr(sys.stdin, "buffer", None)
     try:
         missing = stream is None or stream.closed
