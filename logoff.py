@@ -30,7 +30,9 @@ from wtsapi import WTS_CONNECTSTATE_CLASS as State
 
 # --- Tables and text ----------------------------------------------------------
 
-USAGE = """\
+# The help, in two messages: logoff.exe's part (shown again after an invalid
+# parameter) and the rest.
+USAGE_BASIC = """\
 Logs off a user from a session on a Remote Desktop Session Host server and
 deletes the session from the server.
 
@@ -45,6 +47,9 @@ LOGOFF [sessionname | sessionid] [/SERVER:servername] [/V]
 
 Without a session, logs off the current session.
 
+"""
+
+USAGE_MORE = """\
 Beyond logoff.exe: select sessions instead of naming one (all combinable):
   /USER:PATTERN[,...] Users, as name or DOMAIN\\name; * and ? wildcards.
   /STATE:LIST         States: active, disconnected (disc), idle, connected,
@@ -82,6 +87,8 @@ Exit codes: 0 all done, or nothing matched; 1 invalid parameters, or nothing
 requested was done; 2 partly done (some sessions or servers failed, or the
 run was interrupted after something was done).
 """
+
+USAGE = USAGE_BASIC + USAGE_MORE
 
 MAX_SESSION_ID = 0xFFFFFFFE           # 0xFFFFFFFF is WTS_CURRENT_SESSION
 
@@ -121,12 +128,167 @@ LISTED, WOULD, DONE, SPARED, FAILED, SKIPPED, UNKNOWN = (
 _DONE_RESULTS = (LISTED, WOULD, DONE, UNKNOWN)
 _FAILED_RESULTS = (FAILED, SKIPPED, UNKNOWN)
 
-_translations = None          # a gettext catalogue; None: English
+_translations = None          # a Catalogue (see below); None: English
+_langid = LANG_ENGLISH        # the screen's language, for FormatMessageW
 
 
 def _(msgid):
     """The reader's language for a message of ours."""
     return msgid if _translations is None else _translations.gettext(msgid)
+
+
+# --- Languages: which one the screen speaks --------------------------------------
+# Catalogues are locale/<name>/LC_MESSAGES/logoff.mo (compiled from the .po
+# beside it by locale/build.py), <name> as gettext spells it: ja, zh_CN.  A
+# new language is a new folder; nothing here changes.
+
+LOCALE_DOMAIN = "logoff"
+# Tags that mean another catalogue: Singapore and the Hans script read
+# Simplified Chinese.  Traditional Chinese (zh-TW, zh-HK, zh-MO, zh-Hant)
+# means none of ours: it is never shown zh_CN, and gets English.
+_LANGUAGE_ALIASES = {"zh_SG": "zh_CN", "zh_Hans": "zh_CN"}
+_catalogues = {}              # .mo path -> loaded catalogue (or None)
+
+
+def _requested_languages():
+    """The languages asked for, most wanted first.  LOGOFF_LANG on every
+    system; on Windows the display languages (never the POSIX variables,
+    which are not the language there); elsewhere gettext's variables in
+    gettext's order."""
+    forced = os.environ.get("LOGOFF_LANG", "").strip()
+    if forced:
+        return [forced]
+    if sys.platform == "win32":
+        return wtsapi.ui_languages()
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name)
+        if value:
+            return value.split(":")
+    return []
+
+
+def _catalogue_names(tag):
+    """Folder names that may hold ``tag``'s catalogue, best first
+    ('ja-JP' -> ja_JP, ja; 'zh_SG.UTF-8' -> zh_SG, zh_CN, zh), or None where
+    the tag asks for English (en, en-US, C, POSIX)."""
+    tag = tag.split(".")[0].split("@")[0].replace("-", "_")
+    parts = [p for p in tag.split("_") if p]
+    if not parts:
+        return []
+    if parts[0].lower() in ("c", "posix", "en"):
+        return None
+    lang = parts[0].lower()
+    if not (2 <= len(lang) <= 3 and lang.isascii() and lang.isalpha()):
+        return []                  # not a language: never a path
+    regions = [p.upper() for p in parts[1:] if p.isascii() and (
+        len(p) == 2 and p.isalpha() or len(p) == 3 and p.isdigit())]
+    scripts = [p.title() for p in parts[1:]
+               if len(p) == 4 and p.isascii() and p.isalpha()]
+    names = []
+    for name in ["%s_%s" % (lang, sub) for sub in regions + scripts]:
+        names.append(name)
+        if name in _LANGUAGE_ALIASES:
+            names.append(_LANGUAGE_ALIASES[name])
+    return names + [lang]
+
+
+def _locale_dirs():
+    """Where catalogues may be: locale/ beside this file (a copied folder),
+    then where the wheel's data files went, share/logoff-py/locale under
+    the install scheme's root, which is the grandparent of site-packages on
+    Windows (Lib\\site-packages), its great-grandparent elsewhere
+    (lib/pythonX.Y/site-packages), or sys.prefix."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    dirs = [os.path.join(here, "locale")]
+    up = here
+    for _level in range(3):
+        up = os.path.dirname(up)
+        dirs.append(os.path.join(up, "share", "logoff-py", "locale"))
+    dirs.append(os.path.join(sys.prefix, "share", "logoff-py", "locale"))
+    return dirs
+
+
+class Catalogue:
+    """A compiled catalogue: a GNU .mo file, UTF-8, read into a dict.  What
+    gettext.GNUTranslations reads from it, for the two calls used here,
+    without importing gettext (and re and locale with it), which costs
+    up to 30 ms on an embeddable Windows Python."""
+
+    def __init__(self, data):
+        order = {b"\xde\x12\x04\x95": "little",
+                 b"\x95\x04\x12\xde": "big"}.get(data[:4])
+        if order is None or len(data) < 28:
+            raise ValueError("not a .mo file")
+
+        def word(at):
+            return int.from_bytes(data[at:at + 4], order)
+        if word(4) >> 16 > 1:
+            raise ValueError("unknown .mo revision")
+        count, ids, strs = word(8), word(12), word(16)
+        self.messages = {}
+        for i in range(count):
+            (klen, kat), (vlen, vat) = [(word(t + 8 * i), word(t + 8 * i + 4))
+                                        for t in (ids, strs)]
+            if max(kat + klen, vat + vlen) > len(data):
+                raise ValueError("a message past the end of the file")
+            self.messages[data[kat:kat + klen].decode("utf-8")] = \
+                data[vat:vat + vlen].decode("utf-8")
+        self.headers = {}
+        for line in self.messages.get("", "").splitlines():
+            key, colon, value = line.partition(":")
+            if colon:
+                self.headers[key.strip().lower()] = value.strip()
+
+    def gettext(self, msgid):
+        return self.messages.get(msgid, msgid) if msgid else msgid
+
+    def info(self):
+        return self.headers
+
+
+def _load_catalogue(path):
+    """The catalogue at ``path``; None where there is none, or a broken
+    one (which means English, never a failed run)."""
+    if path not in _catalogues:
+        try:
+            with open(path, "rb") as f:
+                _catalogues[path] = Catalogue(f.read())
+        except (OSError, ValueError):
+            _catalogues[path] = None
+    return _catalogues[path]
+
+
+def find_catalogue(tags):
+    """The catalogue for the first of ``tags`` that names English or one
+    of ours; None for English."""
+    dirs = None
+    for tag in tags:
+        names = _catalogue_names(tag)
+        if names is None:
+            return None
+        dirs = dirs or _locale_dirs()
+        for name in names:
+            for folder in dirs:
+                catalogue = _load_catalogue(os.path.join(
+                    folder, name, "LC_MESSAGES", LOCALE_DOMAIN + ".mo"))
+                if catalogue is not None:
+                    return catalogue
+    return None
+
+
+def set_language():
+    """Choose the screen's language for this run (see _requested_languages)
+    and the LANGID that asks FormatMessageW for the same one (the
+    catalogue's X-Windows-LANGID header)."""
+    global _translations, _langid
+    catalogue = find_catalogue(_requested_languages())
+    langid = LANG_ENGLISH
+    if catalogue is not None:
+        try:
+            langid = int(catalogue.info().get("x-windows-langid", ""), 16)
+        except ValueError:
+            langid = None          # the user's default
+    _translations, _langid = catalogue, langid
 
 
 class Text:
@@ -164,7 +326,15 @@ class SystemText:
         return wtsapi.error_text(self.code, LANG_ENGLISH)
 
     def __str__(self):
-        return wtsapi.error_text(self.code)
+        text = wtsapi.error_text(self.code, _langid)
+        if _translations is None:
+            return text
+        # Where the system had no text (off Windows, Wine's 7000 range, a
+        # language pack without it) wtsapi gives its built-in English:
+        # the catalogue has those.  The system's own texts pass through.
+        if text == "Unknown error %d." % self.code:
+            return _("Unknown error %d.") % self.code
+        return _(text)
 
 
 class UsageError(Exception):
@@ -590,6 +760,18 @@ def state_label(state):
     return label if label is not None else str(int(state))
 
 
+def state_text(state):
+    """A state as the /query table and a session's description show it
+    ('Active'; in the reader's language as `quser` there shows it)."""
+    return Text(state_label(state))
+
+
+def state_word(state):
+    """A state inside a sentence ('active'); /json and /log keep the
+    English word."""
+    return Text(state_label(state).lower())
+
+
 def format_idle(seconds):
     """Idle time as quser shows it: '.', M, H:MM or D+HH:MM."""
     if seconds is None:
@@ -975,7 +1157,7 @@ class Target:
         parts = [s.name] if s.name else []
         if s.account:
             parts.append(s.account)
-        parts.append(state_label(s.state))
+        parts.append(str(state_text(s.state)))
         if self.idle is not None:
             parts.append(str(Text("idle %(idle)s",
                                   idle=format_idle(self.idle) or ".")))
@@ -1219,7 +1401,7 @@ def _find_explicit(run, job, srv, sessions):
                            "session given by name must be active. Give its "
                            "ID to log it off.", name=session.name,
                            id=session.id,
-                           state=state_label(session.state).lower()))
+                           state=state_word(session.state)))
     own = run.own.matches(srv, job.server, session)
     if _is_console(session) and not own:
         raise Refused(Text("Session %(id)d is the console session; users "
@@ -1589,7 +1771,7 @@ def _warn_server(run, job):
             t.warned = False
             t.note = Text("not warned: the session is %(state)s, and a "
                           "message cannot reach it",
-                          state=state_label(t.session.state).lower())
+                          state=state_word(t.session.state))
             continue
         run.verbose(Text("Warning %(who)s.", who=t.who()))
         if not run.trail.begin(job, t, "warn"):
@@ -1651,11 +1833,11 @@ def _spare_reason(run, target, now):
             now.state != before.state:
         return Text("it was %(then)s when the warnings went out and is "
                     "%(now)s now: it never saw the warning",
-                    then=state_label(before.state).lower(),
-                    now=state_label(now.state).lower())
+                    then=state_word(before.state),
+                    now=state_word(now.state))
     if run.opts.session is None and not _matches(run, now):
         return Text("the session no longer matches (now %(state)s)",
-                    state=state_label(now.state).lower())
+                    state=state_word(now.state))
     return None
 
 
@@ -2055,7 +2237,7 @@ def report(run):
                     "What if: wait %(grace)s, then log off %(who)s if it is "
                     "still %(state)s (a warning cannot reach it).",
                     who=t.who(), grace=seconds_label(opts.grace),
-                    state=state_label(t.session.state).lower())))
+                    state=state_word(t.session.state))))
             else:
                 OUT.line(str(Text("What if: log off %(who)s.", who=t.who())))
     if not run.targets() and not failed_jobs and (opts.selecting or
@@ -2085,16 +2267,21 @@ def _shown(text, enc):
 
 
 def _print_table(targets):
-    rows = [("", "SERVER", "ID", "SESSIONNAME", "USERNAME", "STATE",
-             "IDLE TIME", "LOGON TIME")]
+    # Headers and state words as `quser` shows them in the reader's language.
+    rows = [("", _("SERVER"), _("ID"), _("SESSIONNAME"), _("USERNAME"),
+             _("STATE"), _("IDLE TIME"), _("LOGON TIME"))]
+    local = _("(local)")
+    states = {}
     for t in targets:
         s = t.session
         logon = t.logon
         logon = logon.astimezone().strftime("%Y-%m-%d %H:%M") if logon \
             else ""
-        rows.append((">" if t.own else "", t.server or "(local)", str(s.id),
-                     s.name, s.account, state_label(s.state),
-                     format_idle(t.idle), logon))
+        state = states.get(s.state)
+        if state is None:
+            state = states[s.state] = str(state_text(s.state))
+        rows.append((">" if t.own else "", t.server or local, str(s.id),
+                     s.name, s.account, state, format_idle(t.idle), logon))
     enc = getattr(OUT.stream(), "encoding", None) or "utf-8"
     cells, sizes = [], []
     for r in rows:
@@ -2143,7 +2330,7 @@ def _on_signal(run):
 
 def _usage_error(e):
     ERR.line(str(Text("Invalid parameter(s): %(why)s", why=e.args[0])))
-    ERR.write(_(USAGE[:USAGE.index("Beyond")]))
+    ERR.write(_(USAGE_BASIC))
     ERR.line(_("Type LOGOFF /? for every switch."))
     return 1
 
@@ -2152,12 +2339,13 @@ def main(argv=None):
     """Run the command; return the exit code (0, 1 or 2)."""
     if argv is None:
         argv = sys.argv[1:]
+    set_language()
     try:
         opts = parse_args(argv)
     except UsageError as e:
         return _usage_error(e)
     if opts.help:
-        OUT.write(_(USAGE))
+        OUT.write(_(USAGE_BASIC) + _(USAGE_MORE))
         return 0
     run = Run(opts)
     restore = _on_signal(run)

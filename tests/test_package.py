@@ -23,10 +23,11 @@ WINDOWS = sys.platform == "win32"
 
 DIST = "logoff_py-0.1.0"                  # the wheel's name-version
 MODULES = {"logoff.py", "wtsapi.py"}
-# Files the wheel carries besides the modules and its .dist-info.  The
-# translations issue adds the locale/ files here (as their paths in the
-# wheel), together with declaring them in setup.cfg.
-WHEEL_EXTRA = set()
+# Files the wheel carries besides the modules and its .dist-info: the
+# compiled catalogues, declared as data files in setup.cfg.
+LANGUAGES = ("ja", "zh_CN")
+WHEEL_EXTRA = {"%s.data/data/share/logoff-py/locale/%s/LC_MESSAGES/logoff.mo"
+               % (DIST, lang) for lang in LANGUAGES}
 ENTRY_POINTS = {"console_scripts": {"pylogoff": "logoff:main"}}
 DIST_INFO_FILES = {"METADATA", "WHEEL", "RECORD", "entry_points.txt"}
 DIST_INFO_OPTIONAL = {"top_level.txt"}     # setuptools writes it

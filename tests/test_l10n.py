@@ -1,0 +1,1050 @@
+"""Languages: English, Simplified Chinese (zh_CN) and Japanese (ja).
+
+The catalogues (locale/<lang>/LC_MESSAGES/logoff.po and the .mo compiled from
+it by locale/build.py) against logoff.py's messages; how the language is
+chosen; the screen in each language against the test double; /json and /log
+the same bytes in every language; a copied folder, the installed wheel and,
+under Wine, genuine Windows CPython choosing the language from the Windows
+display language.
+"""
+
+import ast
+import gettext
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import farm as farmlib
+import logoff
+import wtsapi
+from farm import ACTIVE, DISCONNECTED, CLOCK, HOUR, Farm, standard_farm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCALE = os.path.join(ROOT, "locale")
+WINDOWS = sys.platform == "win32"
+LANGS = ("zh_CN", "ja")
+TAG = {"zh_CN": "zh-CN", "ja": "ja-JP"}
+# The code pages those systems write redirected output in.
+CODEPAGE = {"zh_CN": "gbk", "ja": "cp932"}
+LANGID = {"zh_CN": 0x0804, "ja": 0x0411}
+
+
+def _load_build():
+    name = "logoff_locale_build"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, os.path.join(LOCALE, "build.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+build = _load_build()
+MESSAGES = build.all_messages()
+
+
+def po(lang):
+    return build.read_po(os.path.join(LOCALE, lang, "LC_MESSAGES",
+                                      "logoff.po"))
+
+
+def live(lang):
+    return {e.msgid: e.msgstr for e in po(lang)
+            if not e.obsolete and e.msgid}
+
+
+def catalogue(lang):
+    path = os.path.join(LOCALE, lang, "LC_MESSAGES", "logoff.mo")
+    with open(path, "rb") as f:
+        return gettext.GNUTranslations(f)
+
+
+def tr(lang, msgid):
+    return catalogue(lang).gettext(msgid)
+
+
+@pytest.fixture(autouse=True)
+def english_afterwards(monkeypatch):
+    """Every test starts with no language asked for, and leaves logoff in
+    English for the tests after it."""
+    for name in ("LOGOFF_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    logoff._translations = None
+    logoff._langid = logoff.LANG_ENGLISH
+
+
+@pytest.fixture
+def lang(monkeypatch):
+    """``lang("ja")`` makes the next runs speak Japanese."""
+    def _set(name):
+        monkeypatch.setenv("LOGOFF_LANG", TAG.get(name, name))
+    return _set
+
+
+# --- The catalogues against the source -------------------------------------------
+
+def test_every_message_is_translated_and_every_mo_is_current():
+    assert build.problems() == []
+    assert set(build.po_files()) == set(LANGS)
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_catalogue_holds_exactly_the_messages(name):
+    assert set(live(name)) == set(MESSAGES)
+    assert all(live(name).values())
+
+
+def test_no_message_escapes_extraction():
+    """A _() or Text() whose message is computed is one of the few that
+    render a message given to them; anything else must be a literal, or
+    the extraction (and so the catalogues) would miss it."""
+    messages, dynamic = build.extract()
+    assert {f for f, _line in dynamic} <= build.DYNAMIC_OK, dynamic
+    assert messages                      # and extraction finds them
+
+
+def test_extraction_sees_every_literal():
+    """An independent count: every string literal that is the first
+    argument of _() or Text() in logoff.py is extracted."""
+    with open(logoff.__file__, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    english_only = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and \
+                node.name in build.ENGLISH_ONLY:
+            english_only.update(id(n) for n in ast.walk(node))
+    found = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("_", "Text") and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and id(node) not in english_only):
+            found.add(node.args[0].value)
+    assert found <= set(MESSAGES)
+    assert logoff.USAGE_BASIC in MESSAGES and logoff.USAGE_MORE in MESSAGES
+
+
+def test_built_in_error_texts_and_state_words_are_messages():
+    for text in wtsapi._ERROR_TEXT.values():
+        assert text in MESSAGES
+    assert wtsapi.error_text(0) in MESSAGES
+    assert "Unknown error %d." in MESSAGES
+    for member in wtsapi.WTS_CONNECTSTATE_CLASS:
+        assert logoff.state_label(member) in MESSAGES
+        assert logoff.state_label(member).lower() in MESSAGES
+
+
+def _dummy(placeholder):
+    kind = placeholder[-1]
+    return 7 if kind in "diouxXc" else 1.5 if kind in "eEfFgG" else "x"
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_placeholders_match_and_format(name):
+    """The same placeholders as the English, so that no translation can
+    make a run fail; FormatMessage inserts (%1) are kept as they are."""
+    for msgid, msgstr in live(name).items():
+        assert build.placeholders(msgstr) == build.placeholders(msgid), msgid
+        assert sorted(re.findall(r"%\d", msgstr)) == sorted(
+            re.findall(r"%\d", msgid)), msgid
+        found = build.PLACEHOLDER.findall(msgid)
+        named = {re.match(r"%\((\w+)\)", p).group(1): _dummy(p)
+                 for p in found if p.startswith("%(")}
+        positional = tuple(_dummy(p) for p in found
+                           if not p.startswith("%(") and p != "%%")
+        if msgid in (logoff.USAGE_BASIC, logoff.USAGE_MORE) or \
+                msgid in wtsapi._ERROR_TEXT.values():
+            continue                  # shown as they are, never %-formatted
+        if named:
+            msgid % named, msgstr % named
+        elif positional:
+            msgid % positional, msgstr % positional
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_every_translation_encodes_in_its_code_page(name):
+    """gbk (936) for Chinese, cp932 for Japanese: redirected output there
+    is in that code page; cp932 has no Simplified-only hanzi (销, 话)."""
+    for msgid, msgstr in live(name).items():
+        msgstr.encode(CODEPAGE[name])
+    header = [e for e in po(name) if e.msgid == ""][0].msgstr
+    header.encode("ascii")
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_names_are_never_translated(name):
+    """Switches, the command name and (error N) stay as they are."""
+    for msgid, msgstr in live(name).items():
+        for switch in re.findall(r"(?<![\w\\])/[A-Za-z?]+", msgid):
+            assert switch in msgstr, (msgid, switch)
+        for word in ("LOGOFF", "logoff:", "logoff.exe", "(error",
+                     "DOMAIN\\name", "PyLogoff", "TermService",
+                     "AllowRemoteRPC", "RDP-Tcp", "stdout", "JSON", "NUL"):
+            if word in msgid:
+                assert word in msgstr, (msgid, word)
+
+
+def _plain(msgid):
+    """The words of a message: switches and placeholders taken out."""
+    text = build.PLACEHOLDER.sub(" ", msgid)
+    text = re.sub(r"\bLOGOFF\b|^logoff: ", " ", text)     # the command
+    text = re.sub(r"HKLM\\[^)]*", " ", text)          # a registry path
+    return re.sub(r"(?<![\w\\])/[A-Za-z?]+(:\S*)?", " ", text).lower()
+
+
+TERMS = [  # English word, zh-CN term, ja term (Microsoft's)
+    (r"\blog(?:ging|ged)? (?:it |them |users |a user )?off\b|\blogoff\b",
+     "注销", "ログオフ"),
+    (r"\bsessions?\b|sessionname|session\(s\)", "会话", "セッション"),
+    (r"\bservers?\b(?! name)", "服务器", "サーバー"),
+    (r"\bfull control\b", "完全控制", "フル コントロール"),
+    (r"\bremote desktop services\b", "远程桌面服务",
+     "リモート デスクトップ サービス"),
+    (r"\busername\b|\buser name\b", "用户名", "ユーザー名"),
+]
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_microsoft_terminology(name):
+    column = 1 if name == "zh_CN" else 2
+    for msgid, msgstr in live(name).items():
+        plain = _plain(msgid)
+        for term in TERMS:
+            if re.search(term[0], plain) and "logoff.exe" not in plain:
+                assert term[column] in msgstr, (msgid, term[column])
+    text = "".join(live(name).values())
+    if name == "zh_CN":
+        text = text.replace("退出代码", "")      # exit code: Microsoft's term
+        for slip in ("登出", "退出", "隐藏", "工作階段", "使用者", "伺服器",
+                     "帳戶"):
+            assert slip not in text, slip
+        assert "远程桌面会话主机服务器" in live(name)[logoff.USAGE_BASIC]
+    else:
+        # Microsoft's Japanese spaces katakana compounds.
+        for unspaced in ("リモートデスクトップ", "セッションホスト",
+                         "フルコントロール", "イベントログ", "ログファイル",
+                         "リスナーセッション", "コンソールセッション",
+                         "サインアウト"):
+            assert unspaced not in text, unspaced
+        assert "リモート デスクトップ セッション ホスト サーバー" in \
+            live(name)[logoff.USAGE_BASIC]
+
+
+def test_query_words_are_those_of_quser():
+    """zh-CN quser: 运行中 / 断开 / 已连接 / 侦听, and its headers; ja-JP
+    `query session` keeps the English state words."""
+    zh, ja = live("zh_CN"), live("ja")
+    assert [zh[w] for w in ("Active", "Disconnected", "Connected", "Listen",
+                            "Shadow")] == ["运行中", "断开", "已连接", "侦听",
+                                           "影子"]
+    assert [zh[h] for h in ("USERNAME", "SESSIONNAME", "ID", "STATE",
+                            "IDLE TIME", "LOGON TIME")] == [
+        "用户名", "会话名", "ID", "状态", "空闲时间", "登录时间"]
+    for member in wtsapi.WTS_CONNECTSTATE_CLASS:
+        label = logoff.state_label(member)
+        assert ja[label] == label
+    assert [ja[h] for h in ("SESSIONNAME", "USERNAME", "ID", "STATE")] == [
+        "セッション名", "ユーザー名", "ID", "状態"]
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_help_fits_the_console(name):
+    from unicodedata import east_asian_width
+    for msgid in (logoff.USAGE_BASIC, logoff.USAGE_MORE):
+        text = live(name)[msgid]
+        assert text.endswith("\n") and text.count("\n") >= 4
+        for line in text.splitlines():
+            width = sum(2 if east_asian_width(c) in "WF" else 1 for c in line)
+            assert width <= 79, line
+        # The switch column is where the English has it.
+        for line in msgid.splitlines():
+            if line.startswith("  /") and len(line) > 22 and line[20] == " ":
+                assert line[:22] in text, line
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_headers(name):
+    info = catalogue(name).info()
+    assert int(info["x-windows-langid"], 16) == LANGID[name]
+    assert info["language"] == name
+    assert "charset=UTF-8" in info["content-type"]
+
+
+# --- The compiler -------------------------------------------------------------------
+
+SAMPLE_PO = r'''# A translator's comment
+msgid ""
+msgstr ""
+"Content-Type: text/plain; charset=UTF-8\n"
+"Plural-Forms: nplurals=2; plural=n != 1;\n"
+
+#: logoff.py:main
+#, python-format
+msgid "Hello %(who)s"
+msgstr "Hallo %(who)s"
+
+msgid ""
+"two\n"
+"lines \"quoted\" \\ tab\t"
+msgstr ""
+"zwei\n"
+"Zeilen \"zitiert\" \\ Tab\t"
+
+#, fuzzy
+msgid "fuzzy one"
+msgstr "unscharf"
+
+msgid "untranslated"
+msgstr ""
+
+msgctxt "menu"
+msgid "File"
+msgstr "Datei"
+
+msgid "one file"
+msgid_plural "%d files"
+msgstr[0] "eine Datei"
+msgstr[1] "%d Dateien"
+
+msgid "octal \101"
+msgstr "Oktal \101 é"
+
+#~ msgid "gone"
+#~ msgstr "weg"
+'''
+
+
+def test_compiler_as_gettext_reads_it(tmp_path):
+    entries = build.parse_po(SAMPLE_PO)
+    mo = tmp_path / "sample.mo"
+    mo.write_bytes(build.compile_mo(entries))
+    with open(str(mo), "rb") as f:
+        t = gettext.GNUTranslations(f)
+    assert t.gettext("Hello %(who)s") == "Hallo %(who)s"
+    assert t.gettext('two\nlines "quoted" \\ tab\t') == \
+        'zwei\nZeilen "zitiert" \\ Tab\t'
+    assert t.gettext("fuzzy one") == "fuzzy one"        # fuzzy: left out
+    assert t.gettext("untranslated") == "untranslated"
+    assert t.gettext("gone") == "gone"                   # obsolete
+    assert t.pgettext("menu", "File") == "Datei"
+    assert t.gettext("File") == "File"
+    assert t.ngettext("one file", "%d files", 1) == "eine Datei"
+    assert t.ngettext("one file", "%d files", 3) == "%d Dateien"
+    assert t.gettext("octal A") == "Oktal A é"
+    assert t.info()["plural-forms"].startswith("nplurals=2")
+    # The same .po always gives the same bytes.
+    assert build.compile_mo(build.parse_po(SAMPLE_PO)) == mo.read_bytes()
+
+
+def test_compiler_rejects_what_it_cannot_read():
+    for bad in ('msgid "a"\n', 'msgid "a\nmsgstr "b"\n',
+                'msgid "a"\nmsgstr "b\\q"\n', 'msgstr "b"\n',
+                'msgid "a"\nmsgid "b"\nmsgstr ""\n', 'bogus "x"\n'):
+        with pytest.raises(ValueError):
+            build.parse_po(bad)
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_po_files_are_in_the_builds_own_form(name):
+    """build.py rewrites a .po in one canonical form; the committed ones are
+    in it, so running build.py after a translator's edit changes only what
+    it must (references, new messages)."""
+    path = os.path.join(LOCALE, name, "LC_MESSAGES", "logoff.po")
+    with open(path, encoding="utf-8", newline="") as f:
+        text = f.read()
+    assert "\r" not in text
+    assert build.format_po(build.merge(build.parse_po(text),
+                                       MESSAGES)) == text
+
+
+@pytest.mark.skipif(not shutil.which("msgfmt"), reason="no GNU msgfmt here")
+@pytest.mark.parametrize("name", LANGS)
+def test_compiler_agrees_with_gnu_msgfmt(name, tmp_path):
+    src = os.path.join(LOCALE, name, "LC_MESSAGES", "logoff.po")
+    out = tmp_path / "gnu.mo"
+    p = subprocess.run(["msgfmt", "--check", "-o", str(out), src],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.returncode == 0, p.stderr.decode("utf-8", "replace")
+    with open(str(out), "rb") as f:
+        gnu = gettext.GNUTranslations(f)
+    assert gnu._catalog == catalogue(name)._catalog
+
+
+def test_build_check_exits_zero():
+    p = subprocess.run([sys.executable, os.path.join(LOCALE, "build.py"),
+                        "--check"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                       timeout=120)
+    assert (p.returncode, p.stderr) == (0, b"")
+
+
+# --- Choosing the language -------------------------------------------------------------
+
+@pytest.mark.parametrize("tag, names", [
+    ("ja-JP", ["ja_JP", "ja"]), ("ja", ["ja"]), ("ja_JP.UTF-8", ["ja_JP", "ja"]),
+    ("zh-CN", ["zh_CN", "zh"]), ("zh_CN.GB2312", ["zh_CN", "zh"]),
+    ("zh-SG", ["zh_SG", "zh_CN", "zh"]),
+    ("zh-Hans-CN", ["zh_CN", "zh_Hans", "zh_CN", "zh"]),
+    ("zh-TW", ["zh_TW", "zh"]), ("zh-Hant-HK", ["zh_HK", "zh_Hant", "zh"]),
+    ("en", None), ("en-US", None), ("en_GB.UTF-8", None), ("C", None),
+    ("C.UTF-8", None), ("POSIX", None), ("", []), ("../../etc", []),
+    ("fr_FR@euro", ["fr_FR", "fr"]),
+])
+def test_catalogue_names(tag, names):
+    assert logoff._catalogue_names(tag) == names
+
+
+def _chosen(tags):
+    cat = logoff.find_catalogue(tags)
+    if cat is None:
+        return "en"
+    return cat.info()["language"]
+
+
+@pytest.mark.parametrize("tags, chosen", [
+    (["ja-JP"], "ja"), (["ja"], "ja"), (["zh-CN"], "zh_CN"),
+    (["zh-SG"], "zh_CN"), (["zh-Hans"], "zh_CN"),
+    # Traditional Chinese is another language: English, never zh-CN.
+    (["zh-TW"], "en"), (["zh-HK"], "en"), (["zh-MO"], "en"),
+    (["zh-Hant-TW"], "en"), (["zh"], "en"),
+    # The first language that is English or ours wins (MUI and gettext).
+    (["en-US", "ja-JP"], "en"), (["fr-FR", "ja-JP"], "ja"),
+    (["zh-TW", "zh-CN"], "zh_CN"), (["de-DE"], "en"), ([], "en"),
+    (["C", "ja"], "en"),
+])
+def test_which_catalogue(tags, chosen):
+    assert _chosen(tags) == chosen
+
+
+def test_windows_langids():
+    """The LANGIDs GetUserDefaultUILanguage reports, by wtsapi's names:
+    0x0804 and 0x1004 read Simplified Chinese, 0x0411 Japanese, the
+    Traditional ones (0x0404, 0x0C04, 0x1404) English."""
+    names = wtsapi._LANGUAGE_NAMES
+    want = {0x0409: "en", 0x0411: "ja", 0x0804: "zh_CN", 0x1004: "zh_CN",
+            0x0404: "en", 0x0C04: "en", 0x1404: "en"}
+    assert {i: _chosen([names[i]]) for i in want} == want
+
+
+def test_logoff_lang_comes_first(monkeypatch):
+    monkeypatch.setenv("LANGUAGE", "zh_CN")
+    monkeypatch.setenv("LOGOFF_LANG", "ja-JP")
+    assert logoff._requested_languages() == ["ja-JP"]
+    monkeypatch.setenv("LOGOFF_LANG", "en")
+    logoff.set_language()
+    assert logoff._translations is None
+    assert logoff._langid == logoff.LANG_ENGLISH
+    monkeypatch.setenv("LOGOFF_LANG", "xx-YY")       # none of ours: English
+    logoff.set_language()
+    assert logoff._translations is None
+
+
+@pytest.mark.skipif(WINDOWS, reason="the POSIX variables, off Windows")
+@pytest.mark.parametrize("env, want", [
+    ({"LANG": "ja_JP.UTF-8"}, ["ja_JP.UTF-8"]),
+    ({"LANG": "ja_JP.UTF-8", "LC_MESSAGES": "zh_CN.UTF-8"}, ["zh_CN.UTF-8"]),
+    ({"LC_MESSAGES": "zh_CN.UTF-8", "LC_ALL": "C"}, ["C"]),
+    ({"LC_ALL": "C", "LANGUAGE": "ja:zh_CN"}, ["ja", "zh_CN"]),
+    ({"LANG": ""}, []),
+])
+def test_gettext_order_off_windows(monkeypatch, env, want):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert logoff._requested_languages() == want
+
+
+def test_on_windows_the_display_language_not_posix_variables(monkeypatch):
+    """On Windows the POSIX variables are never read: the display language
+    is what wtsapi.ui_languages() reports."""
+    monkeypatch.setenv("LANGUAGE", "ja")
+    monkeypatch.setenv("LANG", "ja_JP.UTF-8")
+    if WINDOWS:
+        assert logoff._requested_languages() == wtsapi.ui_languages()
+    monkeypatch.setattr(wtsapi, "ui_languages", lambda: ["zh-CN", "en-US"])
+    monkeypatch.setattr(sys, "platform", "win32")
+    try:
+        got = logoff._requested_languages()
+    finally:
+        monkeypatch.undo()
+    assert got == ["zh-CN", "en-US"]
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_system_texts_are_asked_for_in_the_same_language(lang, name):
+    lang(name)
+    logoff.set_language()
+    assert logoff._langid == LANGID[name]
+    assert logoff._translations.info()["language"] == name
+
+
+def test_a_broken_catalogue_means_english(tmp_path, monkeypatch):
+    folder = tmp_path / "locale" / "ja" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    (folder / "logoff.mo").write_bytes(b"not a catalogue")
+    monkeypatch.setattr(logoff, "_locale_dirs",
+                        lambda: [str(tmp_path / "locale")])
+    monkeypatch.setattr(logoff, "_catalogues", {})
+    assert logoff.find_catalogue(["ja-JP"]) is None
+
+
+def test_an_english_run_imports_nothing_for_localization(tmp_path):
+    code = ("import sys, logoff; before = set(sys.modules); "
+            "logoff.main(['/?']); logoff.main(['/x']); "
+            "print(sorted(set(sys.modules) - before))")
+    env = dict(os.environ)
+    env.pop("LOGOFF_LANG", None)
+    if not WINDOWS:
+        env.update(LANG="C.UTF-8", LC_ALL="", LANGUAGE="", LC_MESSAGES="")
+    else:
+        env["LOGOFF_LANG"] = "en"
+    p = farmlib.run_child([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert p.returncode == 0, p.stderr
+    new = p.stdout.decode("ascii", "replace").strip().splitlines()[-1]
+    assert new == "[]"
+    # A translated run reads its catalogue without gettext (nor re, locale).
+    env["LOGOFF_LANG"] = "ja-JP"
+    p = farmlib.run_child([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode("utf-8", "replace").splitlines()[-1] == "[]"
+    assert "ログオフ".encode("utf-8") in p.stdout
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_the_catalogue_reader_reads_what_gettext_reads(name):
+    path = os.path.join(LOCALE, name, "LC_MESSAGES", "logoff.mo")
+    with open(path, "rb") as f:
+        ours = logoff.Catalogue(f.read())
+    theirs = catalogue(name)
+    assert ours.messages == theirs._catalog
+    assert ours.info() == theirs.info()
+    for msgid in MESSAGES:
+        assert ours.gettext(msgid) == theirs.gettext(msgid)
+    assert ours.gettext("not a message") == "not a message"
+    assert ours.gettext("") == ""
+
+
+def test_the_catalogue_reader_big_endian_and_broken():
+    import struct
+    data = build.compile_mo(build.parse_po(SAMPLE_PO))
+    n = struct.unpack("<I", data[8:12])[0]
+    words = struct.unpack("<%dI" % (7 + 4 * n), data[:28 + 16 * n])
+    swapped = struct.pack(">%dI" % len(words), *words) + data[28 + 16 * n:]
+    little, big = logoff.Catalogue(data), logoff.Catalogue(swapped)
+    assert big.messages == little.messages
+    assert little.gettext("Hello %(who)s") == "Hallo %(who)s"
+    for bad in (b"", b"not a catalogue", data[:40], b"\xde\x12\x04\x95"
+                + b"\0\0\2\0" + data[8:], data[:28 + 16 * n + 3]):
+        with pytest.raises(ValueError):
+            logoff.Catalogue(bad)
+
+
+# --- The screen in each language -------------------------------------------------------
+
+def reference_farm():
+    farm = standard_farm()
+    farm.server(".").session(12, "RDP-Tcp#12", ACTIVE, "kim", "CORP")
+    server1 = farm.server("Server1")
+    server1.session(1, "Console", ACTIVE, "admin", "CORP")
+    server1.session(2, "TERM04", ACTIVE, "lee", "CORP")
+    server1.session(3, "TERM05", DISCONNECTED, "max", "CORP")
+    return farm
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_help(cli, load, lang, name):
+    load(reference_farm())
+    lang(name)
+    r = cli("/?")
+    assert (r.code, r.err) == (0, "")
+    assert r.out == tr(name, logoff.USAGE_BASIC) + tr(name,
+                                                       logoff.USAGE_MORE)
+    assert ("注销" if name == "zh_CN" else "ログオフ") in r.out
+    assert "Logs off" not in r.out and "LOGOFF [sessionname" in r.out
+    r.out.encode(CODEPAGE[name])
+
+
+@pytest.mark.parametrize("name", LANGS)
+@pytest.mark.parametrize("args, why", [
+    (["3", "4"], "more than one session given"),
+    (["/bogus"], None), (["/server:"], None), (["/idle:soon", "/query"],
+                                               None),
+])
+def test_usage_errors(cli, load, double, lang, name, args, why):
+    load(reference_farm())
+    lang(name)
+    r = cli(*args)
+    assert r.code == 1 and r.out == ""
+    lines = r.err.splitlines()
+    prefix = tr(name, "Invalid parameter(s): %(why)s").split("%")[0]
+    assert lines[0].startswith(prefix) and "Invalid" not in lines[0]
+    if why:
+        assert lines[0] == prefix + tr(name, why)
+    assert r.err.endswith(tr(name, logoff.USAGE_BASIC) +
+                          tr(name, "Type LOGOFF /? for every switch.") + "\n")
+    assert double.calls() == 0
+
+
+EXPECTED = {
+    "zh_CN": {
+        "console": "logoff: 会话 1 是控制台会话；不能从控制台会话中注销用户。",
+        "services": "logoff: 会话 0 是服务会话；其中没有可注销的用户。",
+        "not active": "logoff: 会话 TERM05 (ID 3) 的状态为“断开”；按名称指定的"
+                      "会话必须处于“运行中”状态。若要注销它，请指定其 ID。",
+        "not found": "logoff: 找不到会话 TERM99 (服务器 Server1)。",
+        "verbose": ["正在注销会话 2 (TERM04, CORP\\lee, 运行中, 服务器 "
+                    "Server1)。", "会话 ID 2 (服务器 Server1) 已注销。"],
+        "own": "正在注销会话 ID 2，即当前会话。",
+        "whatif own": "What if: 将注销会话 2，即当前会话。",
+        "full control": "完全控制",
+        "header": ["服务器", "ID", "会话名", "用户名", "状态", "空闲时间",
+                   "登录时间"],
+        "active": "运行中", "disc": "断开", "local": "(本地)",
+    },
+    "ja": {
+        "console": "logoff: セッション 1 はコンソール セッションです。コンソール "
+                   "セッションからユーザーをログオフすることはできません。",
+        "services": "logoff: セッション 0 はサービス セッションです。ログオフする"
+                    "ユーザーはいません。",
+        "not active": "logoff: セッション TERM05 (ID 3) は「切断」状態です。名前で"
+                      "指定するセッションはアクティブである必要があります。この"
+                      "セッションをログオフするには ID を指定してください。",
+        "not found": "logoff: セッション TERM99 が見つかりません (サーバー "
+                     "Server1)。",
+        "verbose": ["セッション 2 (TERM04, CORP\\lee, Active, サーバー Server1) "
+                    "をログオフしています。", "セッション ID 2 (サーバー Server1) "
+                    "はログオフされました。"],
+        "own": "現在のセッション (セッション ID 2) をログオフしています。",
+        "whatif own": "What if: 現在のセッション (セッション 2) をログオフします。",
+        "full control": "フル コントロール",
+        "header": ["サーバー", "ID", "セッション名", "ユーザー名", "状態",
+                   "アイドル時間", "ログオン時刻"],
+        "active": "Active", "disc": "Disconnected", "local": "(ローカル)",
+    },
+}
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_refusals(cli, load, double, lang, name):
+    load(reference_farm())
+    lang(name)
+    want = EXPECTED[name]
+    for args, key in ((["1"], "console"), (["0"], "services"),
+                      (["TERM05", "/server:Server1"], "not active"),
+                      (["TERM99", "/server:Server1"], "not found")):
+        r = cli(*args)
+        assert (r.code, r.out, r.err) == (1, "", want[key] + "\n"), args
+    r = cli("65536")
+    assert r.code == 1 and tr(name, "Session %(id)d (%(name)s) is a "
+                              "listener, not a user session; logging it off "
+                              "would reset the listener.") % dict(
+        id=65536, name="RDP-Tcp") in r.err
+    assert double.exists(".", 1) and double.exists("Server1", 3)
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_verbose(cli, load, lang, name):
+    load(reference_farm())
+    lang(name)
+    r = cli("TERM04", "/server:Server1", "/v")
+    assert (r.code, r.err) == (0, "")
+    assert r.out.splitlines() == EXPECTED[name]["verbose"]
+    r = cli("/v")
+    assert r.out == EXPECTED[name]["own"] + "\n"
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_whatif(cli, load, double, lang, name):
+    load(reference_farm())
+    lang(name)
+    r = cli("/whatif")
+    assert r.out == EXPECTED[name]["whatif own"] + "\n"
+    r = cli("/whatif", "/state:disc", "/server:Server1", "/warn:bye")
+    assert r.code == 0, r.err
+    who = tr(name, "session %(id)d (%(what)s) on %(server)s") % dict(
+        id=3, what="TERM05, CORP\\max, " + EXPECTED[name]["disc"],
+        server=tr(name, "server %(server)s") % dict(server="Server1"))
+    state = tr(name, "disconnected")
+    assert r.out == tr(name, "What if: wait %(grace)s, then log off %(who)s "
+                       "if it is still %(state)s (a warning cannot reach "
+                       "it).") % dict(grace="5m", who=who, state=state) + "\n"
+    assert double.calls("Server1", "WTSLogoffSession") == 0
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_query_table(cli, load, lang, name):
+    load(reference_farm())
+    lang(name)
+    r = cli("/query")
+    assert (r.code, r.err) == (0, "")
+    lines = r.out.splitlines()
+    want = EXPECTED[name]
+    header = lines[0].split()
+    assert header == want["header"]
+    rows = [line.split() for line in lines[1:]]
+    by_id = {row[2] if row[0] == ">" else row[1]: row for row in rows}
+    assert want["local"] in by_id["3"] and want["active"] in by_id["3"]
+    assert want["disc"] in by_id["4"]
+    # Columns line up as the console shows them (CJK: two cells).
+    from unicodedata import east_asian_width
+
+    def col(line, text):
+        i = line.index(text)
+        return sum(2 if east_asian_width(c) in "WF" else 1 for c in line[:i])
+    first = lines[0]
+    row3 = [line for line in lines if " 3 " in line and "alice" in line][0]
+    assert col(first, want["header"][2]) == col(row3, "RDP-Tcp#8")
+    assert col(first, want["header"][3]) == col(row3, "CORP\\alice")
+    assert col(first, want["header"][4]) == col(row3, want["active"])
+    r.out.encode(CODEPAGE[name])
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_access_denied_has_the_hint_in_the_language(cli, load, lang, name):
+    farm = reference_farm()
+    farm.caller_fullcontrol = False
+    load(farm)
+    lang(name)
+    r = cli("12")
+    assert r.code == 1 and len(r.err.splitlines()) == 1
+    assert EXPECTED[name]["full control"] in r.err and "(error 5)" in r.err
+    assert "Access is denied" not in r.err and "Full Control" not in r.err
+    if not WINDOWS:
+        assert tr(name, "Access is denied.") in r.err
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_system_errors_in_the_language(cli, load, lang, name):
+    """1722 and a 7000-range code (Wine has no text for those; off Windows
+    there is none at all): every line in the one language."""
+    farm = reference_farm()
+    farm.fail(".", "WTSLogoffSession", 7024)
+    load(farm)
+    lang(name)
+    r = cli("3", "/server:DOWN")
+    assert r.code == 1 and "(error 1722)" in r.err
+    assert "RPC server is unavailable" not in r.err
+    assert tr(name, "The server cannot be reached: it is down or the name is "
+              "wrong, a firewall blocks RPC, or the Remote Desktop Services "
+              "service (TermService) is not running on it.") in r.err
+    r = cli("12")
+    assert r.code == 1 and "(error 7024)" in r.err
+    assert "Remote Desktop Services is currently busy" not in r.err
+    if not WINDOWS:
+        assert tr(name, wtsapi._ERROR_TEXT[7024]) in r.err
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_built_in_error_texts_translated(lang, name):
+    lang(name)
+    logoff.set_language()
+    for code, english in wtsapi._ERROR_TEXT.items():
+        shown = str(logoff.SystemText(code))
+        assert logoff.SystemText(code).en() == wtsapi.error_text(
+            code, logoff.LANG_ENGLISH)
+        if not WINDOWS:
+            assert shown == tr(name, english) != english
+        else:
+            assert shown != english or code not in (5, 7022, 7024)
+    if not WINDOWS:
+        assert str(logoff.SystemText(12345)) == \
+            tr(name, "Unknown error %d.") % 12345
+    assert str(logoff.SystemText(0)) == tr(name, wtsapi.error_text(0))
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_warning_title_and_progress(cli, load, double, lang, name, capsys):
+    farm = standard_farm()
+    load(farm)
+    lang(name)
+    r = cli("/server:RDS1", "/state:active", "/warn:Bye", "/grace:0.1")
+    assert r.code == 0, r.err
+    sent = [e for e in r.log if e.func == "WTSSendMessageW"]
+    assert sent
+    operator = wtsapi.process_account() or tr(name, "your administrator")
+    assert sent[0].fields()["title"] == tr(
+        name, "Message from %(operator)s") % dict(operator=operator)
+    assert sent[0].fields()["text"] == "Bye"       # the operator's own words
+    # The progress line (shown on a console, with several servers).
+    logoff.set_language()
+    opts = logoff.parse_args(["/query", "/server:RDS1,RDS2"])
+    run = logoff.Run(opts)
+    progress = logoff.Progress(run)
+    progress.on = True
+    capsys.readouterr()
+    progress.update(logoff.plan_server)
+    progress.update(logoff.act_server)
+    err = capsys.readouterr().err
+    assert tr(name, "reading servers %(done)d/%(all)d") % dict(
+        done=0, all=2) in err
+    assert tr(name, "servers %(done)d/%(all)d, %(off)d logged off, "
+              "%(failed)d failed") % dict(done=0, all=2, off=0,
+                                          failed=0) in err
+
+
+# --- /json and /log: the same bytes in every language -----------------------------------
+
+def _json_farm():
+    farm = reference_farm()
+    w = farm.server("W")
+    w.session(1, "Console", ACTIVE, "admin", "CORP")
+    for sid, user in ((11, "gone"), (12, "swapped"), (13, "left"),
+                      (14, "stays"), (15, "denied")):
+        w.session(sid, "RDP-Tcp#%d" % sid, ACTIVE, user, "CORP",
+                  input=CLOCK - 3 * HOUR)
+    w.session(16, "", DISCONNECTED, "away", "CORP", input=CLOCK - 3 * HOUR)
+    after = "WTSSendMessageW:5"
+    farm.mutate(after, "W", 11, remove=1)
+    farm.mutate(after, "W", 12, user="intruder")
+    farm.mutate(after, "W", 13, state=DISCONNECTED)
+    farm.mutate(after, "W", 16, state=ACTIVE)
+    farm.fail("W", "WTSLogoffSession", 5, session=15)
+    farm.fail("Server1", "WTSLogoffSession", 7024)
+    return farm
+
+
+def _records(text):
+    out = []
+    for line in text.splitlines():
+        record = json.loads(line)
+        record.pop("time"), record.pop("run")
+        out.append(record)
+    return out
+
+
+def test_json_and_log_are_the_same_in_every_language(cli, load, lang,
+                                                     tmp_path):
+    docs, logs, screens = {}, {}, {}
+    for name in ("en",) + LANGS:
+        load(_json_farm())
+        lang(name)
+        log = tmp_path / ("%s.jsonl" % name)
+        r = cli("/server:W,Server1,DOWN", "/user:*", "/warn:Bye",
+                "/grace:0.1", "/parallel:1", "/json", "/log:%s" % log)
+        assert r.code == 2, r.err
+        assert r.err == ""
+        docs[name] = r.out
+        raw = log.read_bytes()
+        raw.decode("utf-8")
+        logs[name] = _records(raw.decode("utf-8"))
+        load(_json_farm())
+        r = cli("/server:W,Server1,DOWN", "/user:*", "/warn:Bye",
+                "/grace:0.1", "/parallel:1", "/v")
+        screens[name] = r.out + r.err
+    assert docs["zh_CN"] == docs["en"] and docs["ja"] == docs["en"]
+    assert logs["zh_CN"] == logs["en"] and logs["ja"] == logs["en"]
+    # And they are English: the same words as the English run's screen.
+    doc = json.loads(docs["en"])
+    messages = {s["id"]: s["message"] for s in doc["sessions"]
+                if s["server"] == "W"}
+    assert messages[11] == "the session has ended"
+    assert messages[12] == "the session now belongs to CORP\\intruder"
+    assert messages[15] == wtsapi.error_text(5, logoff.LANG_ENGLISH)
+    assert messages[16] == ("it was disconnected when the warnings went out "
+                            "and is active now: it never saw the warning")
+    assert [e["server"] for e in doc["server_errors"]] == ["DOWN"]
+    assert doc["server_errors"][0]["message"] == wtsapi.error_text(
+        1722, logoff.LANG_ENGLISH)
+    assert all(ord(c) < 128 for c in docs["ja"])
+    # The screens, by contrast, are in three languages.
+    assert "the session has ended" in screens["en"]
+    assert tr("zh_CN", "the session has ended") in screens["zh_CN"]
+    assert tr("ja", "the session has ended") in screens["ja"]
+    for name in LANGS:
+        assert "the session has ended" not in screens[name]
+        screens[name].encode(CODEPAGE[name])
+
+
+# --- Where the catalogues are found: a copied folder, the wheel ---------------------------
+
+def _copy(src, dest):
+    """Byte for byte (shutil.copy calls CopyFile2 on Windows CPython 3.12+,
+    which Wine 8 lacks)."""
+    with open(src, "rb") as f, open(dest, "wb") as out:
+        out.write(f.read())
+
+
+def test_a_copied_folder_speaks_japanese(tmp_path):
+    dest = tmp_path / "tools"
+    dest.mkdir()
+    for name in ("logoff.py", "wtsapi.py"):
+        _copy(os.path.join(ROOT, name), str(dest / name))
+    for folder, _dirs, files in os.walk(LOCALE):
+        rel = os.path.relpath(folder, LOCALE)
+        os.makedirs(str(dest / "locale" / rel), exist_ok=True)
+        for name in files:
+            if not name.endswith(".pyc"):
+                _copy(os.path.join(folder, name),
+                      str(dest / "locale" / rel / name))
+    env = dict(os.environ, LOGOFF_LANG="ja-JP", PYTHONIOENCODING="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    p = farmlib.run_child([sys.executable, str(dest / "logoff.py"), "/?"],
+                          cwd=str(elsewhere), env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode("utf-8").replace("\r\n", "\n") == tr(
+        "ja", logoff.USAGE_BASIC) + tr("ja", logoff.USAGE_MORE)
+    # Without locale/ beside it: English, and still working.
+    shutil.rmtree(str(dest / "locale"))
+    p = farmlib.run_child([sys.executable, str(dest / "logoff.py"), "/?"],
+                          cwd=str(elsewhere), env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=60)
+    assert p.returncode == 0 and p.stdout.decode("utf-8").startswith(
+        "Logs off a user")
+
+
+if not WINDOWS:
+    # The installed wheel (test_package.py builds and installs it; pip and
+    # venv are not in the Windows leg's embeddable Python).
+    from test_package import (DIST, WHEEL_EXTRA, _clean_env,  # noqa: E402
+                              _run, elsewhere, venv, wheel)  # noqa: F401
+
+
+@pytest.mark.skipif(WINDOWS, reason="the wheel is built and installed on "
+                    "the host (no pip in the embeddable build)")
+def test_wheel_carries_every_catalogue(wheel):
+    with zipfile.ZipFile(str(wheel)) as z:
+        for name in LANGS:
+            member = "%s.data/data/share/logoff-py/locale/%s/LC_MESSAGES/" \
+                     "logoff.mo" % (DIST, name)
+            assert member in WHEEL_EXTRA
+            with open(os.path.join(LOCALE, name, "LC_MESSAGES",
+                                   "logoff.mo"), "rb") as f:
+                assert z.read(member) == f.read()
+
+
+@pytest.mark.skipif(WINDOWS, reason="the wheel is built and installed on "
+                    "the host (no pip in the embeddable build)")
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_installed_wheel_speaks_japanese(venv, elsewhere, how):
+    proc = _run(venv.command(how) + ["/?"], cwd=str(elsewhere),
+                env=_clean_env(LOGOFF_LANG="ja-JP", PYTHONIOENCODING="utf-8"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode("utf-8") == tr("ja", logoff.USAGE_BASIC) + \
+        tr("ja", logoff.USAGE_MORE)
+    proc = _run(venv.command(how) + ["/x"], cwd=str(elsewhere),
+                env=_clean_env(LANG="zh_CN.UTF-8", LC_ALL="", LANGUAGE="",
+                               LOGOFF_LANG="", PYTHONIOENCODING="utf-8"))
+    assert proc.returncode == 1
+    assert proc.stderr.decode("utf-8").startswith("参数无效: ")
+
+
+# --- Under Wine: genuine Windows CPython, the language from the Windows API --------------
+
+def _winleg():
+    path = Path(__file__).resolve().with_name("winleg.py")
+    if "winleg" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("winleg", str(path))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["winleg"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["winleg"]
+
+
+@pytest.fixture(scope="module")
+def wine():
+    if WINDOWS:
+        pytest.skip("drives Wine from Linux")
+    leg = _winleg()
+    missing = leg.missing_tools()
+    if missing:
+        if leg.in_ci():
+            pytest.fail("Windows leg: missing %s" % missing, pytrace=False)
+        pytest.skip("Windows leg: missing %s" % missing)
+    if not leg.in_ci() and not leg.CACHE.exists():
+        pytest.skip("Windows leg not enabled (python tests/winleg.py prepare)")
+    try:
+        leg.prepare()
+    except leg.WinlegError as e:
+        pytest.fail("Windows leg: prepare failed: %s" % e, pytrace=False)
+    return leg
+
+
+# The UI language under Wine follows LC_MESSAGES.  LANGUAGE (which gettext
+# would read first) names the other language: were logoff.py reading POSIX
+# variables on Windows it would pick that one.
+_WINE_CASES = [("ja", {"LC_MESSAGES": "ja_JP.UTF-8", "LANGUAGE": "zh_CN"}),
+               ("zh_CN", {"LC_MESSAGES": "zh_CN.UTF-8", "LANGUAGE": "ja"})]
+
+
+@pytest.mark.parametrize("version", ["3.8", "3.13"])
+@pytest.mark.parametrize("name, env", _WINE_CASES)
+def test_windows_display_language_under_wine(wine, version, name, env,
+                                             tmp_path):
+    win = wine.winpath
+    script = win(wine.ROOT / "logoff.py")
+    env = dict(env, PYTHONIOENCODING="utf-8")
+    probe = wine.run_python(version, ["-c", "import sys; sys.path.insert(0, "
+                                      "%r); import wtsapi; print("
+                                      "wtsapi.ui_languages())"
+                                      % win(wine.ROOT)],
+                            cwd=tmp_path, env=env, bare=True, timeout=600)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip().startswith("['%s'" % TAG[name]), probe.stdout
+    r = wine.run_python(version, [script, "/?"], cwd=tmp_path, env=env,
+                        bare=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.replace("\r\n", "\n") == tr(name, logoff.USAGE_BASIC) + \
+        tr(name, logoff.USAGE_MORE)
+    # System texts in the same language: 1722 from FormatMessageW.
+    farm_file = standard_farm().write(str(tmp_path / "farm.txt"))
+    r = wine.run_python(version, [script, "3", "/server:DOWN"], cwd=tmp_path,
+                        env=dict(env, WTSDOUBLE_FARM=win(farm_file)),
+                        bare=True, timeout=600)
+    assert r.returncode == 1 and "(error 1722)" in r.stderr, r.stderr
+    assert "RPC server is unavailable" not in r.stderr
+    assert tr(name, "The server cannot be reached: it is down or the name is "
+              "wrong, a firewall blocks RPC, or the Remote Desktop Services "
+              "service (TermService) is not running on it.") in r.stderr
+    # LOGOFF_LANG=en forces English whatever the display language.
+    r = wine.run_python(version, [script, "/?"], cwd=tmp_path,
+                        env=dict(env, LOGOFF_LANG="en"), bare=True,
+                        timeout=600)
+    assert r.stdout.replace("\r\n", "\n") == logoff.USAGE
+
+
+@pytest.mark.parametrize("name, locale_name", [("ja", "ja_JP.UTF-8"),
+                                               ("zh_CN", "zh_CN.UTF-8")])
+def test_redirected_output_in_the_windows_code_page(wine, name, locale_name,
+                                                    tmp_path):
+    """With the whole locale Japanese (Chinese), Windows writes a pipe in
+    cp932 (936): the help and an error come through whole.  A Windows parent
+    reads the child's pipes and hands the bytes on as hex."""
+    code = ("import subprocess, sys; p = subprocess.run([sys.executable] + "
+            "sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, "
+            "stderr=subprocess.PIPE); print(p.returncode, sys.stdout.encoding,"
+            " p.stdout.hex() or '-', p.stderr.hex() or '-')")
+    script = wine.winpath(wine.ROOT / "logoff.py")
+    for args, want_out, want_err in (
+            (["/?"], tr(name, logoff.USAGE_BASIC) + tr(name,
+                                                       logoff.USAGE_MORE),
+             ""),
+            (["3", "4"], "", tr(name, "Invalid parameter(s): %(why)s") % dict(
+                why=tr(name, "more than one session given")) + "\n" +
+             tr(name, logoff.USAGE_BASIC) +
+             tr(name, "Type LOGOFF /? for every switch.") + "\n")):
+        r = wine.run_python("3.13", ["-c", code, script] + args, cwd=tmp_path,
+                            env={"LC_ALL": locale_name}, bare=True,
+                            timeout=600)
+        assert r.returncode == 0, r.stderr
+        rc, encoding, out, err = r.stdout.split()
+        assert encoding.lower() in ("cp932", "cp936", "gbk"), encoding
+        decode = lambda h: "" if h == "-" else bytes.fromhex(h).decode(
+            CODEPAGE[name]).replace("\r\n", "\n")
+        assert (decode(out), decode(err)) == (want_out, want_err)
