@@ -861,9 +861,16 @@ class Failure:
     def screen(self):
         text = str(self.message)
         if self.hint is not None:
-            text = "%s %s" % (text, self.hint)
-        return "%s (error %d)" % (text, self.code) if self.show_code \
+            text = _sentences(text, str(self.hint))
+        return _sentences(text, "(error %d)" % self.code) if self.show_code \
             else text
+
+
+def _sentences(first, then):
+    """Two sentences, or a sentence and a note, on one line: a space after
+    English text, none after a full stop of Chinese or Japanese (。)."""
+    return first + then if first.endswith(("\u3002", "\uff09")) else \
+        "%s %s" % (first, then)
 
 
 _ENUMERATING = ("WTSEnumerateSessionsExW", "WTSEnumerateSessionsW",

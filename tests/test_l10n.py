@@ -989,7 +989,9 @@ def test_windows_display_language_under_wine(wine, version, name, env,
                                              tmp_path):
     win = wine.winpath
     script = win(wine.ROOT / "logoff.py")
-    env = dict(env, PYTHONIOENCODING="utf-8")
+    # LOGOFF_LANG empty: whatever the outer run has, the display language
+    # decides.
+    env = dict(env, PYTHONIOENCODING="utf-8", LOGOFF_LANG="")
     probe = wine.run_python(version, ["-c", "import sys; sys.path.insert(0, "
                                       "%r); import wtsapi; print("
                                       "wtsapi.ui_languages())"
@@ -1040,7 +1042,8 @@ def test_redirected_output_in_the_windows_code_page(wine, name, locale_name,
              tr(name, logoff.USAGE_BASIC) +
              tr(name, "Type LOGOFF /? for every switch.") + "\n")):
         r = wine.run_python("3.13", ["-c", code, script] + args, cwd=tmp_path,
-                            env={"LC_ALL": locale_name}, bare=True,
+                            env={"LC_ALL": locale_name, "LOGOFF_LANG": ""},
+                            bare=True,
                             timeout=600)
         assert r.returncode == 0, r.stderr
         rc, encoding, out, err = r.stdout.split()
