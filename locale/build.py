@@ -8,6 +8,16 @@
                                      message, has an untranslated or fuzzy one,
                                      or a .mo is not what its .po compiles to
 
+A new language: copy logoff.pot to locale/<lang>/LC_MESSAGES/logoff.po, with
+<lang> as gettext names it (de, pt_BR; never a bare zh, which would also
+answer Traditional Chinese); fill in its header's Language and
+X-Windows-LANGID (the Windows LANGID, such as 0x0407: system error texts are
+asked for in it) and every msgstr; run this script; add the .mo to
+setup.cfg's data_files and to WHEEL_EXTRA in tests/test_package.py.  When
+logoff.py's messages change, run this script: new ones come in untranslated
+(and tests/test_l10n.py fails until they are translated), gone ones are
+kept as obsolete (#~) entries.
+
 The messages are every literal ``_("...")`` and ``Text("...")`` in
 logoff.py, the session state words (table and sentence forms), and the
 built-in English error texts of wtsapi.py (shown where the system has none).
