@@ -27,6 +27,7 @@ Reference: https://learn.microsoft.com/windows/win32/api/wtsapi32/
 import ctypes
 import os
 import sys
+import threading
 from collections import namedtuple
 from ctypes import (POINTER, Structure, byref, c_int32, c_int64, c_size_t,
                     c_uint8, c_uint16, c_uint32, c_void_p, c_wchar, c_wchar_p,
@@ -1424,7 +1425,6 @@ class EventSource:
     a time, and none after ``close()``."""
 
     def __init__(self, source, server=None):
-        import threading            # a leaf: only an event log needs it
         self.source = source
         self._lock = threading.Lock()
         self._api = _event_api()
