@@ -501,7 +501,7 @@ def test_an_english_run_imports_nothing_for_localization(tmp_path):
     code = ("import sys, logoff; before = set(sys.modules); "
             "logoff.main(['/?']); logoff.main(['/x']); "
             "print(sorted(set(sys.modules) - before))")
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
     env.pop("LOGOFF_LANG", None)
     if not WINDOWS:
         env.update(LANG="C.UTF-8", LC_ALL="", LANGUAGE="", LC_MESSAGES="")
