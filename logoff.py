@@ -1682,6 +1682,9 @@ class Trail:
                                    if t.warned)
             counts["server-errors"] = sum(1 for j in self.run.jobs
                                           if j.failure is not None)
+        # The same keys in every summary, for a SIEM's schema.
+        counts, given = {"warned": 0, "server-errors": 0}, counts
+        counts.update(given)
         try:
             self.write(sinks=[self.eventlog], phase="summary",
                        counts=counts, exit_code=code,

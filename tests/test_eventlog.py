@@ -304,6 +304,8 @@ def test_own_session_is_audited_too(cli, load, evt, tmp_path):
     assert cli("/eventlog", "/log:%s" % log).code == 0
     got = events(evt)
     assert [i for _t, i, _s, _r in got] == [100, 101, 900]
+    assert got[2][3]["counts"] == {"logged-off": 1, "warned": 0,
+                                   "server-errors": 0}
     assert [rec for _t, _i, _s, rec in got[:2]] == read_lines(log)
     assert got[0][3]["session"] == 2 and got[0][3]["user"] == "operator"
     assert got[0][2] == ("Logging off session 2 (CORP\\operator) on the "
