@@ -32,6 +32,13 @@ def _double(double_path):
 
 
 @pytest.fixture(autouse=True)
+def english(monkeypatch):
+    """The tests assert English unless they choose a language themselves:
+    a developer's LANG=ja_JP.UTF-8 must not turn them red."""
+    monkeypatch.setenv("LOGOFF_LANG", "en")
+
+
+@pytest.fixture(autouse=True)
 def double(_double, tmp_path):
     """The test double, reset to an empty farm; fails the test if it leaks a
     buffer or a server handle, or frees or closes anything wrongly."""
