@@ -2082,9 +2082,14 @@ def logoff_own(run):
     opts = run.opts
     trail = run.trail
     audited = bool(trail.sinks())
-    sid = None
-    if opts.verbose or opts.whatif or audited:
-        sid = run.own.id()
+    sid = run.own.id()
+    if sid == 0:
+        # A scheduled task as SYSTEM, a service, a WinRM or Salt command:
+        # "my own session" there is the services session.
+        run.complain(Text("the current session is session 0, the services "
+                          "session; it has no user to log off. Give a "
+                          "session or a selection."))
+        return trail.summary(1, {SKIPPED: 1})
     if opts.whatif:
         OUT.line(str(Text("What if: log off session %(id)d, the current "
                           "session.", id=sid)))

@@ -487,3 +487,15 @@ def test_output_to_a_file_in_cp1252(double_path, tmp_path):
     assert p.returncode == 0, p.stderr
     text = out_path.read_bytes().decode("cp1252")
     assert "ÉTÉ\\Zoë?" in text
+
+
+def test_own_session_0_is_refused(cli, load, double):
+    # A scheduled task as SYSTEM, a service or a WinRM command runs in
+    # session 0: "log off my session" must not reach WTSLogoffSession there.
+    farm = reference_farm()
+    farm.caller_session = 0
+    load(farm)
+    r = cli()
+    assert r.code == 1
+    assert "session 0, the services session" in r.err
+    assert changes(r) == []
