@@ -25,7 +25,8 @@ import pytest
 import farm as farmlib
 import logoff
 import wtsapi
-from farm import ACTIVE, DISCONNECTED, CLOCK, HOUR, Farm, standard_farm
+from farm import ACTIVE, DISCONNECTED, CLOCK, HOUR, standard_farm
+from test_cli import reference_farm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCALE = os.path.join(ROOT, "locale")
@@ -553,16 +554,6 @@ def test_the_catalogue_reader_big_endian_and_broken():
 
 
 # --- The screen in each language -------------------------------------------------------
-
-def reference_farm():
-    farm = standard_farm()
-    farm.server(".").session(12, "RDP-Tcp#12", ACTIVE, "kim", "CORP")
-    server1 = farm.server("Server1")
-    server1.session(1, "Console", ACTIVE, "admin", "CORP")
-    server1.session(2, "TERM04", ACTIVE, "lee", "CORP")
-    server1.session(3, "TERM05", DISCONNECTED, "max", "CORP")
-    return farm
-
 
 @pytest.mark.parametrize("name", LANGS)
 def test_help(cli, load, lang, name):

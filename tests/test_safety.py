@@ -10,22 +10,10 @@ import time
 import pytest
 
 import logoff
+from test_select import doc, logoffs, messages
 from farm import (ACTIVE, CLOCK, CONNECTED, DAY, DISCONNECTED, HOUR, LISTEN,
                   MINUTE, SECOND, Farm, standard_farm)
 
-
-def doc(run):
-    return json.loads(run.out)
-
-
-def logoffs(run):
-    return sorted((e.server, e.session) for e in run.log
-                  if e.func == "WTSLogoffSession" and e.ok)
-
-
-def messages(run):
-    return sorted((e.server, e.session) for e in run.log
-                  if e.func == "WTSSendMessageW")
 
 
 # --- 1. Own session, whatever the name ------------------------------------------
