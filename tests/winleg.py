@@ -512,6 +512,11 @@ def wine_env(extra=None):
             continue
         if k in ("DISPLAY", "WAYLAND_DISPLAY"):
             continue
+        # The host's own doubles (Linux .so files) mean nothing to Windows
+        # programs: each run names the DLLs it wants.
+        if k in ("WTSAPI32_DLL", "ADVAPI32_DLL") or k.startswith(
+                ("WTSDOUBLE_", "EVTDOUBLE_")):
+            continue
         env[k] = v
     env.update(WINE_ENV)
     env["WINEPREFIX"] = str(PREFIX)
