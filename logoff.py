@@ -478,6 +478,11 @@ def _decode_server_file(data):
 
 def _read_server_file(path):
     try:
+        # A FIFO with no writer would block open() forever.
+        if stat.S_ISFIFO(os.stat(path).st_mode):
+            raise UsageError(Text("/server:@%(file)s: the file is a pipe; "
+                                  "give server names on standard input with "
+                                  "/server:@-", file=path))
         with open(path, "rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
@@ -1007,7 +1012,11 @@ class Audit:
         with self.lock:
             fd, self.fd = self.fd, None
         if fd is not None:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:     # a share's deferred error at close: the
+                pass            # run is over, and it must not traceback
+
 
 
 # /eventlog event IDs (1-1000: what EventCreate.exe's message table prints
@@ -1256,20 +1265,23 @@ class Own:
             return self._details
 
     def matches(self, srv, server, session):
+        """True: the caller's; False: not; None: cannot tell.  A selection
+        treats None as the caller's (never risk it); the console rule
+        gives way only to True."""
         if session.id != self.id():
             return False
         if _names_this_machine(server):
             return True
         own = self.details()
         if not own:
-            return True     # cannot tell: never risk the caller's session
+            return None
         if (fold(session.user), fold(session.domain)) != (
                 fold(own.user), fold(own.domain)):
             return False
         try:
             logon = srv.times(session.id).logon_ticks
         except wtsapi.WTSError:
-            return True
+            return None
         return logon == own.logon_ticks
 
 
@@ -1293,7 +1305,7 @@ def _excluded(run, srv, server, session):
     """A session a selection never takes."""
     return (session.id == 0 or not session.user
             or session.state == State.WTSListen or _is_console(session)
-            or run.own.matches(srv, server, session))
+            or run.own.matches(srv, server, session) is not False)
 
 
 def _matches(run, session):
@@ -1301,6 +1313,17 @@ def _matches(run, session):
     if opts.states is not None and session.state not in opts.states:
         return False
     return run.users is None or run.users(session)
+
+
+def _same_account(times, session):
+    """The time record names the enumerated session's user (WTSINFOW holds
+    at most 20 characters of it and 16 of the domain)."""
+    for got, want, width in ((times.user, session.user, 20),
+                             (times.domain, session.domain, 16)):
+        got, want = fold(got), fold(want)
+        if got != want and not (len(got) >= width and want.startswith(got)):
+            return False
+    return True
 
 
 def read_times(srv, targets, cancel):
@@ -1320,6 +1343,9 @@ def read_times(srv, targets, cancel):
             if e.winerror != wtsapi.ERROR_CTX_WINSTATION_NOT_FOUND:
                 raise
             t.gone = True
+            return
+        if not _same_account(times, t.session):
+            t.gone = True           # changed hands since the enumeration
             return
         t.idle = None if _is_console(t.session) else times.idle
         t.times = times
@@ -1409,7 +1435,7 @@ def _find_explicit(run, job, srv, sessions):
                            "ID to log it off.", name=session.name,
                            id=session.id,
                            state=state_word(session.state)))
-    own = run.own.matches(srv, job.server, session)
+    own = run.own.matches(srv, job.server, session) is True
     if _is_console(session) and not own:
         raise Refused(Text("Session %(id)d is the console session; users "
                            "cannot be logged off from the console session.",
@@ -1446,6 +1472,10 @@ def _fan_out(run, jobs, phase, last):
     worker closes the job's handle itself, in parallel with the others.
     Returns False when the run was interrupted."""
     opts = run.opts
+    # /wait is waited for on top of /timeout, not cut short by it.
+    limit = opts.timeout
+    if phase is act_server and opts.wait is not None:
+        limit += opts.wait
     cond = threading.Condition()
     pending = list(reversed(jobs))
     deadlines = []                      # (deadline, n, job)
@@ -1459,7 +1489,7 @@ def _fan_out(run, jobs, phase, last):
                 job = pending.pop()
                 job.started = job.running = True
                 counts["n"] += 1
-                heapq.heappush(deadlines, (time.monotonic() + opts.timeout,
+                heapq.heappush(deadlines, (time.monotonic() + limit,
                                            counts["n"], job))
             if not run.stopping:
                 try:
@@ -1716,7 +1746,8 @@ class Trail:
     def begin(self, job, target, action):
         """The intent line of a change; False if the change may not start."""
         with self.run.lock:
-            if not (self.run.stopping or job.cancel.is_set()):
+            if not (self.run.stopping or self.run.interrupted is not None
+                    or job.cancel.is_set()):
                 try:
                     target.seq = self._audit(target, phase="intent",
                                              action=action)
@@ -1777,6 +1808,8 @@ def _warn_server(run, job):
     timeout = max(1, int(opts.grace + 0.999))
     srv = job.handle()
     for t in job.targets:
+        if job.cancel.is_set():
+            break                   # given up or stopping: nothing more here
         if t.session.state != State.WTSActive:
             t.warned = False
             t.note = Text("not warned: the session is %(state)s, and a "
@@ -1799,8 +1832,11 @@ def _warn_server(run, job):
                                    why=failure.message)
             run.trail.settle(t, FAILED, failure)
         else:
-            t.warned = True
-            run.trail.outcome(t, "warn", "ok")
+            with run.lock:
+                if t.final or t.pending != "warn":
+                    continue        # given up meanwhile: already settled
+                t.warned = True
+                run.trail.outcome(t, "warn", "ok")
 
 
 def _grace(run):
@@ -1813,7 +1849,7 @@ def _grace(run):
                      n=len(waiting)))
     end = time.monotonic() + run.opts.grace
     try:
-        while run.interrupted is None:
+        while run.interrupted is None and not run.stopping:
             left = end - time.monotonic()
             if left <= 0:
                 return True
@@ -1845,6 +1881,11 @@ def _spare_reason(run, target, now):
                     "%(now)s now: it never saw the warning",
                     then=state_word(before.state),
                     now=state_word(now.state))
+    if run.opts.session is None and (
+            now.id == 0 or not now.user or now.state == State.WTSListen
+            or _is_console(now)):
+        return Text("it is now a session a selection never takes (%(what)s)",
+                    what=now.name or state_word(now.state))
     if run.opts.session is None and not _matches(run, now):
         return Text("the session no longer matches (now %(state)s)",
                     state=state_word(now.state))
@@ -1886,7 +1927,7 @@ def _reread_idle(run, job, srv, pending):
     dropped = set()
     for t in batch:
         if t.gone:
-            why = Text("the session has ended")
+            why = Text("the session has ended or changed hands")
         elif t.idle is None or t.idle < run.opts.idle:
             why = Text("the session is no longer idle long enough (idle now "
                        "%(idle)s, was %(was)s)",
@@ -1913,7 +1954,7 @@ def act_server(run, job):
     if refresh:
         for t in pending:
             t.read_at = 0.0         # a grace period makes every read stale
-    while pending:
+    while pending and not job.cancel.is_set():
         # Each check is followed by at least one logoff, so a server slower
         # than FRESH_SECONDS still makes progress.
         if refresh or time.monotonic() - job.read_at > FRESH_SECONDS:
@@ -1928,10 +1969,16 @@ def act_server(run, job):
         run.verbose(Text("Logging off %(who)s.", who=t.who()))
         if not run.trail.begin(job, t, "logoff"):
             continue
+        if time.monotonic() - job.read_at > FRESH_SECONDS and \
+                not _refresh(run, job, srv, [t]):
+            continue                # the intent write took long: look again
         try:
             srv.logoff(t.session.id, wait=False)
         except wtsapi.WTSError as e:
-            _failed(run, t, failure_of(e, job.server))
+            if e.winerror == wtsapi.ERROR_CTX_WINSTATION_NOT_FOUND:
+                _spare(run, t, Text("the session has ended"))
+            else:
+                _failed(run, t, failure_of(e, job.server))
             continue
         if opts.wait is None:
             _logged_off(run, t)
@@ -1983,7 +2030,7 @@ def _run_phase(run, phase, last=False):
     for job in jobs:
         job.cancel = threading.Event()
         job.started = job.finished = False
-    if run.stopping:
+    if run.stopping or run.interrupted is not None:
         return False
     ok = _fan_out(run, jobs, phase, last)
     _settle_given_up(run, jobs)
@@ -2281,6 +2328,15 @@ def _shown(text, enc):
         return text
 
 
+def _local_minute(when):
+    """A logon time in local time; UTC where the platform cannot convert it
+    (Windows' C runtime refuses dates before 1970 or after 3000)."""
+    try:
+        return when.astimezone().strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, OSError, ValueError):
+        return when.strftime("%Y-%m-%d %H:%MZ")
+
+
 def _print_table(targets):
     # Headers and state words as `quser` shows them in the reader's language.
     rows = [("", _("SERVER"), _("ID"), _("SESSIONNAME"), _("USERNAME"),
@@ -2290,8 +2346,7 @@ def _print_table(targets):
     for t in targets:
         s = t.session
         logon = t.logon
-        logon = logon.astimezone().strftime("%Y-%m-%d %H:%M") if logon \
-            else ""
+        logon = _local_minute(logon) if logon else ""
         state = states.get(s.state)
         if state is None:
             state = states[s.state] = str(state_text(s.state))
@@ -2359,6 +2414,9 @@ def main(argv=None):
         opts = parse_args(argv)
     except UsageError as e:
         return _usage_error(e)
+    except KeyboardInterrupt:           # while /server:@- reads stdin
+        ERR.line(_("logoff: interrupted."))
+        return 1
     if opts.help:
         OUT.write(_(USAGE_BASIC) + _(USAGE_MORE))
         return 0

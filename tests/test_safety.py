@@ -475,3 +475,80 @@ def test_a_long_idle_run_reads_each_session_again_in_batches(cli, load,
     assert len(logoffs(r)) == 40
     queries = double.calls("S", "WTSQuerySessionInformationW")
     assert 40 < queries <= 40 + 40 + 8
+
+
+# --- Found in review -------------------------------------------------------------
+
+def test_a_session_that_changed_hands_before_its_times_read_is_dropped(
+        cli, load, double):
+    farm = Farm(caller=1)
+    farm.server("S").session(3, "", DISCONNECTED, "alice", "CORP",
+                             logon=CLOCK - DAY, disconnect=CLOCK - 2 * HOUR)
+    farm.mutate("WTSEnumerateSessionsExW:1", "S", 3, user="bob")
+    load(farm)
+    r = cli("/json", "/server:S", "/user:alice", "/idle:1h")
+    assert r.code == 0, r.err
+    assert doc(r)["sessions"] == [] and logoffs(r) == []
+    assert double.exists("S", 3)
+
+
+def test_a_warned_session_that_became_the_console_is_spared(cli, load,
+                                                            double):
+    farm = Farm(caller=1)
+    farm.server("S").session(3, "RDP-Tcp#3", ACTIVE, "alice", "CORP")
+    farm.mutate("WTSSendMessageW:1", "S", 3, name="Console")
+    load(farm)
+    r = cli("/json", "/server:S", "/user:alice", "/warn:bye", "/grace:0")
+    (s,) = doc(r)["sessions"]
+    assert s["result"] == "spared" and "never takes" in s["message"]
+    assert logoffs(r) == []
+
+
+def test_console_refusal_gives_way_only_to_a_known_own_session(cli, load,
+                                                               double):
+    # The caller is session 1 here; RDS1's console is session 1 too, and
+    # its times cannot be read: "cannot tell" must not skip the refusal.
+    farm = Farm(caller=1)
+    farm.server(".").session(1, "RDP-Tcp#1", ACTIVE, "operator", "CORP",
+                             logon=CLOCK - HOUR)
+    farm.server("RDS1").session(1, "Console", ACTIVE, "operator", "CORP",
+                                logon=CLOCK - DAY)
+    farm.fail("RDS1", "WTSQuerySessionInformationW", 5)
+    load(farm)
+    r = cli("1", "/server:RDS1")
+    assert r.code == 1 and "console session" in r.err
+    assert logoffs(r) == []
+
+
+def test_a_session_ending_just_before_its_logoff_is_spared(cli, load):
+    farm = Farm(caller=1)
+    srv = farm.server("S")
+    srv.session(3, "", DISCONNECTED, "u3", "CORP")
+    srv.session(4, "", DISCONNECTED, "u4", "CORP")
+    farm.fail("S", "WTSLogoffSession", 7022, session=4)
+    load(farm)
+    r = cli("/json", "/server:S", "/state:disc")
+    got = {s["id"]: s["result"] for s in doc(r)["sessions"]}
+    assert got == {3: "logged-off", 4: "spared"}
+    assert r.code == 0
+
+
+def test_wait_is_not_cut_short_by_timeout(cli, load):
+    farm = Farm(caller=1)
+    srv = farm.server("S")
+    srv.session(0, "Services", DISCONNECTED)
+    srv.session(65536, "RDP-Tcp", LISTEN)
+    srv.session(3, "", DISCONNECTED, "u", "CORP", logoff_ms=1500)
+    load(farm)
+    r = cli("/json", "/server:S", "/state:disc", "/wait:10s", "/timeout:1s")
+    assert r.code == 0, r.out
+    assert doc(r)["sessions"][0]["result"] == "logged-off"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_as_server_file_never_hangs(cli, load, double, tmp_path):
+    load()
+    path = str(tmp_path / "fifo")
+    os.mkfifo(path)
+    r = cli("/state:disc", "/server:@%s" % path)
+    assert r.code == 1 and "pipe" in r.err and double.calls() == 0
