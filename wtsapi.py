@@ -1052,6 +1052,15 @@ class Server:
     WTSError, typically 1722, with nothing to close) or hand out a handle
     whose first call fails (1722): callers handle both.
 
+    Calls may be made from several threads at once, and ``close()`` is
+    safe from any thread: a call in flight closes the handle when it
+    returns.  Every call that uses the handle registers first (ValueError
+    "I/O operation on a closed Server" once closed) and unregisters when
+    the library call returns; ``close()`` marks the server closed and
+    closes the handle at once if no call is in flight, else the last call
+    in flight closes it.  So a handle is never closed under a call that
+    still uses it (Windows could hand the same value to another open).
+
     ``WTS_CURRENT_SESSION`` (the caller's own session) is accepted on the
     local server only: on a remote handle Windows' answer is inconsistent,
     so every method refuses it there with ValueError, before any call.
@@ -1061,8 +1070,13 @@ class Server:
         self._api = _load()
         self.name = name or None
         self._handle = WTS_CURRENT_SERVER_HANDLE
+        self._lock = threading.Lock()   # guards the three below
         self._closed = False
-        self._no_ex = False        # this server answered the Ex call with 120
+        self._in_flight = 0            # calls using the handle right now
+        # This server answered an Ex call with 120 (or this wtsapi32 lacks
+        # one): both Ex enumerations came with Windows 7 / 2008 R2, so
+        # neither is asked again.
+        self._no_ex = False
         if self.name is not None:
             self._handle = _checked(self._api, "WTSOpenServerW", self.name,
                                     None, self.name)
@@ -1077,28 +1091,62 @@ class Server:
         return "Server(%r)" % (self.name,)
 
     def close(self):
-        if not self._closed:
+        """Give the server up, from any thread; later calls raise
+        ValueError.  The handle is closed now, or by the last call in
+        flight when it returns; exactly once either way."""
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            if self._handle is not WTS_CURRENT_SERVER_HANDLE:
-                self._api.WTSCloseServer(self._handle)
-            self._handle = None
+            handle = self._take_handle()
+        self._close_handle(handle)
 
-    def _open_handle(self):
-        """The server handle for a call; ValueError once closed."""
-        if self._closed:
-            raise ValueError("I/O operation on a closed Server")
-        return self._handle
+    def _take_handle(self):
+        """With the lock held, once closed: the handle to close, if no call
+        uses it any more and nobody took it yet; else None."""
+        if self._in_flight:
+            return None
+        handle, self._handle = self._handle, None
+        return handle
+
+    def _close_handle(self, handle):
+        if handle is not WTS_CURRENT_SERVER_HANDLE:    # never the local one
+            self._api.WTSCloseServer(handle)
+
+    def _enter(self):
+        """Register a call about to use the handle and return the handle;
+        ValueError once closed.  Pair with ``_leave()`` in ``finally``."""
+        with self._lock:
+            if self._closed:
+                raise ValueError("I/O operation on a closed Server")
+            self._in_flight += 1
+            return self._handle
+
+    def _leave(self):
+        """The call registered by ``_enter()`` returned; the last one out
+        after a ``close()`` closes the handle."""
+        with self._lock:
+            self._in_flight -= 1
+            handle = self._take_handle() if self._closed else None
+        self._close_handle(handle)
+
+    def _handle_call(self, name, session_id, *args):
+        """``name(handle, *args)``, registered as in flight meanwhile."""
+        handle = self._enter()
+        try:
+            return _checked(self._api, name, self.name, session_id, handle,
+                            *args)
+        finally:
+            self._leave()
 
     def _server_call(self, name, *args):
         """``name(handle, *args)``: a call about the server as a whole."""
-        return _checked(self._api, name, self.name, None,
-                        self._open_handle(), *args)
+        return self._handle_call(name, None, *args)
 
     def _session_call(self, name, session_id, *rest):
         """``name(handle, session_id, *rest)``: a call about one session,
         which a failure's WTSError names."""
-        return _checked(self._api, name, self.name, session_id,
-                        self._open_handle(), session_id, *rest)
+        return self._handle_call(name, session_id, session_id, *rest)
 
     def _session_arg(self, session_id):
         _check_session_id(session_id, allow_current=True)

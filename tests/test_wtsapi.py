@@ -218,6 +218,98 @@ def test_unreachable_server_fails_with_1722_and_closes_once(load, double):
         s.sessions()                      # a closed Server refuses, no call
 
 
+# --- Closing, from any thread ---------------------------------------------------
+
+def test_close_twice_closes_once(load, double):
+    load()
+    remote, local = Server("RDS1"), Server()
+    for server in (remote, local, remote, local):
+        server.close()
+    assert double.calls("RDS1", "WTSCloseServer") == 1
+    assert double.calls(None, "WTSCloseServer") == 1     # never the local one
+    for server in (remote, local):
+        with pytest.raises(ValueError, match="closed Server"):
+            server.sessions()
+    assert double.rpcs() == 0
+
+
+def test_close_from_another_thread_waits_for_the_call_in_flight(load,
+                                                                double):
+    # A coordinator gives a server up while a worker's call is still in
+    # the library: closing the handle under that call would make it a bad
+    # (or, on Windows, a reused) handle.
+    farm = standard_farm()
+    farm.latency("RDS1", "WTSQuerySessionInformationW", 2000)
+    load(farm)
+    s = Server("RDS1")
+    got = []
+    worker = threading.Thread(target=lambda: got.append(s.times(2)))
+    worker.start()
+    assert _poll(lambda: double.in_flight() == 1)
+    closer = threading.Thread(target=s.close)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive()              # close() itself never waits
+    closes = double.calls("RDS1", "WTSCloseServer")
+    assert double.in_flight() == 1, "the call returned too soon to tell"
+    assert closes == 0                        # not under the call in flight
+    with pytest.raises(ValueError, match="closed Server"):
+        s.sessions()                          # a later call: refused
+    worker.join(10)
+    assert not worker.is_alive()
+    assert [t.user for t in got] == ["carol"]   # the call itself succeeded
+    assert double.calls("RDS1", "WTSCloseServer") == 1   # at its return
+    assert double.leaks()["badhandles"] == 0
+    with pytest.raises(ValueError, match="closed Server"):
+        s.times(2)
+    s.close()
+    assert double.calls("RDS1", "WTSCloseServer") == 1
+    assert double.calls("RDS1", "WTSQuerySessionInformationW") == 1
+    assert double.calls("RDS1", "WTSEnumerateSessionsExW") == 0
+
+
+def test_the_last_call_in_flight_closes_the_handle_once(load, double):
+    farm = standard_farm()
+    farm.latency("RDS1", "WTSQuerySessionInformationW", 1000)
+    farm.fail("RDS1", "WTSQuerySessionInformationW", 1726, session=0)
+    load(farm)
+    s = Server("RDS1")
+    results = {}
+
+    def ask(sid):
+        try:
+            results[sid] = s.times(sid).user
+        except WTSError as e:                 # a failing call unregisters too
+            results[sid] = e.winerror
+    threads = [threading.Thread(target=ask, args=(sid,))
+               for sid in (0, 2, 3)]
+    for t in threads:
+        t.start()
+    assert _poll(lambda: double.in_flight() == 3)
+    s.close()
+    closes = double.calls("RDS1", "WTSCloseServer")
+    assert double.in_flight() == 3, "the calls returned too soon to tell"
+    assert closes == 0
+    for t in threads:
+        t.join(10)
+    assert results == {0: 1726, 2: "carol", 3: "dave"}
+    assert double.calls("RDS1", "WTSCloseServer") == 1
+    assert double.leaks()["badhandles"] == 0
+
+
+def test_a_failed_call_leaves_nothing_in_flight(load, double):
+    farm = standard_farm()
+    farm.fail("RDS1", "WTSLogoffSession", 5)
+    load(farm)
+    s = Server("RDS1")
+    with pytest.raises(WTSError):
+        s.logoff(2)
+    with pytest.raises(ValueError):
+        s.times(2**32)                        # refused before registering
+    s.close()                                 # nothing in flight: now
+    assert double.calls("RDS1", "WTSCloseServer") == 1
+
+
 def test_unknown_server_behaves_as_unreachable(load):
     load()
     with Server("NO-SUCH-HOST") as s, pytest.raises(WTSError) as info:
@@ -687,10 +779,13 @@ def test_host_and_farm_names_are_null(load, double):
     level, count = wtsapi.DWORD(1), wtsapi.DWORD(0)
     info = ctypes.POINTER(wtsapi.WTS_SESSION_INFO_1W)()
     with Server("RDS1") as s:
-        assert api.WTSEnumerateSessionsExW(s._open_handle(),
-                                           ctypes.byref(level), 0,
-                                           ctypes.byref(info),
-                                           ctypes.byref(count))
+        try:
+            assert api.WTSEnumerateSessionsExW(s._enter(),
+                                               ctypes.byref(level), 0,
+                                               ctypes.byref(info),
+                                               ctypes.byref(count))
+        finally:
+            s._leave()
     try:
         rows = info[:count.value]
         assert rows and all(r.pHostName is None and r.pFarmName is None
