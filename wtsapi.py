@@ -453,6 +453,16 @@ _SYSTEM_PROTOTYPES = {
     "GetCurrentProcess": (
         "kernel32", HANDLE, (),
         "processthreadsapi/nf-processthreadsapi-getcurrentprocess"),
+    # DWORD GetCurrentProcessId(void)
+    "GetCurrentProcessId": (
+        "kernel32", DWORD, (),
+        "processthreadsapi/nf-processthreadsapi-getcurrentprocessid"),
+    # BOOL ProcessIdToSessionId(DWORD dwProcessId, DWORD *pSessionId)
+    # The caller's own session where Remote Desktop Services (and so
+    # WTSQuerySessionInformationW) is not running, as that page advises.
+    "ProcessIdToSessionId": (
+        "kernel32", BOOL, (DWORD, POINTER(DWORD)),
+        "processthreadsapi/nf-processthreadsapi-processidtosessionid"),
     # BOOL CloseHandle(HANDLE hObject)
     "CloseHandle": ("kernel32", BOOL, (HANDLE,),
                     "handleapi/nf-handleapi-closehandle"),
@@ -1307,9 +1317,39 @@ class Server:
 
 
 def current_session_id():
-    """The caller's own session id on the local server."""
+    """The caller's own session id on the local server:
+    ``WTSQuerySessionInformationW(WTSSessionId)``.  On Windows, where that
+    call fails (it does when Remote Desktop Services is not running), the
+    process's own session from kernel32's ``ProcessIdToSessionId``, as the
+    sdk-api page of WTSQuerySessionInformationW recommends; if that fails
+    too, the WTSError of the first call.  Off Windows there is nothing to
+    fall back on: the library (the test double) decides."""
     with Server() as local:
-        return local.session_id()
+        try:
+            return local.session_id()
+        except WTSError:
+            if _WINDOWS:
+                sid = _process_session_id()
+                if sid is not None:
+                    return sid
+            raise
+
+
+def _process_session_id():
+    """The session this process runs in (``ProcessIdToSessionId`` of
+    ``GetCurrentProcessId()``), or None where kernel32 cannot say."""
+    try:
+        kernel32 = _system_api("kernel32")
+    except OSError:
+        return None
+    if kernel32.ProcessIdToSessionId is None or \
+            kernel32.GetCurrentProcessId is None:
+        return None
+    sid = DWORD(0)
+    if not kernel32.ProcessIdToSessionId(kernel32.GetCurrentProcessId(),
+                                         byref(sid)):
+        return None
+    return sid.value
 
 
 def own_session():

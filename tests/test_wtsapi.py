@@ -433,6 +433,87 @@ def test_current_session_id(load):
     assert wtsapi.current_session_id() == 2
 
 
+def _own_session_query_fails(load):
+    # What Windows does when Remote Desktop Services is not running
+    # (sdk-api, WTSQuerySessionInformationW); the code is a stand-in.
+    farm = standard_farm()
+    farm.fail(".", "WTSQuerySessionInformationW", 1722, session=2)
+    load(farm)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="off-Windows behaviour")
+def test_current_session_id_has_no_fallback_off_windows(load, double):
+    _own_session_query_fails(load)
+    with pytest.raises(WTSError) as info:
+        wtsapi.current_session_id()
+    assert (info.value.winerror, info.value.function) == (
+        1722, "WTSQuerySessionInformationW")
+    assert double.rpcs() == 1
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="kernel32 fallback")
+def test_current_session_id_falls_back_to_the_process_session(load, double):
+    _own_session_query_fails(load)
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    expected = ctypes.c_uint32(0xDEAD)
+    assert kernel32.ProcessIdToSessionId(ctypes.c_uint32(os.getpid()),
+                                         ctypes.byref(expected))
+    assert wtsapi.current_session_id() == expected.value
+    [entry] = [e for e in double.log()
+               if e.func == "WTSQuerySessionInformationW"]
+    assert not entry.ok                       # the WTS call was tried first
+
+
+def _as_if_on_windows(monkeypatch, fake_system, session=None):
+    """The Windows branch, anywhere: the double stays wtsapi32, kernel32 is
+    a stand-in whose ProcessIdToSessionId answers ``session`` (None: it
+    fails with 5) and whose FormatMessageW knows no text."""
+    monkeypatch.setattr(wtsapi, "_WINDOWS", sys.platform == "win32")
+    wtsapi._load()                            # the double, loaded as usual
+    monkeypatch.setattr(wtsapi, "_WINDOWS", True)
+
+    def to_session(pid, out):
+        assert pid == os.getpid()
+        if session is None:
+            return fake_system.fail(wtsapi.ERROR_ACCESS_DENIED)
+        ctypes.c_uint32.from_address(out).value = session
+        return 1
+    fake_system.install(
+        "kernel32", ProcessIdToSessionId=to_session,
+        GetCurrentProcessId=os.getpid,
+        FormatMessageW=lambda *a: fake_system.fail(
+            wtsapi.ERROR_MR_MID_NOT_FOUND))
+
+
+def test_current_session_id_fallback_logic(load, double, monkeypatch,
+                                           fake_system):
+    _own_session_query_fails(load)
+    _as_if_on_windows(monkeypatch, fake_system, session=7)
+    assert wtsapi.current_session_id() == 7
+    assert [c[0] for c in fake_system.calls
+            if c[0] != "FormatMessageW"] == [      # (the WTSError's text)
+        "GetCurrentProcessId", "ProcessIdToSessionId"]
+
+
+def test_current_session_id_fallback_failing_raises_the_first_error(
+        load, double, monkeypatch, fake_system):
+    _own_session_query_fails(load)
+    _as_if_on_windows(monkeypatch, fake_system, session=None)
+    with pytest.raises(WTSError) as info:
+        wtsapi.current_session_id()
+    assert (info.value.winerror, info.value.function) == (
+        1722, "WTSQuerySessionInformationW")
+    assert "ProcessIdToSessionId" in [c[0] for c in fake_system.calls]
+
+
+def test_current_session_id_needs_no_fallback_when_the_call_works(
+        load, double, monkeypatch, fake_system):
+    load()
+    _as_if_on_windows(monkeypatch, fake_system, session=7)
+    assert wtsapi.current_session_id() == 2
+    assert fake_system.calls == []
+
+
 def test_disconnect(load, double):
     load()
     with Server() as local:
