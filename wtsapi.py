@@ -40,7 +40,7 @@ __all__ = [
     "WTS_CURRENT_SERVER_HANDLE", "WTS_CURRENT_SESSION", "current_session_id",
     "own_session", "idle_seconds", "error_text", "process_account",
     "ui_languages", "EventSource", "EventLogError", "process_sid",
-    "sid_string",
+    "sid_string", "SESSION_GONE_CODES",
 ]
 
 _WINDOWS = sys.platform == "win32"
@@ -92,6 +92,7 @@ IDASYNC = 32001
 
 # Every code the tool names, so that callers never write a bare number.
 ERROR_SUCCESS = 0
+ERROR_FILE_NOT_FOUND = 2            # a session gone, on the LSM RPC path
 ERROR_ACCESS_DENIED = 5
 ERROR_LOCK_VIOLATION = 33
 ERROR_INVALID_HANDLE = 6
@@ -121,6 +122,13 @@ ERROR_CTX_SHADOW_DISABLED = 7051
 ERROR_CTX_LICENSE_NOT_AVAILABLE = 7054
 ERROR_MUI_FILE_NOT_FOUND = 15100
 ERROR_MUI_FILE_NOT_LOADED = 15105
+
+# What a per-session call answers about a session that has ended: 2 on the
+# LSM RPC path (impacket examples/tstool.py; Cassia #68), 7022 on the
+# legacy WinStation path.  Perhaps gone: decide with a fresh enumeration,
+# because [MS-TSTS] documents 7022 as "the session does not exist or the
+# caller does not have WINSTATION_QUERY permission".
+SESSION_GONE_CODES = (ERROR_FILE_NOT_FOUND, ERROR_CTX_WINSTATION_NOT_FOUND)
 
 FORMAT_MESSAGE_ALLOCATE_BUFFER = 0x00000100
 FORMAT_MESSAGE_IGNORE_INSERTS = 0x00000200
@@ -1179,7 +1187,10 @@ class Server:
         that may see no session here (it lacks Query Information permission)
         gets WTSError 259 (ERROR_NO_MORE_ITEMS) from either path: that means
         "no rights here", never "no sessions" (a session host always has
-        session 0 and a listener).
+        session 0 and a listener).  On the fallback, a session whose query
+        answers 2 or 7022 (SESSION_GONE_CODES) is left out if a second
+        enumeration no longer lists it, and raises that WTSError if it does
+        (the caller may not query it).
         """
         if not self._no_ex and self._api.WTSEnumerateSessionsExW is not None:
             try:
@@ -1208,7 +1219,8 @@ class Server:
             self._api.WTSFreeMemoryExW(
                 WTS_TYPE_CLASS.WTSTypeSessionInfoLevel1, info, count.value)
 
-    def _sessions_legacy(self):
+    def _enumerate_legacy(self):
+        """[(id, name, state)] from one ``WTSEnumerateSessionsW``."""
         info = POINTER(WTS_SESSION_INFOW)()
         count = DWORD(0)
         self._server_call("WTSEnumerateSessionsW", 0, 1, byref(info),
@@ -1216,20 +1228,34 @@ class Server:
         if not info:
             return []
         try:
-            found = [(s.SessionId, s.pWinStationName or "", _state(s.State))
-                     for s in info[:count.value]]
+            return [(s.SessionId, s.pWinStationName or "", _state(s.State))
+                    for s in info[:count.value]]
         finally:
             self._api.WTSFreeMemory(info)
-        sessions = []
-        for sid, name, state in found:
+
+    def _sessions_legacy(self):
+        """``WTSEnumerateSessionsW``, then the user and domain of each
+        session.  A query answering one of SESSION_GONE_CODES means the
+        session ended meanwhile, or the caller may not query it: after all
+        the queries, one more enumeration decides.  A session no longer
+        listed is left out (it ended); one still listed raises that
+        WTSError (missing rights).  At most two enumerations a call."""
+        sessions, perhaps_gone = [], []
+        for sid, name, state in self._enumerate_legacy():
             try:
                 user = self._query(sid, WTS_INFO_CLASS.WTSUserName, LPWSTR)
                 domain = self._query(sid, WTS_INFO_CLASS.WTSDomainName, LPWSTR)
             except WTSError as e:
-                if e.winerror == ERROR_CTX_WINSTATION_NOT_FOUND:
-                    continue          # logged off between the two calls
-                raise
+                if e.winerror not in SESSION_GONE_CODES:
+                    raise
+                perhaps_gone.append(e)
+                continue
             sessions.append(Session(self.name, sid, name, state, user, domain))
+        if perhaps_gone:
+            listed = {sid for sid, _name, _state in self._enumerate_legacy()}
+            for e in perhaps_gone:
+                if e.session in listed:
+                    raise e
         return sessions
 
     # -- queries ----------------------------------------------------------------

@@ -54,7 +54,9 @@ class ServerSpec:
     WTSEnumerateSessionsExW), ``noquery=True`` (no Query Information: both
     enumerations answer 259, session queries 5), ``fullcontrol=False``,
     ``clock=FILETIME``, ``discmsg="fail"|"ok"|N`` (messages to its
-    disconnected sessions), ``alias=NAME``."""
+    disconnected sessions), ``missing=2|7022`` (what its per-session calls
+    answer for a session id it does not have: 2 as on the LSM RPC path,
+    7022, the default, as on the legacy WinStation path), ``alias=NAME``."""
 
     def __init__(self, name, **flags):
         self.name = name
@@ -66,8 +68,10 @@ class ServerSpec:
         FILETIMEs, ``logoff_ms`` (a logoff takes that long: without waiting
         the session stays visible until then), ``logoff_hang=1`` (a waiting
         logoff blocks LOGOFF_HANG_SECONDS or until the double is reset),
-        ``discmsg`` (as the server's, for this session) and ``response`` as
-        the double takes them."""
+        ``discmsg`` (as the server's, for this session), ``noquery=1``
+        (the caller may not query this session: it is listed, but every
+        per-session call on it fails with 7022) and ``response`` as the
+        double takes them."""
         self.sessions.append(dict(id=id, name=name, state=state, user=user,
                                   domain=domain, **times))
         return self

@@ -148,6 +148,131 @@ def test_fallback_skips_a_session_that_left_meanwhile(load, double):
         assert [x.id for x in s.sessions()] == [1]
 
 
+def test_session_gone_codes():
+    assert wtsapi.ERROR_FILE_NOT_FOUND == 2
+    assert wtsapi.SESSION_GONE_CODES == (2, 7022)
+    assert "SESSION_GONE_CODES" in wtsapi.__all__
+
+
+def _old_server(farm, **flags):
+    old = farm.server("OLD", noex=True, **flags)
+    old.session(1, "Console", ACTIVE, "admin", "CORP")
+    old.session(3, "", DISCONNECTED, "bob", "CORP")
+    old.session(4, "RDP-Tcp#2", ACTIVE, "cy", "CORP")
+    return old
+
+
+@pytest.mark.parametrize("missing", [2, 7022])
+def test_fallback_drops_a_vanished_session_after_one_more_look(
+        load, double, missing):
+    farm = Farm(caller=1)
+    _old_server(farm, missing=missing)
+    farm.mutate("WTSEnumerateSessionsW:1", "OLD", 3, remove=1)   # it ends
+    load(farm)
+    with Server("OLD") as s:
+        got = s.sessions()
+    assert [x.id for x in got] == [1, 4]
+    assert double.calls("OLD", "WTSEnumerateSessionsW") == 2
+    queries = [(e.session, e.ok, e.error) for e in double.log()
+               if e.func == "WTSQuerySessionInformationW"]
+    assert queries == [(1, True, 0), (1, True, 0), (3, False, missing),
+                       (4, True, 0), (4, True, 0)]
+
+
+def test_fallback_raises_for_a_listed_session_it_may_not_query(load, double):
+    # 7022 also means "no WINSTATION_QUERY permission" ([MS-TSTS]): a
+    # session still listed is not gone, and must not silently vanish.
+    farm = Farm(caller=1)
+    _old_server(farm).session(5, "RDP-Tcp#3", ACTIVE, "dee", "CORP",
+                              noquery=1)
+    load(farm)
+    with Server("OLD") as s, pytest.raises(WTSError) as info:
+        s.sessions()
+    e = info.value
+    assert (e.winerror, e.function, e.server, e.session) == (
+        7022, "WTSQuerySessionInformationW", "OLD", 5)
+    assert double.calls("OLD", "WTSEnumerateSessionsW") == 2
+
+
+def test_fallback_looks_again_once_for_several_sessions(load, double):
+    farm = Farm(caller=1)
+    old = _old_server(farm, missing=2)
+    old.session(5, "RDP-Tcp#3", ACTIVE, "dee", "CORP", noquery=1)
+    farm.mutate("WTSEnumerateSessionsW:1", "OLD", 3, remove=1)
+    farm.mutate("WTSEnumerateSessionsW:1", "OLD", 4, remove=1)
+    load(farm)
+    with Server("OLD") as s:
+        with pytest.raises(WTSError) as info:
+            s.sessions()                      # 3 and 4 ended, 5 is refused
+        assert (info.value.winerror, info.value.session) == (7022, 5)
+        assert double.calls("OLD", "WTSEnumerateSessionsW") == 2
+        farm.server("OLD").sessions.pop()     # again, without the refused
+        load(farm)
+        assert [x.id for x in s.sessions()] == [1]
+        assert double.calls("OLD", "WTSEnumerateSessionsW") == 2
+
+
+def test_fallback_other_errors_raise_without_a_second_look(load, double):
+    farm = Farm(caller=1)
+    _old_server(farm)
+    farm.fail("OLD", "WTSQuerySessionInformationW", 5, session=3)
+    load(farm)
+    with Server("OLD") as s, pytest.raises(WTSError) as info:
+        s.sessions()
+    assert (info.value.winerror, info.value.session) == (5, 3)
+    assert double.calls("OLD", "WTSEnumerateSessionsW") == 1
+
+
+@pytest.mark.parametrize("missing, code", [(None, 7022), (7022, 7022),
+                                           (2, 2)])
+def test_a_missing_session_answers_the_servers_code(load, double, missing,
+                                                    code):
+    farm = Farm(caller=1)
+    flags = {} if missing is None else {"missing": missing}
+    farm.server("RDS7", **flags).session(3, "RDP-Tcp#1", ACTIVE, "u", "C")
+    load(farm)
+    with Server("RDS7") as s:
+        for ask in (lambda: s.times(9), lambda: s.logoff(9),
+                    lambda: s.disconnect(9),
+                    lambda: s.send_message(9, "t", "x")):
+            with pytest.raises(WTSError) as info:
+                ask()
+            assert (info.value.winerror, info.value.session) == (code, 9)
+        assert s.times(3).user == "u"
+
+
+def test_a_session_one_may_not_query_is_listed_but_refused(load, double):
+    farm = Farm(caller=1)
+    srv = farm.server("RDS7", missing=2)
+    srv.session(3, "RDP-Tcp#1", ACTIVE, "u", "C")
+    srv.session(5, "RDP-Tcp#2", ACTIVE, "v", "C", noquery=1)
+    load(farm)
+    with Server("RDS7") as s:
+        assert [(x.id, x.user) for x in s.sessions()] == [(3, "u"),
+                                                         (5, "v")]
+        for ask in (lambda: s.times(5), lambda: s.logoff(5),
+                    lambda: s.disconnect(5),
+                    lambda: s.send_message(5, "t", "x")):
+            with pytest.raises(WTSError) as info:
+                ask()
+            assert (info.value.winerror, info.value.session) == (7022, 5)
+    assert double.exists("RDS7", 5)
+    assert double.state("RDS7", 5) == ACTIVE
+    api = wtsapi._load()                      # the legacy listing too
+    info, count = ctypes.POINTER(wtsapi.WTS_SESSION_INFOW)(), wtsapi.DWORD()
+    with Server("RDS7") as s:
+        try:
+            assert api.WTSEnumerateSessionsW(s._enter(), 0, 1,
+                                             ctypes.byref(info),
+                                             ctypes.byref(count))
+        finally:
+            s._leave()
+    try:
+        assert [r.SessionId for r in info[:count.value]] == [3, 5]
+    finally:
+        api.WTSFreeMemory(info)
+
+
 def test_no_visible_sessions_is_error_259_not_an_empty_list(load, double):
     # 259 means "this account may see no session here" (no Query
     # Information permission), never "an empty server": it used to be

@@ -16,10 +16,10 @@
  * Farm file (UTF-8, one directive a line, '#' comments, string values
  * percent-encoded UTF-8):
  *   server NAME [unreachable[=0|1|null]] [noex] [noquery] [fullcontrol=0|1]
- *          [clock=FT] [discmsg=fail|ok|N] [alias=NAME2]...
+ *          [clock=FT] [discmsg=fail|ok|N] [missing=2|7022] [alias=NAME2]...
  *   session id=N [name=S] [state=N] [user=S] [domain=S] [logon=FT] [connect=FT]
  *           [disconnect=FT] [input=FT] [logoff_ms=N] [logoff_hang=0|1]
- *           [response=N|timeout] [discmsg=fail|ok|N]
+ *           [response=N|timeout] [discmsg=fail|ok|N] [noquery=0|1]
  *   caller session=N [fullcontrol=0|1]            (default: session 1, full control)
  *   latency server=NAME func=FUNC ms=N
  *   fail server=NAME func=FUNC error=N [count=N] [session=N]
@@ -47,6 +47,26 @@
  *   logoff_hang=1    WTSLogoffSession with bWait=TRUE blocks for 30 s (or
  *                    until TD_Reset/TD_Load) although the session is logged
  *                    off after logoff_ms.  bWait=FALSE is unaffected.
+ *   missing=2|7022   what the per-session calls (WTSQuerySessionInformationW,
+ *                    WTSSendMessageW, WTSLogoffSession, WTSDisconnectSession)
+ *                    answer for a session id that does not exist on that
+ *                    server.  Both occur (field-facts note, Logoff, "A
+ *                    missing session"; medium confidence): 2,
+ *                    ERROR_FILE_NOT_FOUND, on the LSM session RPC path
+ *                    (impacket examples/tstool.py, against real hosts;
+ *                    Cassia #68, a query right after a logoff); 7022, the
+ *                    default, on the legacy WinStation path ([MS-TSTS]).
+ *   session noquery=1  the caller lacks the rights to query that one
+ *                    session: enumeration (Ex and legacy) still lists it,
+ *                    but every per-session call on it fails with 7022,
+ *                    which [MS-TSTS] documents as "the session does not
+ *                    exist or the caller does not have WINSTATION_QUERY
+ *                    permission" (field-facts note, Logoff).  UNVERIFIED:
+ *                    whether Windows ever lists a session it then refuses
+ *                    so (the note also says enumeration shows only the
+ *                    sessions one may query); modelled so that callers
+ *                    must tell "gone" from "no rights" by enumerating
+ *                    again, not by the code.
  *   WTS_SESSION_INFO_1W.pHostName and pFarmName are NULL, as documented for
  *   sessions that are not VMs on an RD Virtualization Host.
  * Beyond the contract: server=* and func=* match anything in latency/fail
@@ -223,6 +243,7 @@ static int64_t now_ms(void)
 #define ERR_RPC 1722u
 #define ERR_USERBUF 1784u
 #define ERR_NOSESSION 7022u
+#define ERR_FILE_NOT_FOUND 2u /* a missing session on the LSM RPC path */
 /* What WTSSendMessageW answers for a disconnected session by default.
  * UNVERIFIED: whether real Windows fails that call at all, and with which
  * code, has not been captured anywhere public (field-facts note, "Messages":
@@ -545,6 +566,7 @@ typedef struct {
     int response; /* IDOK.. or RESP_TIMEOUT */
     long discmsg; /* DISCMSG_* or an error code */
     int64_t gone_at; /* logged off: removed at this now_ms(); 0: not */
+    int noquery; /* listed, but the caller may not query it: 7022 */
 } sess_t;
 
 typedef struct {
@@ -555,6 +577,7 @@ typedef struct {
     int unreachable; /* 0, 1 (first call fails) or OPEN_NULL */
     int noex, noquery, fullcontrol;
     long discmsg; /* default for its sessions: DISCMSG_OK or an error */
+    uint32_t missing; /* the error for a session id it does not have */
     int64_t clock;
     sess_t *s; /* farm order; removed sessions stay as tombstones */
     size_t n, cap, live;
@@ -659,6 +682,7 @@ static int server_add(const char *name)
     }
     s->fullcontrol = 1;
     s->discmsg = ERR_DISCMSG_DEFAULT;
+    s->missing = ERR_NOSESSION;
     s->clock = LOCAL_CLOCK_DEFAULT;
     return (int)g.nsrv++;
 }
@@ -927,6 +951,11 @@ static int parse_line(char *line, int *cur)
             else if ((v = kv(tok[i], "noex"))) { if (p_bool(v, &sv->noex)) return -1; }
             else if ((v = kv(tok[i], "noquery"))) { if (p_bool(v, &sv->noquery)) return -1; }
             else if ((v = kv(tok[i], "discmsg"))) { if (p_discmsg(v, &sv->discmsg)) return -1; }
+            else if ((v = kv(tok[i], "missing"))) {
+                if (!strcmp(v, "2")) sv->missing = ERR_FILE_NOT_FOUND;
+                else if (!strcmp(v, "7022")) sv->missing = ERR_NOSESSION;
+                else return -1;
+            }
             else if ((v = kv(tok[i], "fullcontrol"))) { if (p_bool(v, &sv->fullcontrol)) return -1; }
             else if ((v = kv(tok[i], "clock"))) { if (p_ft(v, &sv->clock)) return -1; }
             else if ((v = kv(tok[i], "alias"))) {
@@ -961,6 +990,7 @@ static int parse_line(char *line, int *cur)
             else if ((v = kv(tok[i], "logoff_ms"))) rc = p_u32(v, &t.logoff_ms);
             else if ((v = kv(tok[i], "logoff_hang"))) rc = p_bool(v, &t.logoff_hang);
             else if ((v = kv(tok[i], "discmsg"))) rc = p_discmsg(v, &t.discmsg);
+            else if ((v = kv(tok[i], "noquery"))) rc = p_bool(v, &t.noquery);
             else if ((v = kv(tok[i], "response"))) {
                 uint32_t r;
                 if (!strcmp(v, "timeout")) t.response = RESP_TIMEOUT;
@@ -1462,6 +1492,22 @@ static int has_rights(const ctx_t *c, const sess_t *ss)
     return ss->id == 0 ? full : (own || full);
 }
 
+/* The session a per-session call is about, or NULL with *err set: the
+ * server's "missing" code for an id it does not have, 7022 for a session
+ * the caller may not query (noquery=1). */
+static sess_t *session_for(const ctx_t *c, uint32_t *err)
+{
+    server_t *s = &g.srv[c->srv];
+    sess_t *ss = sess_find(s, c->sess);
+    if (!ss) {
+        *err = s->missing;
+    } else if (ss->noquery) {
+        *err = ERR_NOSESSION;
+        ss = NULL;
+    }
+    return ss;
+}
+
 /* ------------------------------------------------------------------------ */
 /* wtsapi32 exports                                                          */
 /* ------------------------------------------------------------------------ */
@@ -1683,8 +1729,7 @@ WTS_EXPORT BOOL WINAPI WTSQuerySessionInformationW(HANDLE hServer, DWORD Session
         err = ERR_USERBUF;
     } else if (c.status) {
         err = c.status;
-    } else if (!(ss = sess_find(&g.srv[c.srv], c.sess))) {
-        err = ERR_NOSESSION;
+    } else if (!(ss = session_for(&c, &err))) {
     } else if (g.srv[c.srv].noquery && !(c.srv == 0 && ss->id == g.caller_session)) {
         err = ERR_ACCESS; /* no Query Information on that session */
     } else {
@@ -1758,8 +1803,7 @@ static BOOL end_session(int func, HANDLE hServer, DWORD SessionId, BOOL bWait)
     if ((err = pre_check(&c)) != 0) {
     } else if (c.status) {
         err = c.status;
-    } else if (!(ss = sess_find(&g.srv[c.srv], c.sess))) {
-        err = ERR_NOSESSION;
+    } else if (!(ss = session_for(&c, &err))) {
     } else if (ss->state == WTSListen) {
         err = ERR_PARAM;
     } else if (!has_rights(&c, ss)) {
@@ -1835,8 +1879,7 @@ WTS_EXPORT BOOL WINAPI WTSSendMessageW(HANDLE hServer, DWORD SessionId, LPWSTR p
         err = ERR_PARAM; /* lengths are in bytes, without the NUL */
     } else if (c.status) {
         err = c.status;
-    } else if (!(ss = sess_find(&g.srv[c.srv], c.sess))) {
-        err = ERR_NOSESSION;
+    } else if (!(ss = session_for(&c, &err))) {
     } else if (!has_rights(&c, ss)) {
         err = ERR_ACCESS;
     } else if (ss->state == WTSDisconnected &&
