@@ -7,11 +7,18 @@ time, warn-then-logoff, many servers at once, JSON output and an audit log:
 
 Standard library only; the Windows calls live in ``wtsapi.py`` beside this
 file.  The module reads top to bottom as the program runs: tables and text,
-output, parse, plan, act, report, then ``main(argv=None) -> int``.  Policy
-and I/O live here; ``wtsapi`` only speaks to the library.
+language, parse, names, failures, the audit trail, plan, act, the
+coordinator, report, then ``main(argv=None) -> int``.
+
+One thread owns the run: the plan, every result, the audit trail and the
+screen.  The work on a server is a generator (a *step*) that yields what
+takes time (a Windows call, a batch of them, an audit write, a pause) and
+is resumed with the answer; between two yields nothing else runs, so no
+state needs a lock.  Worker threads only make the calls.  The drop-in forms
+run the same steps inline, on the main thread, with no thread at all.
 """
 
-import heapq
+import io
 import os
 import stat
 import sys
@@ -31,12 +38,12 @@ from wtsapi import WTS_CONNECTSTATE_CLASS as State
 # --- Tables and text ----------------------------------------------------------
 
 # The help, in two messages: logoff.exe's part (shown again after an invalid
-# parameter) and the rest.
+# parameter) and the rest.  %(prog)s is the command as it was run.
 USAGE_BASIC = """\
 Logs off a user from a session on a Remote Desktop Session Host server and
 deletes the session from the server.
 
-LOGOFF [sessionname | sessionid] [/SERVER:servername] [/V]
+%(prog)s [sessionname | sessionid] [/SERVER:servername] [/V]
 
   sessionname         The name of the session (it must be active).
   sessionid           The ID of the session.
@@ -63,7 +70,8 @@ Beyond logoff.exe: select sessions instead of naming one (all combinable):
                       selection); change nothing.
   /WARN:TEXT          Send TEXT to each selected active session first, wait
                       /GRACE, look again, and log off only the sessions that
-                      still exist, belong to the same user and match.
+                      are still the same logon (same user, logon time and
+                      disconnect time) and still match.
   /GRACE:DURATION     Time between warning and logoff (default 5m).
   /WAIT[:DURATION]    Wait until each logoff has finished (at most DURATION,
                       default 5m).
@@ -72,14 +80,20 @@ Beyond logoff.exe: select sessions instead of naming one (all combinable):
                       selected in all.
   /SERVER:A,B,@FILE   Several servers: names, and files of names (one a
                       line, # comments); @- reads them from standard input.
+                      Names of one host (this machine, or a shared address)
+                      are worked on once.
   /PARALLEL:N         Servers worked on at once (default 16).
-  /TIMEOUT:DURATION   Time limit for each server in each phase (selecting,
-                      warning, logging off; default 60s).
+  /TIMEOUT:DURATION   How long to wait for one answer from a server before
+                      giving the server up (default 60s).  Time spent on
+                      our own log and screen is never charged to a server.
+                      The drop-in forms call Windows directly, as
+                      logoff.exe does, without a limit.
   /JSON               One JSON document on stdout instead of text.
   /LOG:FILE           Append one JSON line per action to FILE (audit log),
-                      before and after each change.
+                      before and after each change, each server failure,
+                      and a summary.
   /EVENTLOG[:SOURCE]  Write the same records as events to the Application
-                      log (source PyLogoff by default), and a summary.
+                      log (source PyLogoff by default).
   DURATION: a number with an optional unit s, m, h or d (90s, 15m, 2h, 1d);
   a bare number is seconds.
 
@@ -87,8 +101,6 @@ Exit codes: 0 all done, or nothing matched; 1 invalid parameters, or nothing
 requested was done; 2 partly done (some sessions or servers failed, or the
 run was interrupted after something was done).
 """
-
-USAGE = USAGE_BASIC + USAGE_MORE
 
 MAX_SESSION_ID = 0xFFFFFFFE           # 0xFFFFFFFF is WTS_CURRENT_SESSION
 
@@ -111,12 +123,15 @@ LANG_ENGLISH = wtsapi.LANGID_EN_US   # /json and /log, whatever the screen
 
 DEFAULT_WAIT = 300.0          # /wait without a limit: a logoff never hangs us
 FRESH_SECONDS = 5.0           # a snapshot older than this is read again
-TIMES_READERS = 8             # session-time reads in flight per server
+IN_FLIGHT = 8                 # calls in flight per server
+TIMES_READERS = IN_FLIGHT
 SLOW_READ = 0.002             # seconds: a read this slow crossed a network
-IDLE_BATCH = TIMES_READERS   # idle times read again at once: one round trip
+READ_BUDGET = 0.25            # seconds a worker reads times before answering
 INTERRUPT_BOUND = 2.0         # how long calls in flight may finish after ^C
+MAX_HUNG = 256                # calls left hung on given-up servers, in all
 MAX_SERVERS = 100000
 MAX_FILE_BYTES = 1 << 20
+MAX_CATALOGUE = 1 << 20       # a .mo larger than this is not ours
 MAX_TEXT = 4000               # /warn text, characters
 MAX_NAME = 255                # a DNS name is at most 253
 DEFAULT_SOURCE = "PyLogoff"   # /eventlog without a source
@@ -128,26 +143,84 @@ LISTED, WOULD, DONE, SPARED, FAILED, SKIPPED, UNKNOWN = (
 _DONE_RESULTS = (LISTED, WOULD, DONE, UNKNOWN)
 _FAILED_RESULTS = (FAILED, SKIPPED, UNKNOWN)
 
-_translations = None          # a Catalogue (see below); None: English
+# The kinds of run, decided once by main (a what-if previews one of them).
+LIST, OWN, NAMED, SELECT = "list", "own", "named", "select"
+
+_INFORMATION = wtsapi.EVENTLOG_INFORMATION_TYPE
+_WARNING = wtsapi.EVENTLOG_WARNING_TYPE
+_ERROR = wtsapi.EVENTLOG_ERROR_TYPE
+
+# Every audit record by (phase, action, result): its /eventlog event ID
+# (1-1000, which EventCreate.exe's message table prints as is), its level,
+# and the sentence before its JSON (English, as /json and /log are).  The
+# README lists them.
+RECORDS = {
+    ("intent", "logoff", None): (100, _INFORMATION, "Logging off %(who)s."),
+    ("outcome", "logoff", DONE): (101, _INFORMATION, "Logged off %(who)s."),
+    ("outcome", "logoff", FAILED): (102, _ERROR,
+                                    "Could not log off %(who)s: %(why)s"),
+    ("outcome", "logoff", UNKNOWN): (103, _WARNING,
+                                     "Logging off %(who)s: %(why)s"),
+    ("outcome", "logoff", SPARED): (104, _INFORMATION,
+                                    "Spared %(who)s: %(why)s"),
+    ("outcome", "logoff", SKIPPED): (105, _WARNING,
+                                     "Did not log off %(who)s: %(why)s"),
+    ("intent", "warn", None): (110, _INFORMATION, "Warning %(who)s."),
+    ("outcome", "warn", "ok"): (111, _INFORMATION, "Warned %(who)s."),
+    ("outcome", "warn", FAILED): (112, _ERROR, "Warning %(who)s: %(why)s"),
+    ("outcome", "warn", UNKNOWN): (113, _WARNING, "Warning %(who)s: %(why)s"),
+    ("outcome", "warn", SKIPPED): (115, _WARNING, "Warning %(who)s: %(why)s"),
+    ("server", None, FAILED): (120, _ERROR, "%(server)s failed: %(why)s"),
+}
+EVENT_IDS = {k: v[:2] for k, v in RECORDS.items()}
+EVENT_SUMMARY = 900             # the run's last record
+_SUMMARY_LEVELS = {0: _INFORMATION, 2: _WARNING, 1: _ERROR}
+
+_translations = None          # a gettext.GNUTranslations; None: English
 _langid = LANG_ENGLISH        # the screen's language, for FormatMessageW
+_fitting = {}                 # msgid -> its translation, where it fits
 
 
 def _(msgid):
-    """The reader's language for a message of ours."""
-    return msgid if _translations is None else _translations.gettext(msgid)
+    """The reader's language for a message of ours.  A translation whose
+    placeholders differ from the message's is never used: English is."""
+    if _translations is None or not msgid:
+        return msgid
+    text = _fitting.get(msgid)
+    if text is None:
+        text = _translations.gettext(msgid)
+        if _placeholders(text) != _placeholders(msgid):
+            text = msgid
+        _fitting[msgid] = text
+    return text
+
+
+def _placeholders(text):
+    """The %-placeholders of a message, in order (%% excluded)."""
+    out, i = [], text.find("%")
+    while i >= 0:
+        j = i + 1
+        if text[j:j + 1] == "(":
+            j = text.find(")", j) + 1
+            if j == 0:
+                return None
+        while j < len(text) and text[j] in "#0- +.0123456789":
+            j += 1
+        out.append(text[i:j + 1])
+        i = text.find("%", j + 1)
+    return [p for p in out if p != "%%"]
 
 
 # --- Languages: which one the screen speaks --------------------------------------
 # Catalogues are locale/<name>/LC_MESSAGES/logoff.mo (compiled from the .po
-# beside it by locale/build.py), <name> as gettext spells it: ja, zh_CN.  A
-# new language is a new folder; nothing here changes.
+# beside it), <name> as gettext spells it: ja, zh_CN.  A new language is a
+# new folder; nothing here changes.
 
 LOCALE_DOMAIN = "logoff"
 # Tags that mean another catalogue: Singapore and the Hans script read
 # Simplified Chinese.  Traditional Chinese (zh-TW, zh-HK, zh-MO, zh-Hant)
 # means none of ours: it is never shown zh_CN, and gets English.
 _LANGUAGE_ALIASES = {"zh_SG": "zh_CN", "zh_Hans": "zh_CN"}
-_catalogues = {}              # .mo path -> loaded catalogue (or None)
 
 
 def _requested_languages():
@@ -170,7 +243,8 @@ def _requested_languages():
 def _catalogue_names(tag):
     """Folder names that may hold ``tag``'s catalogue, best first
     ('ja-JP' -> ja_JP, ja; 'zh_SG.UTF-8' -> zh_SG, zh_CN, zh), or None where
-    the tag asks for English (en, en-US, C, POSIX)."""
+    the tag asks for English (en, en-US, C, POSIX).  A tag is a language,
+    never a path: anything else gives no name."""
     tag = tag.split(".")[0].split("@")[0].replace("-", "_")
     parts = [p for p in tag.split("_") if p]
     if not parts:
@@ -179,7 +253,7 @@ def _catalogue_names(tag):
         return None
     lang = parts[0].lower()
     if not (2 <= len(lang) <= 3 and lang.isascii() and lang.isalpha()):
-        return []                  # not a language: never a path
+        return []
     regions = [p.upper() for p in parts[1:] if p.isascii() and (
         len(p) == 2 and p.isalpha() or len(p) == 3 and p.isdigit())]
     scripts = [p.title() for p in parts[1:]
@@ -193,74 +267,54 @@ def _catalogue_names(tag):
 
 
 def _locale_dirs():
-    """Where catalogues may be: locale/ beside this file (a copied folder),
-    then where the wheel's data files went, share/logoff-py/locale under
-    the install scheme's root, which is the grandparent of site-packages on
-    Windows (Lib\\site-packages), its great-grandparent elsewhere
-    (lib/pythonX.Y/site-packages), or sys.prefix."""
+    """Where catalogues may be, and nowhere else: locale/ beside this file
+    (a copied folder), and share/logoff-py/locale under the data folder of
+    the install scheme whose library folder holds this file (a wheel's
+    data files).  Never a parent folder: under C:\\ any user may create
+    one."""
+    import sysconfig
     here = os.path.dirname(os.path.abspath(__file__))
     dirs = [os.path.join(here, "locale")]
-    up = here
-    for _level in range(3):
-        up = os.path.dirname(up)
-        dirs.append(os.path.join(up, "share", "logoff-py", "locale"))
-    dirs.append(os.path.join(sys.prefix, "share", "logoff-py", "locale"))
+    key = os.path.normcase(os.path.realpath(here))
+    for scheme in sysconfig.get_scheme_names():
+        try:
+            paths = sysconfig.get_paths(scheme, expand=True)
+        except (KeyError, ValueError):
+            continue
+        libs = {os.path.normcase(os.path.realpath(paths[k]))
+                for k in ("purelib", "platlib") if k in paths}
+        if key in libs and "data" in paths:
+            data = os.path.join(paths["data"], "share", "logoff-py", "locale")
+            if data not in dirs:
+                dirs.append(data)
     return dirs
 
 
-class Catalogue:
-    """A compiled catalogue: a GNU .mo file, UTF-8, read into a dict.  What
-    gettext.GNUTranslations reads from it, for the two calls used here,
-    without importing gettext (and re and locale with it), which costs
-    up to 30 ms on an embeddable Windows Python."""
-
-    def __init__(self, data):
-        order = {b"\xde\x12\x04\x95": "little",
-                 b"\x95\x04\x12\xde": "big"}.get(data[:4])
-        if order is None or len(data) < 28:
-            raise ValueError("not a .mo file")
-
-        def word(at):
-            return int.from_bytes(data[at:at + 4], order)
-        if word(4) >> 16 > 1:
-            raise ValueError("unknown .mo revision")
-        count, ids, strs = word(8), word(12), word(16)
-        self.messages = {}
-        for i in range(count):
-            (klen, kat), (vlen, vat) = [(word(t + 8 * i), word(t + 8 * i + 4))
-                                        for t in (ids, strs)]
-            if max(kat + klen, vat + vlen) > len(data):
-                raise ValueError("a message past the end of the file")
-            self.messages[data[kat:kat + klen].decode("utf-8")] = \
-                data[vat:vat + vlen].decode("utf-8")
-        self.headers = {}
-        for line in self.messages.get("", "").splitlines():
-            key, colon, value = line.partition(":")
-            if colon:
-                self.headers[key.strip().lower()] = value.strip()
-
-    def gettext(self, msgid):
-        return self.messages.get(msgid, msgid) if msgid else msgid
-
-    def info(self):
-        return self.headers
-
-
-def _load_catalogue(path):
-    """The catalogue at ``path``; None where there is none, or a broken
-    one (which means English, never a failed run)."""
-    if path not in _catalogues:
-        try:
-            with open(path, "rb") as f:
-                _catalogues[path] = Catalogue(f.read())
-        except (OSError, ValueError):
-            _catalogues[path] = None
-    return _catalogues[path]
+def _read_catalogue(path):
+    """A catalogue's bytes, or None: only a regular file, at most
+    MAX_CATALOGUE bytes, opened so that a FIFO cannot hang us."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CATALOGUE:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_CATALOGUE + 1)
+        return data if len(data) <= MAX_CATALOGUE else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def find_catalogue(tags):
-    """The catalogue for the first of ``tags`` that names English or one
-    of ours; None for English."""
+    """gettext's translations for the first of ``tags`` that names English
+    or one of ours; None for English.  A broken catalogue means English,
+    never a failed run."""
     dirs = None
     for tag in tags:
         names = _catalogue_names(tag)
@@ -269,10 +323,15 @@ def find_catalogue(tags):
         dirs = dirs or _locale_dirs()
         for name in names:
             for folder in dirs:
-                catalogue = _load_catalogue(os.path.join(
+                data = _read_catalogue(os.path.join(
                     folder, name, "LC_MESSAGES", LOCALE_DOMAIN + ".mo"))
-                if catalogue is not None:
-                    return catalogue
+                if data is None:
+                    continue
+                import gettext
+                try:
+                    return gettext.GNUTranslations(io.BytesIO(data))
+                except (OSError, ValueError, LookupError, UnicodeError):
+                    continue
     return None
 
 
@@ -289,6 +348,7 @@ def set_language():
         except ValueError:
             langid = None          # the user's default
     _translations, _langid = catalogue, langid
+    _fitting.clear()
 
 
 class Text:
@@ -353,66 +413,14 @@ class Refused(Exception):
 
 class AuditError(Exception):
     """A record could not be written to the audit log or the event log;
-    ``sink`` is the one that failed (set by the trail)."""
+    ``sink`` is the one that failed."""
 
     sink = None
 
 
-# --- Output: streams that can fail without stopping the work ------------------
-
-class Console:
-    """stdout or stderr.  A failed write (a closed pipe, a full disk, no
-    stream at all under pythonw.exe) drops the stream for the rest of the
-    run: output is never a reason to stop logging off or auditing."""
-
-    def __init__(self, name):
-        self.name = name
-        self.lock = threading.Lock()
-        self.dead = False
-
-    def stream(self):
-        return None if self.dead else getattr(sys, self.name, None)
-
-    def isatty(self):
-        s = self.stream()
-        try:
-            return bool(s is not None and s.isatty())
-        except (OSError, ValueError, AttributeError):
-            return False
-
-    def write(self, text):
-        with self.lock:
-            s = self.stream()
-            if s is None:
-                return
-            try:
-                try:
-                    s.write(text)
-                except UnicodeEncodeError:
-                    enc = getattr(s, "encoding", None) or "ascii"
-                    s.write(text.encode(enc, "replace").decode(enc))
-                s.flush()
-            except (OSError, ValueError, AttributeError, UnicodeError):
-                self._drop(s)
-
-    def _drop(self, s):
-        self.dead = True
-        # Python flushes sys.stdout once more at exit; point a broken
-        # descriptor at the null device so that flush cannot fail either.
-        try:
-            fd = s.fileno()
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, fd)
-            os.close(null)
-        except (OSError, ValueError, AttributeError):
-            pass
-
-    def line(self, text):
-        self.write("%s\n" % text)
-
-
-OUT = Console("stdout")
-ERR = Console("stderr")
+class Stopped(Exception):
+    """Thrown into a step that asks for a change (or any call) once the run
+    is stopping: it ends there, and its open targets are closed out."""
 
 
 # --- Parse --------------------------------------------------------------------
@@ -558,7 +566,8 @@ def _parse_servers(value):
     for name in names:
         name = name.lstrip("\\")          # \\SERVER is how admins write it
         if (not name or len(name) > MAX_NAME or _has_control(name)
-                or any(c in name for c in " \t\\/,:")):
+                or any(c in name for c in " \t\\/,:")) and \
+                not _is_ipv6(name):
             raise UsageError(Text("/server: %(name)r is not a server name",
                                   name=name[:80]))
         key = fold(name)
@@ -568,6 +577,11 @@ def _parse_servers(value):
     if not out:
         raise UsageError(Text("/server: needs a server name"))
     return out
+
+
+def _is_ipv6(name):
+    return ":" in name and len(name) <= 45 and all(
+        c in "0123456789abcdefABCDEF:." for c in name)
 
 
 class Options:
@@ -650,16 +664,8 @@ def _parse_session(arg):
 
 
 def _apply_switch(opts, name, value):
-    if name == "?":
-        opts.help = True
-    elif name == "v":
-        opts.verbose = True
-    elif name == "query":
-        opts.query = True
-    elif name == "whatif":
-        opts.whatif = True
-    elif name == "json":
-        opts.json = True
+    if name in ("?", "v", "query", "whatif", "json"):
+        setattr(opts, {"?": "help", "v": "verbose"}.get(name, name), True)
     elif name == "server":
         opts.servers = _parse_servers(value)
     elif name == "user":
@@ -745,16 +751,78 @@ def _check_combination(opts, seen):
                               "combined with /warn, /wait, /whatif or /max"))
 
 
+class Context:
+    """The run as main decided it, frozen: the phases read this, never the
+    command line."""
+
+    __slots__ = ("kind", "session", "servers", "warn", "grace", "wait",
+                 "max", "parallel", "timeout", "verbose", "json", "idle",
+                 "states", "users", "listing_all", "log", "preview")
+
+    def __init__(self, opts):
+        if opts.query:
+            kind = LIST
+        elif opts.session is not None:
+            kind = NAMED
+        elif not opts.selecting:
+            kind = OWN
+        else:
+            kind = SELECT
+        values = dict(
+            kind=kind, session=opts.session, servers=list(opts.servers),
+            warn=opts.warn, grace=opts.grace, wait=opts.wait, max=opts.max,
+            parallel=opts.parallel, timeout=opts.timeout,
+            verbose=opts.verbose and not opts.json, json=opts.json,
+            idle=opts.idle, states=opts.states,
+            users=_user_matcher(opts.users) if opts.users else None,
+            listing_all=opts.query and not opts.selecting, log=opts.log)
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+        # /whatif is a plan with no change: the kind of what it previews
+        # stays (OWN, NAMED or SELECT); `preview` says it changes nothing.
+        object.__setattr__(self, "preview", opts.whatif)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("the run's context is frozen")
+
+    @property
+    def inline(self):
+        """The drop-in forms run on the main thread alone."""
+        return self.kind in (OWN, NAMED)
+
+
 # --- Names, states and times as Windows compares and shows them ---------------
 
+# Windows compares names with a one-to-one simple upper-case table that
+# leaves out mappings which do not round-trip ([MS-UCODEREF] 3.1.5.5;
+# dotnet/runtime pal_casing.c: "on Windows ... U+0131 capitalizes to
+# itself").  So a character folds to its upper case only when that is one
+# character whose lower case is the character again: ı (U+0131), ſ
+# (U+017F), µ, ς and ǅ stay themselves (Wine's table, whose tests run on
+# real Windows, agrees for the last three); ß has no simple upper case.
+# Python's str.upper() uses the full mappings, so the simple ones it lacks
+# are added here: Greek with ypogegrammeni, ᾳ -> ᾼ as Wine's table has it
+# (the rest of the series by the same UnicodeData.txt rule, unverified).
+_FOLD_SIMPLE = dict(
+    [(chr(c), chr(c + 8)) for base in (0x1F80, 0x1F90, 0x1FA0)
+     for c in range(base, base + 8)]
+    + [("\u1fb3", "\u1fbc"), ("\u1fc3", "\u1fcc"), ("\u1ff3", "\u1ffc")])
+
+
+def _fold_char(c):
+    u = _FOLD_SIMPLE.get(c)
+    if u is not None:
+        return u
+    u = c.upper()
+    return u if u == c or len(u) == 1 and u.lower() == c else c
+
+
 def fold(text):
-    """Case-insensitive key, as Windows compares names: a one-to-one upper
-    case mapping, so 'weiss' never equals 'Weiß' (str.casefold() would
-    expand ß to ss and ﬁ to fi)."""
+    """Case-insensitive key, as Windows compares names (see above); no
+    normalization: é and e + U+0301 stay apart, as on Windows."""
     if text.isascii():
         return text.upper()
-    return "".join(c if len(u) != 1 else u for c, u in
-                   ((c, c.upper()) for c in text))
+    return "".join(map(_fold_char, text))
 
 
 _STATE_LABELS = {m: m.name[3:] for m in State}      # WTSActive -> Active
@@ -815,60 +883,113 @@ def _is_console(session):
     return fold(session.name) == "CONSOLE"
 
 
-# Names that always mean this machine.  Any other name is judged by the
-# session itself (see Own), never by a short-name match.
-_LOOPBACK = (".", "localhost", "::1", "0:0:0:0:0:0:0:1")
+def _takeable(session):
+    """A session a selection may take at all: one with a user, never
+    session 0, a listener or the console."""
+    return not (session.id == 0 or not session.user
+                or session.state == State.WTSListen or _is_console(session))
+
+
+def _is_loopback(name):
+    """A literal loopback address, 127.0.0.0/8 or ::1; a host *name* that
+    merely starts with 127. is not one."""
+    import ipaddress
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _names_this_machine(server):
+    """Names that always mean this machine: none given, ., localhost, a
+    loopback address, this host's name or COMPUTERNAME."""
     if server is None:
         return True
     name = server.lower()
-    if name in _LOOPBACK or name.startswith("127."):
+    if name in (".", "localhost") or _is_loopback(name):
         return True
-    host = _hostname()
-    return name == host or name == os.environ.get("COMPUTERNAME", "").lower()
+    return name in _own_names()
 
 
-_HOSTNAME = None
+_OWN_NAMES = None
 
 
-def _hostname():
-    global _HOSTNAME
-    if _HOSTNAME is None:
+def _own_names():
+    global _OWN_NAMES
+    if _OWN_NAMES is None:
         import socket
         try:
-            _HOSTNAME = socket.gethostname().lower()
+            host = socket.gethostname().lower()
         except OSError:
-            _HOSTNAME = ""
-    return _HOSTNAME
+            host = ""
+        _OWN_NAMES = {n for n in (host, host.split(".")[0],
+                                  os.environ.get("COMPUTERNAME", "").lower())
+                      if n}
+    return _OWN_NAMES
+
+
+_FILETIME_MAX = 2650467743999999999       # 9999-12-31, what a datetime holds
+
+
+def _local_minute(times, cache):
+    """A logon time as the table shows it, in local time to the minute:
+    one time.localtime() a minute, never a datetime a row."""
+    if not 0 < times.logon_ticks <= _FILETIME_MAX:
+        return ""
+    minute = times.logon_ticks // 600000000
+    text = cache.get(minute)
+    if text is None:
+        try:
+            text = time.strftime("%Y-%m-%d %H:%M", time.localtime(
+                minute * 60 - 11644473600))             # 1601 -> 1970
+        except (OverflowError, OSError, ValueError):
+            # Windows' C runtime refuses dates before 1970 or after 3000.
+            when = times.logon
+            text = when.strftime("%Y-%m-%d %H:%MZ") if when else ""
+        cache[minute] = text
+    return text
 
 
 # --- Failures: one place turns any of them into what is reported --------------
 
 class Failure:
     """What is reported about something that went wrong: the Win32 code, the
-    function, a message and a hint (both Text, or SystemText)."""
+    function, a message and a hint (Text or SystemText).  Immutable."""
 
     __slots__ = ("code", "function", "message", "hint", "show_code")
 
     def __init__(self, code, message, hint=None, function=None,
                  show_code=True):
-        self.code = code
-        self.message = message
-        self.hint = hint
-        self.function = function
-        self.show_code = show_code and code is not None
+        for key, value in (("code", code), ("message", message),
+                           ("hint", hint), ("function", function),
+                           ("show_code", show_code and code is not None)):
+            object.__setattr__(self, key, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a Failure is immutable")
 
     def en(self):
         return self.message.en()
 
-    def screen(self):
+    def screen(self, hints=None):
+        """The line for the screen.  ``hints``, a set, makes each hint
+        shown once a run; a later line refers to it."""
         text = str(self.message)
         if self.hint is not None:
-            text = _sentences(text, str(self.hint))
+            key = self.hint.en()
+            if hints is None or key not in hints:
+                text = _sentences(text, str(self.hint))
+                if hints is not None:
+                    hints.add(key)
+            else:
+                text = _sentences(text, _("(See the hint above.)"))
         return _sentences(text, "(error %d)" % self.code) if self.show_code \
             else text
+
+    def about(self, text, **args):
+        """The same failure, its message put in a sentence of ours."""
+        return Failure(self.code, Text(text, why=self.message, **args),
+                       self.hint, self.function, self.show_code)
 
 
 def _sentences(first, then):
@@ -913,15 +1034,30 @@ def _hint(code, function, remote):
     return None
 
 
-def failure_of(exc, server=None):
-    """Any failure (WTSError, a refusal, a timeout) as a Failure."""
+# A per-session call answered "not found" for a session that a fresh
+# enumeration still lists: [MS-TSTS] documents 7022 as "does not exist or
+# the caller does not have WINSTATION_QUERY permission".
+_STILL_LISTED = Text("The session is still listed, so your account may lack "
+                     "the Query Information permission on it (part of Full "
+                     "Control).")
+
+
+def describe(exc, server=None):
+    """Any failure (WTSError, a refusal, a timeout, an OSError) as a
+    Failure.  A call that failed without a code names its function."""
     if isinstance(exc, Failure):
         return exc
     if isinstance(exc, Refused):
         return Failure(exc.code, exc.text, show_code=False)
     if isinstance(exc, wtsapi.WTSError):
-        return Failure(exc.winerror, SystemText(exc.winerror),
-                       _hint(exc.winerror, exc.function, server is not None),
+        if not exc.winerror:
+            return Failure(0, Text("%(function)s failed and Windows gave no "
+                                   "reason", function=exc.function),
+                           function=exc.function)
+        hint = _hint(exc.winerror, exc.function, server is not None)
+        if exc.winerror in wtsapi.SESSION_GONE_CODES:
+            hint = _STILL_LISTED
+        return Failure(exc.winerror, SystemText(exc.winerror), hint,
                        exc.function)
     if isinstance(exc, AuditError):
         return Failure(None, exc.args[0])
@@ -933,7 +1069,7 @@ def failure_of(exc, server=None):
                               type=type(exc).__name__, what=str(exc)))
 
 
-# --- The audit log --------------------------------------------------------------
+# --- The audit trail: records, and the sinks that take them ---------------------
 
 class Audit:
     """The /log file: JSON lines, written ahead.  Before each state change a
@@ -949,7 +1085,6 @@ class Audit:
         import json
         self._json = json
         self.path = path
-        self.lock = threading.Lock()
         self.fd = None
         try:
             st = os.stat(path)
@@ -972,89 +1107,42 @@ class Audit:
                                   file=path))
         self.fd = fd
 
+    def describe(self, why):
+        return Text("the audit log %(file)s cannot be written: %(why)s",
+                    file=self.path, why=why)
+
     def append(self, record):
-        """Append one record (the trail's dict) as a line.  Raises
-        AuditError."""
-        with self.lock:
-            if self.fd is None:
-                raise AuditError(Text("the log is closed"))
-            # A lone surrogate in a name cannot be UTF-8: escape it, as
-            # JSON itself would, rather than lose the line.
-            data = (self._json.dumps(record, ensure_ascii=False) + "\n"
-                    ).encode("utf-8", "backslashreplace")
-            try:
-                if sys.platform == "win32":
-                    self._write_locked(data)
-                else:
+        """Append one record as a line.  Raises AuditError."""
+        # A lone surrogate in a name cannot be UTF-8: escape it, as JSON
+        # itself would, rather than lose the line.
+        data = (self._json.dumps(record, ensure_ascii=False) + "\n"
+                ).encode("utf-8", "backslashreplace")
+        try:
+            if sys.platform == "win32":
+                handle = wtsapi.file_handle(self.fd)
+                wtsapi.lock_byte(handle, self.LOCK_OFFSET, wait=True)
+                try:
+                    os.lseek(self.fd, 0, os.SEEK_END)
                     self._write_all(data)
-            except OSError as e:
-                raise AuditError(Text("%(why)s", why=e.strerror or str(e)))
+                finally:
+                    wtsapi.unlock_byte(handle, self.LOCK_OFFSET)
+            else:
+                self._write_all(data)
+        except OSError as e:
+            raise AuditError(Text("%(why)s", why=e.strerror or str(e)))
 
     def _write_all(self, data):
         n = os.write(self.fd, data)
         if n != len(data):
             raise OSError(0, "short write (%d of %d bytes)" % (n, len(data)))
 
-    def _write_locked(self, data):
-        handle = wtsapi.file_handle(self.fd)
-        if not wtsapi.lock_byte(handle, self.LOCK_OFFSET, wait=False):
-            ERR.line(str(Text("logoff: waiting for the log file %(file)s "
-                              "(another run is writing to it)...",
-                              file=self.path)))
-            wtsapi.lock_byte(handle, self.LOCK_OFFSET, wait=True)
-        try:
-            os.lseek(self.fd, 0, os.SEEK_END)
-            self._write_all(data)
-        finally:
-            wtsapi.unlock_byte(handle, self.LOCK_OFFSET)
-
     def close(self):
-        with self.lock:
-            fd, self.fd = self.fd, None
+        fd, self.fd = self.fd, None
         if fd is not None:
             try:
                 os.close(fd)
             except OSError:     # a share's deferred error at close: the
                 pass            # run is over, and it must not traceback
-
-
-
-# /eventlog event IDs (1-1000: what EventCreate.exe's message table prints
-# as is) and levels, by (phase, action, result); the README lists them.
-_INFORMATION = wtsapi.EVENTLOG_INFORMATION_TYPE
-_WARNING = wtsapi.EVENTLOG_WARNING_TYPE
-_ERROR = wtsapi.EVENTLOG_ERROR_TYPE
-EVENT_IDS = {
-    ("intent", "logoff", None): (100, _INFORMATION),
-    ("outcome", "logoff", DONE): (101, _INFORMATION),
-    ("outcome", "logoff", FAILED): (102, _ERROR),
-    ("outcome", "logoff", UNKNOWN): (103, _WARNING),
-    ("outcome", "logoff", SPARED): (104, _INFORMATION),
-    ("outcome", "logoff", SKIPPED): (105, _WARNING),
-    ("intent", "warn", None): (110, _INFORMATION),
-    ("outcome", "warn", "ok"): (111, _INFORMATION),
-    ("outcome", "warn", FAILED): (112, _ERROR),
-    ("outcome", "warn", UNKNOWN): (113, _WARNING),
-    ("outcome", "warn", SKIPPED): (115, _WARNING),
-}
-EVENT_SUMMARY = 900             # the run's last event
-_SUMMARY_LEVELS = {0: _INFORMATION, 2: _WARNING, 1: _ERROR}
-
-# The readable sentence before each event's JSON, by (phase, action,
-# result); English, as /json and /log are, whatever the screen's language.
-_EVENT_SENTENCES = {
-    ("intent", "logoff", None): "Logging off %(who)s.",
-    ("outcome", "logoff", DONE): "Logged off %(who)s.",
-    ("outcome", "logoff", FAILED): "Could not log off %(who)s: %(why)s",
-    ("outcome", "logoff", UNKNOWN): "Logging off %(who)s: %(why)s",
-    ("outcome", "logoff", SPARED): "Spared %(who)s: %(why)s",
-    ("outcome", "logoff", SKIPPED): "Did not log off %(who)s: %(why)s",
-    ("intent", "warn", None): "Warning %(who)s.",
-    ("outcome", "warn", "ok"): "Warned %(who)s.",
-    ("outcome", "warn", FAILED): "Warning %(who)s: %(why)s",
-    ("outcome", "warn", UNKNOWN): "Warning %(who)s: %(why)s",
-    ("outcome", "warn", SKIPPED): "Warning %(who)s: %(why)s",
-}
 
 
 def _event_failure(e):
@@ -1071,16 +1159,13 @@ def _event_sentence(record):
     if record["phase"] == "summary":
         counts = ", ".join("%d %s" % (n, k) for k, n in
                            sorted(record["counts"].items()) if n)
-        counts = counts or Text("nothing done")
-        if record["message"]:
-            text = Text("Run %(run)s ended with exit code %(code)d "
-                        "(%(counts)s): %(why)s", run=record["run"],
-                        code=record["exit_code"], counts=counts,
-                        why=record["message"]).en()
-        else:
-            text = Text("Run %(run)s ended with exit code %(code)d "
-                        "(%(counts)s).", run=record["run"],
-                        code=record["exit_code"], counts=counts).en()
+        args = dict(run=record["run"], code=record["exit_code"],
+                    counts=counts or Text("nothing done"),
+                    why=record["message"])
+        text = Text("Run %(run)s ended with exit code %(code)d "
+                    "(%(counts)s): %(why)s" if record["message"] else
+                    "Run %(run)s ended with exit code %(code)d "
+                    "(%(counts)s).", **args).en()
     else:
         account = record["user"] or ""
         if account and record["domain"]:
@@ -1092,7 +1177,7 @@ def _event_sentence(record):
                Text("session %(id)s on %(server)s", id=record["session"],
                     server=server))
         key = (record["phase"], record["action"], record["result"])
-        text = Text(_EVENT_SENTENCES[key], who=who,
+        text = Text(RECORDS[key][2], who=who, server=server,
                     why=record["message"] or record["result"]).en()
     # One line, so that the JSON is always what follows the first CR LF.
     return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
@@ -1101,7 +1186,7 @@ def _event_sentence(record):
 class EventLog:
     """The /eventlog sink: each record of the trail as one event in the
     Application log of this machine (``wtsapi.EventSource``): a fixed
-    event ID per action and outcome (EVENT_IDS), its level to match, the
+    event ID per action and outcome (RECORDS), its level to match, the
     operator's SID from the process token in lpUserSid (none off Windows),
     and one insertion string: a sentence, CR LF, then the record as the
     /log line's JSON object in ASCII.  Registering the source when made
@@ -1113,6 +1198,10 @@ class EventLog:
         self.source = source
         self.sid = wtsapi.process_sid()
         self.src = wtsapi.EventSource(source)
+
+    def describe(self, why):
+        return Text("the event log (source %(source)s) cannot be written: "
+                    "%(why)s", source=self.source, why=why)
 
     def append(self, record):
         """Report one record as an event.  Raises AuditError."""
@@ -1136,37 +1225,164 @@ class EventLog:
             pass        # the run is over: its events are written already
 
 
+class Sinks:
+    """The audit sinks of a run (the /log file, then the /eventlog source),
+    written by one thread at a time: the sink thread, or the main thread in
+    a drop-in run.  A record goes to every sink under one ``seq``.  After
+    the first failure no intent is written any more (the run is stopping);
+    outcomes are still offered to every sink.  An intent that one sink
+    refused gets its ``not-attempted`` outcome at once in the sinks that
+    took it: no intent is left looking as if its change were in flight."""
+
+    def __init__(self, sinks):
+        self.sinks = sinks
+        self.failed = None
+
+    def write(self, records):
+        """Write ``records`` in order; returns how many intents at the head
+        were written, and the first failure (an AuditError) or None."""
+        written = 0
+        for record in records:
+            intent = record["phase"] == "intent"
+            if intent and self.failed is not None:
+                return written, self.failed
+            taken = []
+            for sink in self.sinks:
+                try:
+                    sink.append(record)
+                    taken.append(sink)
+                except AuditError as e:
+                    e.sink = sink
+                    if self.failed is None:
+                        self.failed = e
+                    if intent:
+                        break
+            if intent and self.failed is not None:
+                closing = dict(record, phase="outcome", result=SKIPPED,
+                               message=Text("not attempted: %(why)s",
+                                            why=_stopped_by(self.failed)).en())
+                for sink in taken:
+                    try:
+                        sink.append(closing)
+                    except AuditError:
+                        pass        # that sink's own failure is reported
+                return written, self.failed
+            written += intent
+        return written, self.failed
+
+    def close(self):
+        for sink in self.sinks:
+            sink.close()
+
+
+def _stopped_by(error):
+    """Why nothing more is changed, naming the sink that failed."""
+    if isinstance(error.sink, EventLog):
+        return Text("the event log cannot be written")
+    return Text("the audit log cannot be written")
+
+
+class Trail:
+    """The run's audit records: each numbered once (``seq``) by the owner
+    of the run, in the order they are sent to the sinks."""
+
+    def __init__(self, operator):
+        self.run_id = os.urandom(6).hex()
+        self.operator = operator
+        self.seq = 0
+
+    def record(self, seq=None, **fields):
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        record = dict(time="%s.%03dZ" % (stamp, int(now % 1 * 1000)),
+                      run=self.run_id, seq=seq, phase=None,
+                      operator=self.operator, server=None, session=None,
+                      user=None, domain=None, action=None, result=None,
+                      error=None, message=None, warned=None)
+        record.update(fields)
+        return record
+
+
 # --- Plan: what is selected on each server -------------------------------------
+# A step is a generator run by the coordinator: it yields a Call (one
+# Windows call on a worker), a list of Calls (a batch, at most IN_FLIGHT in
+# flight; answered with a list of values or exceptions), a Write (audit
+# records, answered once written) or a Pause, and is resumed with the
+# answer, or has the call's exception raised at its yield.
+
+class Call:
+    """``fn(*args)`` on a worker.  ``changes``: a state change (refused once
+    the run is stopping, like any call then).  ``slack``: seconds the call
+    may take beyond /timeout (a batch of reads answers within
+    READ_BUDGET)."""
+
+    __slots__ = ("fn", "args", "changes", "slack")
+
+    def __init__(self, fn, *args, changes=False, slack=0.0):
+        self.fn, self.args, self.changes, self.slack = fn, args, changes, slack
+
+
+class Write:
+    """Audit records, in order; answered with how many intents were
+    written (all of them unless a sink failed)."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, records):
+        self.records = records
+
+
+class Pause:
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+
+class Job:
+    """One server's share of the work: its name (None: the local server),
+    its one handle, kept across phases (on a remote server a new handle is
+    a new RPC connection), its targets and how it ended."""
+
+    __slots__ = ("server", "local", "srv", "targets", "failure", "given_up",
+                 "read_at", "names")
+
+    def __init__(self, server):
+        self.server = server
+        self.local = _names_this_machine(server)
+        self.srv = None
+        self.targets = []
+        self.failure = None
+        self.given_up = False
+        self.read_at = 0.0           # monotonic time of the last enumeration
+        self.names = [server]
+
 
 class Target:
-    """A session chosen for action, and what happened to it."""
+    """A session chosen for action, and what happened to it.  ``times``:
+    its SessionTimes when read (the logon that a warning went to);
+    ``pending``: the action whose intent is written and whose outcome is
+    not; ``issued``: that action's call went out."""
 
-    __slots__ = ("server", "session", "idle", "times", "own", "action",
+    __slots__ = ("server", "session", "times", "idle", "own", "action",
                  "result", "error", "message", "warned", "note", "seq",
-                 "pending", "gone", "final", "read_at")
+                 "pending", "issued", "read_at")
 
-    def __init__(self, server, session, own=False):
+    def __init__(self, server, session, action, own=False):
         self.server = server
         self.session = session
-        self.idle = None
-        self.times = None           # SessionTimes, where they were read
+        self.action = action
         self.own = own
-        self.action = None
-        self.result = None
-        self.error = None
+        self.times = self.idle = self.result = self.error = None
         self.message = None         # Text: why it failed or was spared
         self.warned = None
         self.note = None            # Text: why no warning was sent
-        self.seq = None             # the audit seq of a change in flight
-        self.pending = None         # its action: "warn" or "logoff"
-        self.gone = False           # ended while being read
+        self.seq = self.pending = None
+        self.issued = False
         self.read_at = 0.0          # monotonic time its times were read
-        self.final = False
-
-    @property
-    def logon(self):
-        """The logon time (UTC), or None where not read or unknown."""
-        return self.times.logon if self.times is not None else None
 
     def who(self):
         s = self.session
@@ -1183,7 +1399,7 @@ class Target:
     def record(self):
         s = self.session
         message = self.message or self.note
-        logon = self.logon
+        logon = self.times.logon if self.times is not None else None
         return {
             "server": self.server, "id": s.id, "name": s.name,
             "user": s.user, "domain": s.domain,
@@ -1197,92 +1413,58 @@ class Target:
         }
 
 
-class Job:
-    """One server's share of the work.  ``cancel`` is set when the server
-    ran out of time in a phase or the run is stopping: no new state change
-    starts on it."""
-
-    __slots__ = ("server", "targets", "failure", "timed_out", "cancel",
-                 "read_at", "started", "finished", "running", "abandoned",
-                 "srv")
-
-    def __init__(self, server):
-        self.server = server
-        self.targets = []
-        self.failure = None
-        self.timed_out = False
-        self.cancel = threading.Event()
-        self.read_at = 0.0           # monotonic time of the last enumeration
-        self.started = self.finished = self.running = False
-        self.abandoned = False       # its thread closes the handle when done
-        self.srv = None
-
-    def handle(self):
-        """The job's one server handle, kept across phases: on a remote
-        server a new handle means a new RPC connection."""
-        if self.srv is None:
-            self.srv = wtsapi.Server(self.server)
-        return self.srv
-
-    def close(self):
-        with _HANDOFF:               # a worker and the main thread may race
-            srv, self.srv = self.srv, None
-        if srv is not None:
-            srv.close()
-
-
-_HANDOFF = threading.Lock()
-
-
 class Own:
-    """The caller's own session.  Its ID is read once a run from the local
-    server.  On another server a session is the caller's when it has that
-    ID, the caller's user and the same logon time, whatever name reaches
-    that server (an IP, an alias); those details are read only when a
-    session there has the caller's ID."""
+    """The caller's own session: its ID on the local server (read once a
+    run; None where it cannot be read, with ``error``), and its details
+    (SessionTimes; False where they cannot be read), read only when a
+    session elsewhere has that ID."""
+
+    __slots__ = ("id", "error", "details")
 
     def __init__(self):
-        self._id = None
-        self._details = None
-        self._lock = threading.Lock()
+        self.id = self.error = self.details = None
 
-    def id(self):
-        if self._id is not None:
-            return self._id
-        with self._lock:
-            if self._id is None:
-                self._id = wtsapi.current_session_id()
-            return self._id
 
-    def details(self):
-        """The own session's SessionTimes, or False if it cannot be read."""
-        with self._lock:
-            if self._details is None:
-                try:
-                    self._details = wtsapi.own_session()
-                except wtsapi.WTSError:
-                    self._details = False
-            return self._details
+def own_step(run, job):
+    try:
+        run.own.id = yield Call(wtsapi.current_session_id)
+    except wtsapi.WTSError as e:
+        run.own.error = describe(e)
 
-    def matches(self, srv, server, session):
-        """True: the caller's; False: not; None: cannot tell.  A selection
-        treats None as the caller's (never risk it); the console rule
-        gives way only to True."""
-        if session.id != self.id():
-            return False
-        if _names_this_machine(server):
-            return True
-        own = self.details()
-        if not own:
-            return None
-        if (fold(session.user), fold(session.domain)) != (
-                fold(own.user), fold(own.domain)):
-            return False
+
+def _own_details(run):
+    own = run.own
+    if own.details is None:
         try:
-            logon = srv.times(session.id).logon_ticks
+            own.details = yield Call(wtsapi.own_session)
         except wtsapi.WTSError:
-            return None
-        return logon == own.logon_ticks
+            own.details = False
+    return own.details
+
+
+def is_own(run, job, session):
+    """True: the caller's session; False: not; None: cannot tell.  On this
+    machine the ID alone says it; elsewhere (an alias, an address) the
+    same ID, user and logon time.  A selection takes only False; the
+    console refusal gives way only to True."""
+    own = run.own
+    if own.id is None:
+        return None if job.local else False
+    if session.id != own.id:
+        return False
+    if job.local:
+        return True
+    details = yield from _own_details(run)
+    if not details:
+        return None
+    if (fold(session.user), fold(session.domain)) != (
+            fold(details.user), fold(details.domain)):
+        return False
+    try:
+        times = yield Call(job.srv.times, session.id)
+    except wtsapi.WTSError:
+        return None
+    return times.logon_ticks == details.logon_ticks
 
 
 def _user_matcher(patterns):
@@ -1301,18 +1483,12 @@ def _user_matcher(patterns):
     return match
 
 
-def _excluded(run, srv, server, session):
-    """A session a selection never takes."""
-    return (session.id == 0 or not session.user
-            or session.state == State.WTSListen or _is_console(session)
-            or run.own.matches(srv, server, session) is not False)
-
-
-def _matches(run, session):
-    opts = run.opts
-    if opts.states is not None and session.state not in opts.states:
-        return False
-    return run.users is None or run.users(session)
+def selects(ctx, session):
+    """The selection's one rule, for the plan and every re-check: a
+    session it may take at all, in a chosen state, of a chosen user."""
+    return (_takeable(session)
+            and (ctx.states is None or session.state in ctx.states)
+            and (ctx.users is None or ctx.users(session)))
 
 
 def _same_account(times, session):
@@ -1326,101 +1502,160 @@ def _same_account(times, session):
     return True
 
 
-def read_times(srv, targets, cancel):
-    """Idle and logon time for each target.  Reads go one at a time while
-    they are fast (a local server); once one takes a network round trip,
-    up to TIMES_READERS run in flight on the one server handle, so 200
-    sessions at 50 ms cost about 26 round trips, not 200.  A session that
-    ended meanwhile is marked ``gone``."""
-    todo = iter(targets)
-    lock = threading.Lock()
-    errors = []
-
-    def read(t):
+def _read_chunk(srv, ids, probe):
+    """On a worker: the times of ``ids`` in order, each a SessionTimes or
+    the WTSError it failed with, until READ_BUDGET has passed (so that an
+    answer comes within /timeout plus that), or with ``probe`` after the
+    first read slow enough to have crossed a network."""
+    out, start = [], time.monotonic()
+    for sid in ids:
+        began = time.monotonic()
         try:
-            times = srv.times(t.session.id)
+            out.append(srv.times(sid))
         except wtsapi.WTSError as e:
-            if e.winerror != wtsapi.ERROR_CTX_WINSTATION_NOT_FOUND:
-                raise
-            t.gone = True
-            return
-        if not _same_account(times, t.session):
-            t.gone = True           # changed hands since the enumeration
-            return
-        t.idle = None if _is_console(t.session) else times.idle
-        t.times = times
-        t.read_at = time.monotonic()
-
-    for t in todo:
-        if cancel.is_set():
-            return
-        started = time.monotonic()
-        read(t)
-        if time.monotonic() - started > SLOW_READ:
+            out.append(e)
+        now = time.monotonic()
+        if now - start > READ_BUDGET or probe and now - began > SLOW_READ:
             break
-    else:
+    return out
+
+
+def read_times(run, job, targets):
+    """Idle and logon time for each target, read on workers: all in one
+    batch while reads are fast (a local server), IN_FLIGHT at once once one
+    crossed a network, so 200 sessions at 50 ms cost about 26 round trips.
+    A session whose read says "not found" (2 or 7022) is looked for once
+    more in a fresh enumeration: gone, it ends up in the returned list; still
+    listed, it fails (missing rights).  One that changed hands since the
+    enumeration is gone too."""
+    todo, lanes, probe, gone, maybe = list(targets), 1, True, [], []
+    while todo:
+        size = -(-len(todo) // lanes)
+        chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+        answers = yield [Call(_read_chunk, job.srv,
+                              [t.session.id for t in c], probe,
+                              slack=READ_BUDGET) for c in chunks]
+        todo = []
+        for chunk, answer in zip(chunks, answers):
+            if isinstance(answer, BaseException):
+                raise answer
+            for t, times in zip(chunk, answer):
+                if isinstance(times, wtsapi.WTSError):
+                    if times.winerror not in wtsapi.SESSION_GONE_CODES:
+                        raise times
+                    maybe.append((t, times))
+                elif not _same_account(times, t.session):
+                    gone.append(t)
+                else:
+                    t.times, t.read_at = times, time.monotonic()
+                    t.idle = None if _is_console(t.session) else times.idle
+            todo.extend(chunk[len(answer):])
+            if probe and len(answer) < len(chunk):
+                lanes = IN_FLIGHT
+        probe = False
+    if maybe:
+        listed = yield from _listed(run, job)
+        for t, e in maybe:
+            if _same_user(listed.get(t.session.id), t.session):
+                run.failed(t, describe(e, job.server).about(
+                    "could not read its times: %(why)s"))
+            else:
+                gone.append(t)
+    return gone
+
+
+def _listed(run, job):
+    """A fresh enumeration, by ID."""
+    sessions = yield Call(job.srv.sessions)
+    job.read_at = time.monotonic()
+    return {s.id: s for s in sessions}
+
+
+def _same_user(now, before):
+    return now is not None and (fold(now.user), fold(now.domain)) == (
+        fold(before.user), fold(before.domain))
+
+
+def plan_step(run, job):
+    """Phase one on a server: one enumeration, then the selection (or the
+    named session, or the caller's own)."""
+    ctx = run.ctx
+    if ctx.kind == OWN:
+        job.targets = [(yield from _plan_own(run, job))]
         return
-
-    def reader():
-        while not cancel.is_set() and not errors:
-            with lock:
-                t = next(todo, None)
-            if t is None:
-                return
-            try:
-                read(t)
-            except wtsapi.WTSError as e:
-                errors.append(e)
-
-    threads = [threading.Thread(target=reader, daemon=True)
-               for _ in range(TIMES_READERS)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    if errors:
-        raise errors[0]
+    if job.srv is None:
+        job.srv = yield Call(wtsapi.Server, job.server)
+    sessions = yield Call(job.srv.sessions)
+    job.read_at = time.monotonic()
+    if ctx.kind == NAMED:
+        targets = [(yield from _find_explicit(run, job, sessions))]
+    else:
+        targets = yield from _select(run, job, sessions)
+    if ctx.warn is not None or ctx.idle is not None or ctx.kind == LIST:
+        readable = [t for t in targets if t.session.user]
+        gone = set((yield from read_times(run, job, readable)))
+        targets = [t for t in targets if t not in gone and (
+            t.result is not None or ctx.idle is None
+            or t.idle is not None and t.idle >= ctx.idle)]
+    job.targets = targets
 
 
-def _select(run, job, srv, sessions):
-    """Targets on one server: the filters ANDed over sessions with a user,
+def _plan_own(run, job):
+    """logoff with no session: the caller's own, as WTS_CURRENT_SESSION."""
+    own = run.own
+    if own.id is None:
+        raise Refused(own.error.message, own.error.code)
+    if own.id == 0:
+        # A scheduled task as SYSTEM, a service, a WinRM or Salt command:
+        # "my own session" there is the services session.
+        raise Refused(Text("the current session is session 0, the services "
+                           "session; it has no user to log off. Give a "
+                           "session or a selection."))
+    details = (yield from _own_details(run)) if run.sinks else None
+    job.srv = wtsapi.Server()           # the local server: no handle
+    session = wtsapi.Session(None, own.id, "", State.WTSActive,
+                             details.user if details else "",
+                             details.domain if details else "")
+    return Target(None, session, "logoff", own=True)
+
+
+def _select(run, job, sessions):
+    """Targets on one server: the selection over sessions with a user,
     never session 0, listeners, the console or the caller's own session.
-    Idle time is read only after the other filters (and for a listing)."""
-    opts = run.opts
-    listing_all = opts.query and not opts.selecting
-    picked = []
+    On this machine a selection needs to know which session is yours."""
+    ctx, picked = run.ctx, []
+    if job.local and run.own.id is None and ctx.kind != LIST:
+        raise Refused(Text("cannot tell which session is yours on this "
+                           "machine (%(why)s); nothing is selected here",
+                           why=run.own.error.message))
     for s in sessions:
-        if listing_all:
-            t = Target(job.server, s)
-            if s.user and s.id != 0:
-                t.own = run.own.matches(srv, job.server, s)
-            picked.append(t)
-        elif not _excluded(run, srv, job.server, s) and _matches(run, s):
-            picked.append(Target(job.server, s))
-    if opts.idle is not None or opts.query:
-        read_times(srv, [t for t in picked if t.session.user], job.cancel)
-        picked = [t for t in picked if not t.gone and (
-            opts.idle is None or (t.idle is not None and t.idle >= opts.idle))]
+        if ctx.listing_all:
+            own = False
+            if s.user and s.id != 0 and s.id == run.own.id:
+                own = (yield from is_own(run, job, s)) is True
+            picked.append(Target(job.server, s, "list", own))
+        elif selects(ctx, s) and (s.id != run.own.id or (
+                yield from is_own(run, job, s)) is False):
+            picked.append(Target(job.server, s,
+                                 "list" if ctx.kind == LIST else "logoff"))
     return picked
 
 
-def _find_explicit(run, job, srv, sessions):
+def _find_explicit(run, job, sessions):
     """The session the command line names, under logoff.exe's rules."""
-    wanted = run.opts.session
+    wanted = run.ctx.session
     where = server_label(job.server)
     if isinstance(wanted, int):
         found = [s for s in sessions if s.id == wanted]
-        if not found:
-            raise Refused(Text("Session ID %(id)d was not found on "
-                               "%(server)s.", id=wanted, server=where),
-                          wtsapi.ERROR_CTX_WINSTATION_NOT_FOUND)
+        missing = Text("Session ID %(id)d was not found on %(server)s.",
+                       id=wanted, server=where)
     else:
         key = fold(wanted)
         found = [s for s in sessions if s.name and fold(s.name) == key]
-        if not found:
-            raise Refused(Text("Session %(name)s was not found on "
-                               "%(server)s.", name=wanted, server=where),
-                          wtsapi.ERROR_CTX_WINSTATION_NOT_FOUND)
+        missing = Text("Session %(name)s was not found on %(server)s.",
+                       name=wanted, server=where)
+    if not found:
+        raise Refused(missing, wtsapi.ERROR_CTX_WINSTATION_NOT_FOUND)
     session = found[0]
     if session.id == 0:
         raise Refused(Text("Session 0 is the services session; it has no "
@@ -1435,782 +1670,946 @@ def _find_explicit(run, job, srv, sessions):
                            "ID to log it off.", name=session.name,
                            id=session.id,
                            state=state_word(session.state)))
-    own = run.own.matches(srv, job.server, session) is True
+    own = (yield from is_own(run, job, session)) is True
     if _is_console(session) and not own:
         raise Refused(Text("Session %(id)d is the console session; users "
                            "cannot be logged off from the console session.",
                            id=session.id))
-    return Target(job.server, session, own=own)
-
-
-def plan_server(run, job):
-    """Phase one on a server: one enumeration, then the selection."""
-    srv = job.handle()
-    sessions = srv.sessions()
-    read_at = time.monotonic()
-    if run.opts.session is not None:
-        targets = [_find_explicit(run, job, srv, sessions)]
-    else:
-        targets = _select(run, job, srv, sessions)
-    action = "list" if run.opts.query else "logoff"
-    for t in targets:
-        t.action = action
-    with run.lock:
-        if not job.timed_out:        # a given-up server adds nothing late
-            job.targets, job.read_at = targets, read_at
+    return Target(job.server, session, "logoff", own)
 
 
 # --- Act: warn, wait, look again, log off ---------------------------------------
 
-def _fan_out(run, jobs, phase, last):
-    """Run ``phase(run, job)`` for every job on at most /parallel threads.
-    A job still running /timeout after it started is given up: its
-    ``cancel`` is set, its thread left to finish alone, and a fresh worker
-    takes its place, so a hung server never holds up the others or the
-    exit.  Deadlines sit in a heap, so the scheduler's work is linear in
-    the number of servers.  After the ``last`` phase (or a failure) the
-    worker closes the job's handle itself, in parallel with the others.
-    Returns False when the run was interrupted."""
-    opts = run.opts
-    # /wait is waited for on top of /timeout, not cut short by it.
-    limit = opts.timeout
-    if phase is act_server and opts.wait is not None:
-        limit += opts.wait
-    cond = threading.Condition()
-    pending = list(reversed(jobs))
-    deadlines = []                      # (deadline, n, job)
-    counts = {"left": len(jobs), "n": 0}
+def _batches(items):
+    for i in range(0, len(items), IN_FLIGHT):
+        yield items[i:i + IN_FLIGHT]
 
-    def worker():
-        while True:
-            with cond:
-                if not pending:
-                    return
-                job = pending.pop()
-                job.started = job.running = True
-                counts["n"] += 1
-                heapq.heappush(deadlines, (time.monotonic() + limit,
-                                           counts["n"], job))
-            if not run.stopping:
-                try:
-                    phase(run, job)
-                except BaseException as e:     # reported, never a traceback
-                    if job.failure is None:
-                        job.failure = failure_of(e, job.server)
-            with run.lock:
-                job.running = False
-                done = (last or job.failure is not None or job.timed_out
-                        or job.abandoned)
-            if done:
-                job.close()                 # no one else will use it
-            with cond:
-                if job.timed_out:
-                    return                  # a replacement took this slot
-                job.finished = True
-                counts["left"] -= 1
-                cond.notify_all()
 
-    def spawn():
-        threading.Thread(target=worker, daemon=True).start()
-
-    for _ in range(min(opts.parallel, len(jobs))):
-        spawn()
+def _issue(run, job, batch, action, call):
+    """Intents for ``batch``, then its calls, IN_FLIGHT at once, each after
+    its own intent is written; returns [(target, answer)] for the targets
+    whose call went out (the answer: None, a value, or the exception)."""
+    written = yield Write([run.intent(t, action) for t in batch])
+    for t in batch[written:]:
+        t.seq = t.pending = None       # never written: the run is stopping
+    batch = batch[:written]
+    for t in batch:
+        t.issued = True
     try:
-        with cond:
-            while counts["left"] > 0 and run.interrupted is None:
-                now = time.monotonic()
-                while deadlines and deadlines[0][0] <= now:
-                    _, _, job = heapq.heappop(deadlines)
-                    if not job.finished:
-                        job.timed_out = True
-                        job.cancel.set()
-                        counts["left"] -= 1
-                        spawn()
-                wake = now + 0.25          # signals are seen between waits
-                if deadlines:
-                    wake = min(wake, deadlines[0][0])
-                if counts["left"] > 0:
-                    cond.wait(max(0.0, wake - now))
-                run.progress.update(phase)
-            run.progress.update(phase)
-    except KeyboardInterrupt:              # no handler of ours: not main
-        run.interrupted = "SIGINT"
-    if run.interrupted is None:
-        return True
-    run.stop()
-    # Calls in flight may finish for a moment; then they are given up.
-    end = time.monotonic() + INTERRUPT_BOUND
-    with cond:
-        while time.monotonic() < end and any(
-                j.started and not j.finished and not j.timed_out
-                for j in jobs):
-            cond.wait(0.05)
-    return False
+        answers = yield [call(t) for t in batch]
+    except Stopped:
+        for t in batch:
+            t.issued = False
+        raise
+    return list(zip(batch, answers))
 
 
-class Run:
-    """Per-run facts: the options, the plan (its jobs), the caller's own
-    session, the stop signal shared by every thread, and the trail."""
-
-    def __init__(self, opts):
-        self.opts = opts
-        self.jobs = [Job(s) for s in (opts.servers or [None])]
-        self.own = Own()
-        self.users = (_user_matcher(opts.users) if opts.users is not None
-                      else None)
-        self.trail = Trail(self)
-        self.limit_failure = None       # Text: /max stopped the run
-        self.interrupted = None         # the signal, once one arrives
-        self.stopping = False
-        self.lock = threading.RLock()
-        self.progress = Progress(self)
-        self._operator = None
-
-    def operator(self):
-        if self._operator is None:
-            self._operator = wtsapi.process_account()
-        return self._operator
-
-    def stop(self):
-        """No new state change starts anywhere after this."""
-        self.stopping = True
-        for job in self.jobs:
-            job.cancel.set()
-
-    def verbose(self, text):
-        if self.opts.verbose and not self.opts.json:
-            OUT.line(str(text))
-
-    def complain(self, text):
-        if not self.opts.json:
-            ERR.line("logoff: %s" % text)
-
-    def targets(self):
-        return [t for job in self.jobs for t in job.targets]
-
-    def why_stopped(self, job):
-        """Why no more changes are made on this job's server."""
-        if self.trail.failure is not None:
-            return self.trail.stopped_by()
-        if self.interrupted is not None:
-            return Text("the run was interrupted")
-        if self.limit_failure is not None:
-            return self.limit_failure
-        if job.failure is not None and not job.timed_out:
-            return job.failure.message
-        return Text("the server ran out of time")
+def _sort_gone(run, job, failures, about):
+    """Per-session calls that failed.  2 or 7022 mean "perhaps gone": one
+    fresh enumeration decides, a session no longer there (or no longer the
+    same user's) ended and is spared; any other failure, or one still
+    listed, fails."""
+    maybe = [(t, e) for t, e in failures
+             if e.winerror in wtsapi.SESSION_GONE_CODES]
+    listed = (yield from _listed(run, job)) if maybe else {}
+    for t, e in failures:
+        if (t, e) in maybe and not _same_user(listed.get(t.session.id),
+                                              t.session):
+            run.spare(t, Text("the session has ended"))
+        else:
+            run.failed(t, describe(e, job.server).about(about))
 
 
-class Trail:
-    """The audit trail around every state change: an intent before it, an
-    outcome after, and each target's final result recorded once (a late
-    thread of a given-up server finds it settled).  Each record goes to
-    every sink (the /log file, then the /eventlog source) under one
-    ``seq``.  A record that cannot be written stops the run: nothing more
-    is changed anywhere."""
-
-    def __init__(self, run):
-        self.run = run
-        self.audit = None               # the /log file, if any
-        self.eventlog = None            # the /eventlog source, if any
-        self.failure = None             # Failure: a record was not written
-        self.failed_sink = None
-        self.run_id = os.urandom(6).hex()
-        self.seq = 0
-        self.summarized = False
-        self._lock = threading.Lock()
-
-    def sinks(self):
-        return [s for s in (self.audit, self.eventlog) if s is not None]
-
-    def write(self, sinks=None, **fields):
-        """One record to every sink (or to ``sinks``), the file first, under
-        one seq (an outcome passes its intent's); returns the seq.  The
-        first sink that fails raises AuditError with its ``sink``.  An
-        intent then goes to no later sink, and the sinks that took it get
-        its ``not-attempted`` outcome at once: no intent is left looking as
-        if its change were in flight.  An outcome is offered to every
-        sink, whichever failed."""
-        with self._lock:
-            seq = fields.pop("seq", None)
-            if seq is None:
-                self.seq += 1
-                seq = self.seq
-            record = self._record(seq, fields)
-            taken, error = [], None
-            for sink in self.sinks() if sinks is None else sinks:
-                try:
-                    sink.append(record)
-                    taken.append(sink)
-                except AuditError as e:
-                    e.sink = e.sink or sink
-                    error = error or e
-                    if record["phase"] == "intent":
-                        break
-            if error is None:
-                return seq
-            if record["phase"] == "intent":
-                closing = self._record(seq, dict(
-                    fields, phase="outcome", result=SKIPPED,
-                    message=Text("not attempted: %(why)s",
-                                 why=self.stopped_by(error.sink)).en()))
-                for sink in taken:
-                    try:
-                        sink.append(closing)
-                    except AuditError:
-                        pass        # that sink's own failure comes later
-            raise error
-
-    def _record(self, seq, fields):
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        record = dict(time="%s.%03dZ" % (stamp, int(now % 1 * 1000)),
-                      run=self.run_id, seq=seq, phase=None,
-                      operator=self.run.operator(), server=None,
-                      session=None, user=None, domain=None, action=None,
-                      result=None, error=None, message=None, warned=None)
-        record.update(fields)
-        return record
-
-    def cannot_write(self, e):
-        """What is reported when sink ``e.sink`` could not take a record."""
-        if e.sink is not None and e.sink is self.eventlog:
-            return Text("the event log (source %(source)s) cannot be "
-                        "written: %(why)s", source=self.eventlog.source,
-                        why=e.args[0])
-        return Text("the audit log %(file)s cannot be written: %(why)s",
-                    file=self.run.opts.log, why=e.args[0])
-
-    def stopped_by(self, sink=None):
-        """Why nothing more is changed, naming the sink that failed."""
-        sink = sink or self.failed_sink
-        if sink is not None and sink is self.eventlog:
-            return Text("the event log cannot be written")
-        return Text("the audit log cannot be written")
-
-    def failed(self, e):
-        """Record the first failure of a sink, once, on stderr too."""
-        if self.failure is None:
-            self.failed_sink = e.sink
-            self.failure = Failure(None, self.cannot_write(e))
-            self.run.complain(self.failure.screen())
-
-    def summary(self, code, counts=None, message=None):
-        """/eventlog: the run's last event, once, with its counts (by
-        default, the targets' results, the warned sessions and the failed
-        servers), exit code and, for a run that failed as a whole, why.
-        Returns the exit code, which a failure to write the summary makes
-        2 (something was done) or 1, as the rules say."""
-        if self.eventlog is None or self.summarized:
-            return code
-        self.summarized = True
-        if counts is None:
-            counts = {}
-            for t in self.run.targets():
-                counts[t.result] = counts.get(t.result, 0) + 1
-            counts["warned"] = sum(1 for t in self.run.targets()
-                                   if t.warned)
-            counts["server-errors"] = sum(1 for j in self.run.jobs
-                                          if j.failure is not None)
-        # The same keys in every summary, for a SIEM's schema.
-        counts, given = {"warned": 0, "server-errors": 0}, counts
-        counts.update(given)
-        try:
-            self.write(sinks=[self.eventlog], phase="summary",
-                       counts=counts, exit_code=code,
-                       message=message.en() if message else None)
-        except AuditError as e:
-            self.failed(e)
-            done = sum(n for k, n in counts.items() if k in _DONE_RESULTS)
-            return 2 if done else 1
-        return code
-
-    def close(self):
-        for sink in self.sinks():
-            sink.close()
-
-    def _audit(self, target, **fields):
-        """One audit record about a target.  A record that cannot be
-        written stops the run: nothing more is changed anywhere."""
-        if not self.sinks():
-            return None
-        s = target.session
-        try:
-            return self.write(server=target.server, session=s.id,
-                              user=s.user, domain=s.domain, **fields)
-        except AuditError as e:
-            self.failed(e)
-            self.run.stop()
-            raise
-
-    def begin(self, job, target, action):
-        """The intent line of a change; False if the change may not start."""
-        with self.run.lock:
-            if not (self.run.stopping or self.run.interrupted is not None
-                    or job.cancel.is_set()):
-                try:
-                    target.seq = self._audit(target, phase="intent",
-                                             action=action)
-                    target.pending = action
-                    return True
-                except AuditError:
-                    pass
-            self.settle(target, SKIPPED, message=Text(
-                "not attempted: %(why)s", why=self.run.why_stopped(job)))
-            return False
-
-    def outcome(self, target, action, result, failure=None, message=None):
-        """The outcome line of a change begun with ``begin``."""
-        with self.run.lock:
-            seq, target.seq, target.pending = target.seq, None, None
-            if not self.sinks() or (seq is None and result == SKIPPED):
-                return
-            if failure is not None:
-                message = failure.message
-            message = message or (target.note if action == "logoff"
-                                  else None)
-            fields = dict(phase="outcome", action=action, result=result,
-                          error=failure.code if failure else None,
-                          message=message.en() if message else None)
-            fields["warned"] = target.warned
-            if seq is not None:
-                fields["seq"] = seq
-            try:
-                self._audit(target, **fields)
-            except AuditError:
-                pass              # reported once; the run has stopped
-
-    def settle(self, target, result, failure=None, message=None):
-        """A target's final result, recorded once (a late thread of a
-        given-up server finds it settled), with its audit line.  Returns
-        False if it was settled already."""
-        with self.run.lock:
-            if target.final:
-                return False
-            target.final = True
-            target.result = result
-            if failure is not None:
-                target.error = failure.code
-                message = failure.message
-            target.message = message
-            self.outcome(target, target.pending or "logoff", result, failure,
-                         message)
-            return True
-
-
-def _warn_server(run, job):
+def warn_step(run, job):
     """Send the warning to each active target; the others cannot read it
     (a message to a disconnected session reaches no one) and are noted."""
-    opts = run.opts
+    ctx = run.ctx
     title = str(Text("Message from %(operator)s",
-                     operator=run.operator() or _("your administrator")))
+                     operator=run.trail.operator or _("your administrator")))
     # The box closes itself when the grace ends; 0 would mean never.
-    timeout = max(1, int(opts.grace + 0.999))
-    srv = job.handle()
+    timeout = max(1, int(ctx.grace + 0.999))
+    active = []
     for t in job.targets:
-        if job.cancel.is_set():
-            break                   # given up or stopping: nothing more here
+        if t.result is not None:
+            continue
         if t.session.state != State.WTSActive:
             t.warned = False
             t.note = Text("not warned: the session is %(state)s, and a "
                           "message cannot reach it",
                           state=state_word(t.session.state))
-            continue
-        run.verbose(Text("Warning %(who)s.", who=t.who()))
-        if not run.trail.begin(job, t, "warn"):
-            t.warned = False
-            continue
-        try:
-            srv.send_message(t.session.id, title, opts.warn,
-                             timeout=timeout, wait=False)
-        except wtsapi.WTSError as e:
-            t.warned = False
-            failure = failure_of(e, job.server)
-            run.complain(Text("could not warn %(who)s: %(why)s",
-                              who=t.who(), why=failure.screen()))
-            failure.message = Text("could not warn: %(why)s",
-                                   why=failure.message)
-            run.trail.settle(t, FAILED, failure)
         else:
-            with run.lock:
-                if t.final or t.pending != "warn":
-                    continue        # given up meanwhile: already settled
+            active.append(t)
+    for batch in _batches(active):
+        for t in batch:
+            run.say(Text("Warning %(who)s.", who=t.who()))
+        sent = yield from _issue(run, job, batch, "warn", lambda t: Call(
+            job.srv.send_message, t.session.id, title, ctx.warn, timeout,
+            False, changes=True))
+        failures = []
+        for t, answer in sent:
+            t.issued = False
+            if isinstance(answer, wtsapi.WTSError):
+                t.warned = False
+                failures.append((t, answer))
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
                 t.warned = True
-                run.trail.outcome(t, "warn", "ok")
+                run.outcome(t, "ok")
+        yield from _sort_gone(run, job, failures, "could not warn: %(why)s")
+
+
+def _spare_reason(run, t, now, then, times):
+    """Why a target is not logged off after all, from a fresh snapshot
+    (and, after a grace, its times then and now); None: it is."""
+    ctx, before = run.ctx, t.session
+    if now is None:
+        return Text("the session has ended")
+    if not _same_user(now, before):
+        return Text("the session now belongs to %(who)s",
+                    who=now.account or _("no user"))
+    if then is not None and times is not None:
+        if times.logon_ticks != then.logon_ticks:
+            return Text("it is a new logon in the same session since it was "
+                        "read (the user logged off and on again)")
+        if before.state == State.WTSDisconnected and \
+                times.disconnect_ticks != then.disconnect_ticks:
+            return Text("it was reconnected since it was read")
+    if t.warned is False and t.note is not None and \
+            now.state != before.state:
+        return Text("it was %(then)s when the warnings went out and is "
+                    "%(now)s now: it never saw the warning",
+                    then=state_word(before.state), now=state_word(now.state))
+    if ctx.kind == SELECT and not _takeable(now):
+        return Text("it is now a session a selection never takes (%(what)s)",
+                    what=now.name or state_word(now.state))
+    if ctx.kind == SELECT and not selects(ctx, now):
+        return Text("the session no longer matches (now %(state)s)",
+                    state=state_word(now.state))
+    return None
+
+
+def _refresh(run, job, targets, with_times=False):
+    """Read the server again and keep only the targets that are still the
+    same logon and still match; after a grace (``with_times``) their times
+    are read again too, to tell a new logon or a reconnect."""
+    listed = yield from _listed(run, job)
+    then = {t: t.times for t in targets}
+    gone = ()
+    if with_times:
+        gone = set((yield from read_times(run, job, [
+            t for t in targets
+            if _same_user(listed.get(t.session.id), t.session)])))
+    kept = []
+    for t in targets:
+        if t.result is not None:            # still listed, unreadable
+            continue
+        now = None if t in gone else listed.get(t.session.id)
+        why = _spare_reason(run, t, now, then[t],
+                            t.times if with_times else None)
+        if why is None:
+            t.session = now
+            kept.append(t)
+        else:
+            run.spare(t, why)
+    return kept
+
+
+def _reread_idle(run, job, pending):
+    """/idle: read the idle time again for the next targets to act on, a
+    batch at a time, so a long run on a slow link reads each session again
+    once, not once per refresh."""
+    batch = [t for t in pending[:IN_FLIGHT]
+             if time.monotonic() - t.read_at > FRESH_SECONDS]
+    before = {id(t): t.idle for t in batch}
+    gone = yield from read_times(run, job, batch)
+    for t in batch:
+        if t in gone:
+            run.spare(t, Text("the session has ended or changed hands"))
+        elif t.result is None and (t.idle is None or t.idle < run.ctx.idle):
+            run.spare(t, Text("the session is no longer idle long enough "
+                              "(idle now %(idle)s, was %(was)s)",
+                              idle=format_idle(t.idle) or "?",
+                              was=format_idle(before[id(t)]) or "?"))
+    return [t for t in pending if t.result is None]
+
+
+def act_step(run, job):
+    """Log off the planned targets on one server, IN_FLIGHT at once, each
+    from a snapshot at most FRESH_SECONDS old (after a grace period, a new
+    one with fresh times), then, with /wait, wait for them to go."""
+    ctx = run.ctx
+    pending = [t for t in job.targets if t.result is None]
+    issued, recheck = [], ctx.warn is not None
+    while pending:
+        if ctx.kind != OWN and (
+                recheck or time.monotonic() - job.read_at > FRESH_SECONDS):
+            pending = yield from _refresh(run, job, pending, recheck)
+            recheck = False
+        if ctx.idle is not None and pending:
+            pending = yield from _reread_idle(run, job, pending)
+        batch, pending = pending[:IN_FLIGHT], pending[IN_FLIGHT:]
+        for t in batch:
+            if ctx.kind == OWN:
+                run.say(Text("Logging off session ID %(id)d, the current "
+                             "session.", id=t.session.id))
+            else:
+                run.say(Text("Logging off %(who)s.", who=t.who()))
+        sent = yield from _issue(run, job, batch, "logoff", lambda t: Call(
+            job.srv.logoff, wtsapi.WTS_CURRENT_SESSION if ctx.kind == OWN
+            else t.session.id, False, changes=True))
+        failures = []
+        for t, answer in sent:
+            if isinstance(answer, wtsapi.WTSError):
+                t.issued = False
+                failures.append((t, answer))
+            elif isinstance(answer, BaseException):
+                raise answer
+            elif ctx.wait is None or ctx.kind == OWN:
+                run.logged_off(t)
+            else:
+                issued.append(t)
+        yield from _sort_gone(run, job, failures, "%(why)s")
+    if issued:
+        yield from _wait_gone(run, job, issued)
+
+
+def _wait_gone(run, job, issued):
+    """/wait: poll, one enumeration a round, until the sessions are gone or
+    the limit passes.  WTSLogoffSession's own bWait is never used: it is
+    reported to block forever, even after the session has gone."""
+    end = time.monotonic() + run.ctx.wait
+    pause = 0.1
+    while True:
+        listed = yield from _listed(run, job)
+        for t in [t for t in issued
+                  if not _same_user(listed.get(t.session.id), t.session)]:
+            issued.remove(t)
+            run.logged_off(t)
+        left = end - time.monotonic()
+        if not issued or left <= 0:
+            break
+        yield Pause(min(pause, left))
+        pause = min(pause * 2, 2.0)
+    for t in issued:
+        run.failed(t, Failure(wtsapi.ERROR_TIMEOUT, Text(
+            "the logoff did not finish within %(limit)s",
+            limit=seconds_label(run.ctx.wait)), show_code=False))
+
+
+# --- The coordinator: one thread owns the run -----------------------------------
+
+class Run:
+    """The run's state: the plan (its jobs), each target's result, the
+    trail and the screen, all owned by the coordinating thread."""
+
+    def __init__(self, ctx, screen):
+        self.ctx, self.screen = ctx, screen
+        self.jobs = [Job(s) for s in (ctx.servers or [None])]
+        self.own = Own()
+        self.trail = Trail(None)
+        self.sinks = None             # Sinks, with /log or /eventlog
+        self.driver = None
+        self.error = None             # Failure: the run's own, if any
+        self.reason = None            # Text: why nothing more is changed
+        self.shown = False            # the error is on the screen already
+        self.signal = None
+        self.stopping = False
+
+    # The screen (never with /json: stdout is the document then).
+    def say(self, text):
+        if self.ctx.verbose:
+            self.screen.out(str(text))
+
+    def complain(self, text):
+        if not self.ctx.json:
+            self.screen.err("logoff: %s" % text)
+
+    def fail(self, failure, reason, show=True):
+        """The run as a whole failed or stops: nothing more is changed."""
+        self.stopping = True
+        if self.error is None:
+            self.error, self.reason, self.shown = failure, reason, show
+            if show:
+                self.complain(failure.screen(self.screen.hints))
+
+    def audit_failed(self, e):
+        if e is not None:
+            self.fail(Failure(None, e.sink.describe(e.args[0])),
+                      _stopped_by(e))
+
+    def targets(self):
+        return [t for job in self.jobs for t in job.targets]
+
+    # The trail: records numbered here, written by the driver's sink.
+    def note(self, **fields):
+        if self.sinks is not None:
+            self.driver.note([self.trail.record(**fields)])
+
+    def intent(self, t, action):
+        t.pending = action
+        s = t.session
+        record = self.trail.record(phase="intent", server=t.server,
+                                   session=s.id, user=s.user,
+                                   domain=s.domain, action=action)
+        t.seq = record["seq"]
+        return record
+
+    def outcome(self, t, result, failure=None, message=None):
+        """The outcome of ``t``'s pending action (logoff by default); a
+        target never begun gets none for not-attempted."""
+        action, seq = t.pending or "logoff", t.seq
+        t.pending = t.seq = None
+        if seq is None and result == SKIPPED:
+            return
+        message = failure.message if failure is not None else (
+            message or (t.note if action == "logoff" else None))
+        s = t.session
+        self.note(seq=seq, phase="outcome", server=t.server, session=s.id,
+                  user=s.user, domain=s.domain, action=action, result=result,
+                  error=failure.code if failure else None,
+                  message=message.en() if message else None, warned=t.warned)
+
+    def settle(self, t, result, failure=None, message=None):
+        """A target's final result, once, with its audit line."""
+        if t.result is not None:
+            return False
+        t.result = result
+        if failure is not None:
+            t.error, message = failure.code, failure.message
+        t.message = message
+        self.outcome(t, result, failure, message)
+        return True
+
+    def spare(self, t, why):
+        if self.settle(t, SPARED, message=why):
+            self.say(Text("Sparing %(who)s: %(why)s.", who=t.who(), why=why))
+
+    def failed(self, t, failure):
+        if self.settle(t, FAILED, failure):
+            self.complain(Text("could not log off %(who)s: %(why)s",
+                               who=t.who(),
+                               why=failure.screen(self.screen.hints))
+                          if t.action == "logoff" else
+                          Text("%(who)s: %(why)s", who=t.who(),
+                               why=failure.screen(self.screen.hints)))
+
+    def logged_off(self, t):
+        if self.settle(t, DONE):
+            self.say(Text("Session ID %(id)d on %(server)s has been logged "
+                          "off.", id=t.session.id,
+                          server=server_label(t.server)))
+
+    def server_failed(self, job, failure):
+        if job.failure is None:
+            job.failure = failure
+            self.note(phase="server", server=job.server, result=FAILED,
+                      error=failure.code, message=failure.en())
+
+    def close_out(self, job):
+        """Every target of the job still open gets its result: a logoff
+        that went out has an unknown outcome; anything else was not
+        attempted (a warning whose fate is unknown may not have been
+        read, so its session is not logged off)."""
+        why = self.why_stopped(job)
+        for t in job.targets:
+            if t.result is not None:
+                continue
+            if t.pending == "logoff" and t.issued:
+                self.settle(t, UNKNOWN, Failure(wtsapi.ERROR_TIMEOUT, Text(
+                    "issued; the outcome is unknown: %(why)s", why=why)))
+                continue
+            if t.pending == "warn" and t.issued:
+                self.outcome(t, UNKNOWN, message=Text(
+                    "issued; the outcome is unknown: %(why)s", why=why))
+            self.settle(t, SKIPPED, Failure(
+                wtsapi.ERROR_TIMEOUT if job.given_up and self.reason is None
+                else None, Text("not attempted: %(why)s", why=why)))
+
+    def why_stopped(self, job):
+        if job.failure is not None and not job.given_up:
+            return job.failure.message
+        if self.reason is not None:
+            return self.reason
+        return Text("the server ran out of time")
+
+
+def _advance(run, job, gen, value=None, error=None):
+    """Resume a step with an answer (or raise ``error`` at its yield);
+    its next request, or None once it ended.  A WTSError or a refusal it
+    lets through is its server's failure; anything else is a bug and
+    ends the run."""
+    try:
+        return gen.throw(error) if error is not None else gen.send(value)
+    except (StopIteration, Stopped):
+        return None
+    except (wtsapi.WTSError, Refused) as e:
+        run.server_failed(job, describe(e, job.server))
+        return None
+
+
+def _call_all(calls):
+    """A batch, one call after another, each answer a value or the
+    exception it raised."""
+    out = []
+    for call in calls:
+        try:
+            out.append(call.fn(*call.args))
+        except Exception as e:
+            out.append(e)
+    return out
+
+
+class Inline:
+    """The drop-in forms' driver: the steps' calls made on the main
+    thread, one after another, as logoff.exe makes them: no thread, no
+    /timeout."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def phase(self, jobs, step, label=None, soft=False):
+        run = self.run
+        for job in jobs:
+            if run.stopping:
+                return
+            gen, value, error = step(run, job), None, None
+            while True:
+                req = _advance(run, job, gen, value, error)
+                value = error = None
+                if req is None:
+                    break
+                if isinstance(req, Write):
+                    value = self.write(req.records)
+                elif isinstance(req, Pause):
+                    if not self.wait(req.seconds):
+                        error = Stopped()
+                elif run.stopping:
+                    error = Stopped()
+                elif isinstance(req, list):
+                    value = _call_all(req)
+                else:
+                    value = _call_all([req])[0]
+                    if isinstance(value, Exception):
+                        value, error = None, value
+
+    def write(self, records):
+        if self.run.sinks is None:
+            return len(records)
+        written, error = self.run.sinks.write(records)
+        self.run.audit_failed(error)
+        return written
+
+    note = write
+
+    def flush(self, records):
+        self.write(records)
+
+    def wait(self, seconds):
+        """Sleep, seeing a signal within a tenth of a second."""
+        end = time.monotonic() + seconds
+        while not self.run.stopping:
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(left, 0.1))
+        return False
+
+    def wake(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def _worker(calls, answers):
+    """The only code on a worker thread: a call, then its answer."""
+    while True:
+        ticket, fn, args = calls.get()
+        try:
+            answer = fn(*args)
+        except BaseException as e:          # raised in the step, at its yield
+            answer = e
+        answers.put((ticket, answer))
+        del ticket, fn, args, answer
+
+
+def _sink_loop(sinks, inbox, answers):
+    """The only code on the sink thread: records written in the order the
+    coordinator numbered them; a write it waits for is acknowledged, and
+    the first failure of any is reported."""
+    told = False
+    while True:
+        item = inbox.get()
+        if item is None:
+            return
+        ticket, records = item
+        written, error = sinks.write(records)
+        if ticket is not None or error is not None and not told:
+            told = told or error is not None
+            answers.put((ticket or _SINK, (written, error)))
+
+
+_SINK = object()            # an answer from the sink about no one's write
+_WAKE = object()            # a signal arrived
+
+
+class _Ticket:
+    """A call or a write a task waits for."""
+    __slots__ = ("task", "index", "deadline", "sent", "done")
+
+    def __init__(self, task, index, deadline):
+        self.task, self.index, self.deadline = task, index, deadline
+        self.sent, self.done = time.monotonic(), False
+
+
+class _Task:
+    """A step in progress on one job, as the coordinator drives it."""
+    __slots__ = ("job", "gen", "calls", "results", "next", "left", "batch",
+                 "flying", "wake", "write", "dead")
+
+    def __init__(self, job, gen):
+        self.job, self.gen = job, gen
+        self.calls, self.results, self.batch = [], [], False
+        self.next = self.left = 0
+        self.flying = set()
+        self.wake = self.write = None
+        self.dead = False
+
+
+class Pool:
+    """The coordinator's loop over the steps of every job, at most
+    /parallel jobs at once and IN_FLIGHT calls per job, with worker
+    threads that only call Windows and one sink thread that only writes
+    the audit trail.  A job whose call has not answered within /timeout
+    is given up: its step is closed, its open targets closed out, and a
+    late answer is noted, never acted on.  Hung calls keep a thread each
+    (workers are daemons: they never hold up the exit); past MAX_HUNG of
+    them no new server is started."""
+
+    def __init__(self, run):
+        import queue
+        self.run, self._empty = run, queue.Empty
+        self.calls, self.answers = queue.SimpleQueue(), queue.SimpleQueue()
+        self.threads = self.busy = self.hung = 0
+        self.live = {}
+        self.soft = False
+        self.told_wait = False
+        self.sink_in = None
+        if run.sinks is not None:
+            self.sink_in = queue.SimpleQueue()
+            self.sink = threading.Thread(
+                target=_sink_loop, args=(run.sinks, self.sink_in,
+                                         self.answers), daemon=True)
+            self.sink.start()
+
+    def wake(self):
+        self.answers.put((_WAKE, None))     # SimpleQueue.put is reentrant
+
+    # -- the loop --
+    def phase(self, jobs, step, label=None, soft=False):
+        run, ctx = self.run, self.run.ctx
+        waiting, self.live, self.soft = list(reversed(jobs)), {}, soft
+        stop_at = None
+        while waiting or self.live:
+            if run.stopping:
+                waiting = []
+                now = time.monotonic()
+                if stop_at is None:
+                    stop_at = now + INTERRUPT_BOUND
+                    for task in list(self.live.values()):
+                        if task.wake is not None:
+                            self._resume(task, error=Stopped())
+                if now >= stop_at or not any(
+                        t.flying or t.write for t in self.live.values()):
+                    for task in list(self.live.values()):
+                        self._drop(task, timed_out=False)
+                    break
+            while waiting and len(self.live) < ctx.parallel:
+                job = waiting.pop()
+                if self.hung >= MAX_HUNG:
+                    run.server_failed(job, Failure(None, Text(
+                        "not attempted: %(n)d calls to servers that were "
+                        "given up are still hung", n=self.hung)))
+                    continue
+                task = self.live[job] = _Task(job, step(run, job))
+                self._resume(task)
+            self._pump(self._next_event(stop_at))
+            self._expire()
+            run.screen.progress(label, run)
+
+    def _next_event(self, stop_at):
+        times = [t for task in self.live.values() for t in
+                 [task.wake] + [k.deadline for k in task.flying]
+                 if t is not None]
+        if stop_at is not None:
+            times.append(stop_at)
+        return min(times, default=time.monotonic() + 0.25)
+
+    def _expire(self):
+        now = time.monotonic()
+        for task in list(self.live.values()):
+            if any(k.deadline <= now for k in task.flying):
+                self._drop(task, timed_out=True)
+            elif task.wake is not None and task.wake <= now:
+                task.wake = None
+                self._resume(task)
+        if self.run.ctx.log and not self.told_wait and any(
+                now - k.sent > 1.0 for k in self._writes()):
+            self.told_wait = True
+            self.run.complain(Text(
+                "waiting for the log file %(file)s (another run may be "
+                "writing to it, or its share is slow)...",
+                file=self.run.ctx.log))
+
+    def _writes(self):
+        return [t.write for t in self.live.values() if t.write is not None]
+
+    def _pump(self, until):
+        """Take the answers that arrived, waiting for the first until
+        ``until`` (a quarter second at most: signals are seen between)."""
+        wait = min(until - time.monotonic(), 0.25)
+        try:
+            item = self.answers.get(timeout=max(0.0, wait))
+        except self._empty:
+            return
+        for _ in range(1000):
+            self._answer(*item)
+            try:
+                item = self.answers.get_nowait()
+            except self._empty:
+                return
+
+    def _answer(self, ticket, value):
+        if ticket is _WAKE:
+            return
+        if ticket is _SINK or ticket.index is None:
+            written, error = value
+            self.run.audit_failed(error)
+            if ticket is not _SINK:
+                ticket.done, ticket.task.write = True, None
+                if not ticket.task.dead:
+                    self._resume(ticket.task, written)
+            return
+        self.busy -= 1
+        ticket.done = True
+        task = ticket.task
+        if task.dead:                       # a given-up server: noted only
+            self.hung -= 1
+            return
+        task.flying.discard(ticket)
+        task.results[ticket.index] = value
+        task.left -= 1
+        self._feed(task)
+
+    # -- a task --
+    def _resume(self, task, value=None, error=None):
+        run = self.run
+        while True:
+            req = _advance(run, task.job, task.gen, value, error)
+            value = error = None
+            if req is None:
+                task.dead = True
+                del self.live[task.job]
+                return
+            if isinstance(req, Write):
+                if self.sink_in is None:
+                    value = len(req.records)
+                    continue
+                task.write = _Ticket(task, None, None)
+                self.sink_in.put((task.write, req.records))
+                return
+            if isinstance(req, Pause):
+                if run.stopping:
+                    error = Stopped()
+                    continue
+                task.wake = time.monotonic() + req.seconds
+                return
+            if run.stopping:
+                error = Stopped()
+                continue
+            task.batch = isinstance(req, list)
+            task.calls = req if task.batch else [req]
+            task.results = [None] * len(task.calls)
+            task.next, task.left = 0, len(task.calls)
+            if task.left:
+                return self._feed(task)
+            value = []
+
+    def _feed(self, task):
+        """Dispatch the task's next calls, IN_FLIGHT at once; resume it
+        once every call of its request has answered."""
+        while task.next < len(task.calls) and len(task.flying) < IN_FLIGHT:
+            i, task.next = task.next, task.next + 1
+            call = task.calls[i]
+            if self.busy >= self.threads:
+                try:
+                    threading.Thread(target=_worker, daemon=True, args=(
+                        self.calls, self.answers)).start()
+                except RuntimeError as e:   # no thread: this server's loss
+                    task.results[i] = Refused(Text(
+                        "cannot start a thread for this server: %(why)s",
+                        why=str(e)))
+                    task.left -= 1
+                    continue
+                self.threads += 1
+            ticket = _Ticket(task, i, time.monotonic() + self.run.ctx.timeout
+                             + call.slack)
+            task.flying.add(ticket)
+            self.busy += 1
+            self.calls.put((ticket, call.fn, call.args))
+        if task.left == 0:
+            answer = task.results if task.batch else task.results[0]
+            if not task.batch and isinstance(answer, BaseException):
+                return self._resume(task, error=answer)
+            self._resume(task, answer)
+
+    def _drop(self, task, timed_out):
+        """Give a job up: its step ends where it is, its calls in flight
+        are left to hang (their answers will be noted, never acted on),
+        its handle closes when they return."""
+        run, job = self.run, task.job
+        task.dead = True
+        self.hung += len(task.flying)
+        del self.live[job]
+        task.gen.close()
+        if self.soft:
+            return
+        job.given_up = True
+        if timed_out:
+            run.server_failed(job, Failure(wtsapi.ERROR_TIMEOUT, Text(
+                "no answer within %(limit)s; the server was given up",
+                limit=seconds_label(run.ctx.timeout))))
+        run.close_out(job)
+        if job.srv is not None:
+            job.srv.close()
+
+    def wait(self, seconds):
+        """The grace period: answers and signals are still taken."""
+        end = time.monotonic() + seconds
+        while not self.run.stopping and time.monotonic() < end:
+            self._pump(end)
+        return not self.run.stopping
+
+    def note(self, records):
+        if self.sink_in is not None:
+            self.sink_in.put((None, records))
+
+    def flush(self, records):
+        """Write ``records`` and wait until they are written."""
+        if self.sink_in is None:
+            return
+        ticket = _Ticket(_Task(None, None), None, None)
+        ticket.task.dead = True
+        self.sink_in.put((ticket, records))
+        while not ticket.done:
+            self._pump(time.monotonic() + 0.25)
+
+    def close(self):
+        if self.sink_in is not None:
+            self.sink_in.put(None)
+            self.sink.join()
+
+
+def resolve_step(run, job):
+    """The addresses a server name stands for (none where it does not
+    resolve in time): the local machine needs no lookup."""
+    if job.local or _is_loopback(job.server):
+        job.names = ["LOCAL"]
+        return
+    import socket
+    try:
+        found = yield Call(socket.getaddrinfo, job.server, None)
+    except OSError:
+        found = []
+    job.names = sorted({a[4][0] for a in found})
+
+
+def merge_hosts(run):
+    """One host given under several names is one job: names that are this
+    machine, or that share an address.  The first name given stays."""
+    import socket
+    try:
+        mine = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(),
+                                                     None)}
+    except OSError:
+        mine = set()
+    owner, kept = {}, []
+    for job in run.jobs:
+        keys = ["LOCAL" if a in mine or _is_loopback(a) else a
+                for a in job.names]
+        first = next((owner[k] for k in keys if k in owner), None)
+        if first is None:
+            kept.append(job)
+            first = job
+            first.names = [job.server]
+        else:
+            first.names.append(job.server)
+        for k in keys:
+            owner.setdefault(k, first)
+    for job in kept:
+        job.local = job.local or "LOCAL" in [
+            k for k, j in owner.items() if j is job]
+        if len(job.names) > 1:
+            run.complain(Text("%(names)s name the same host; it is worked "
+                              "on once, as %(name)s.", names=", ".join(
+                                  job.names), name=job.server))
+    run.jobs = kept
+
+
+def execute(run):
+    """Plan on every server, then act on the plan."""
+    ctx, drive = run.ctx, run.driver.phase
+    drive([Job(None)], own_step)
+    if len(run.jobs) > 1:
+        drive(run.jobs, resolve_step, soft=True)
+        merge_hosts(run)
+    drive(run.jobs, plan_step, "plan")
+    if ctx.kind == LIST or ctx.preview:
+        for t in run.targets():
+            run.settle(t, LISTED if ctx.kind == LIST else WOULD)
+    elif not run.stopping and _check_max(run):
+        if ctx.warn is not None:
+            drive(_live(run), warn_step, "warn")
+            _grace(run)
+        drive(_live(run), act_step, "act")
+    for job in run.jobs:
+        run.close_out(job)
+        if job.srv is not None:
+            job.srv.close()
+
+
+def _live(run):
+    return [j for j in run.jobs if j.failure is None and not j.given_up]
 
 
 def _grace(run):
     """Wait the grace period; an interrupt spares everyone."""
     waiting = [t for t in run.targets() if t.result is None]
     if not waiting:
-        return True
-    run.verbose(Text("Waiting %(grace)s before logging off %(n)d "
-                     "session(s).", grace=seconds_label(run.opts.grace),
-                     n=len(waiting)))
-    end = time.monotonic() + run.opts.grace
-    try:
-        while run.interrupted is None and not run.stopping:
-            left = end - time.monotonic()
-            if left <= 0:
-                return True
-            time.sleep(min(left, 0.1))
-    except KeyboardInterrupt:              # no handler of ours: not main
-        run.interrupted = "SIGINT"
-    run.stop()
-    for t in waiting:
-        run.trail.settle(t, SPARED, message=Text("interrupted during the grace "
-                                           "period"))
-    run.complain(Text("interrupted during the grace period: no one was "
-                      "logged off."))
-    return False
-
-
-def _spare_reason(run, target, now):
-    """Why a target is not logged off after all, from a fresh snapshot
-    (None: it is)."""
-    if now is None:
-        return Text("the session has ended")
-    before = target.session
-    if (fold(now.user), fold(now.domain)) != (fold(before.user),
-                                              fold(before.domain)):
-        return Text("the session now belongs to %(who)s",
-                    who=now.account or _("no user"))
-    if target.warned is False and target.note is not None and \
-            now.state != before.state:
-        return Text("it was %(then)s when the warnings went out and is "
-                    "%(now)s now: it never saw the warning",
-                    then=state_word(before.state),
-                    now=state_word(now.state))
-    if run.opts.session is None and (
-            now.id == 0 or not now.user or now.state == State.WTSListen
-            or _is_console(now)):
-        return Text("it is now a session a selection never takes (%(what)s)",
-                    what=now.name or state_word(now.state))
-    if run.opts.session is None and not _matches(run, now):
-        return Text("the session no longer matches (now %(state)s)",
-                    state=state_word(now.state))
-    return None
-
-
-def _spare(run, target, why):
-    if run.trail.settle(target, SPARED, message=why):
-        run.verbose(Text("Sparing %(who)s: %(why)s.", who=target.who(),
-                         why=why))
-
-
-def _refresh(run, job, srv, targets):
-    """Read the server again and keep only the targets that still exist,
-    still belong to the same user and still match; returns them, in
-    order."""
-    current = {s.id: s for s in srv.sessions()}
-    job.read_at = time.monotonic()
-    kept = []
-    for t in targets:
-        now = current.get(t.session.id)
-        why = _spare_reason(run, t, now)
-        if why is None:
-            t.session = now
-            kept.append(t)
-        else:
-            _spare(run, t, why)
-    return kept
-
-
-def _reread_idle(run, job, srv, pending):
-    """/idle: read the idle time again for the next targets to act on (the
-    end of ``pending``), a batch at a time, so a long run on a slow link
-    reads each session again once, not once per refresh."""
-    batch = [t for t in pending[-IDLE_BATCH:]
-             if time.monotonic() - t.read_at > FRESH_SECONDS]
-    before = {id(t): t.idle for t in batch}
-    read_times(srv, batch, job.cancel)
-    dropped = set()
-    for t in batch:
-        if t.gone:
-            why = Text("the session has ended or changed hands")
-        elif t.idle is None or t.idle < run.opts.idle:
-            why = Text("the session is no longer idle long enough (idle now "
-                       "%(idle)s, was %(was)s)",
-                       idle=format_idle(t.idle) or "?",
-                       was=format_idle(before[id(t)]) or "?")
-        else:
-            continue
-        _spare(run, t, why)
-        dropped.add(id(t))
-    return [t for t in pending if id(t) not in dropped]
-
-
-def act_server(run, job):
-    """Log off the planned targets on one server, each from a snapshot at
-    most FRESH_SECONDS old (after a grace period, always a new one), then,
-    with /wait, wait for them to go."""
-    opts = run.opts
-    pending = [t for t in job.targets if t.result is None][::-1]
-    if not pending:
         return
-    srv = job.handle()
-    issued = []
-    refresh = opts.warn is not None
-    if refresh:
-        for t in pending:
-            t.read_at = 0.0         # a grace period makes every read stale
-    while pending and not job.cancel.is_set():
-        # Each check is followed by at least one logoff, so a server slower
-        # than FRESH_SECONDS still makes progress.
-        if refresh or time.monotonic() - job.read_at > FRESH_SECONDS:
-            pending = _refresh(run, job, srv, pending)
-            refresh = False
-        if opts.idle is not None and pending and \
-                time.monotonic() - pending[-1].read_at > FRESH_SECONDS:
-            pending = _reread_idle(run, job, srv, pending)
-        if not pending:
-            break
-        t = pending.pop()
-        run.verbose(Text("Logging off %(who)s.", who=t.who()))
-        if not run.trail.begin(job, t, "logoff"):
-            continue
-        if time.monotonic() - job.read_at > FRESH_SECONDS and \
-                not _refresh(run, job, srv, [t]):
-            continue                # the intent write took long: look again
-        try:
-            srv.logoff(t.session.id, wait=False)
-        except wtsapi.WTSError as e:
-            if e.winerror == wtsapi.ERROR_CTX_WINSTATION_NOT_FOUND:
-                _spare(run, t, Text("the session has ended"))
-            else:
-                _failed(run, t, failure_of(e, job.server))
-            continue
-        if opts.wait is None:
-            _logged_off(run, t)
-        else:
-            issued.append(t)
-    if issued:
-        _wait_gone(run, job, srv, issued)
-
-
-def _failed(run, target, failure):
-    if run.trail.settle(target, FAILED, failure):
-        run.complain(Text("could not log off %(who)s: %(why)s",
-                          who=target.who(), why=failure.screen()))
-
-
-def _logged_off(run, target):
-    if run.trail.settle(target, DONE):
-        run.verbose(Text("Session ID %(id)d on %(server)s has been logged "
-                         "off.", id=target.session.id,
-                         server=server_label(target.server)))
-
-
-def _wait_gone(run, job, srv, issued):
-    """/wait: poll, one enumeration a round, until the sessions are gone or
-    the limit passes.  WTSLogoffSession's own bWait is never used: it is
-    reported to block forever, even after the session has gone."""
-    end = time.monotonic() + run.opts.wait
-    pause = 0.1
-    while True:
-        present = {s.id for s in srv.sessions()}
-        for t in [t for t in issued if t.session.id not in present]:
-            issued.remove(t)
-            _logged_off(run, t)
-        if job.cancel.is_set():
-            return          # issued, outcome unknown: see _close_out
-        if not issued or time.monotonic() >= end:
-            break
-        time.sleep(min(pause, max(0.0, end - time.monotonic())))
-        pause = min(pause * 2, 2.0)
-    for t in issued:
-        _failed(run, t, Failure(wtsapi.ERROR_TIMEOUT, Text(
-            "the logoff did not finish within %(limit)s",
-            limit=seconds_label(run.opts.wait)), show_code=False))
-
-
-def _run_phase(run, phase, last=False):
-    """A phase on every server still in the run, /timeout for each."""
-    jobs = [j for j in run.jobs if j.failure is None and not j.timed_out]
-    for job in jobs:
-        job.cancel = threading.Event()
-        job.started = job.finished = False
-    if run.stopping or run.interrupted is not None:
-        return False
-    ok = _fan_out(run, jobs, phase, last)
-    _settle_given_up(run, jobs)
-    return ok
-
-
-def _settle_given_up(run, jobs):
-    """Servers that ran out of time, and every server of an interrupted
-    run, are closed out: their work stops where it is."""
-    for job in jobs:
-        if job.timed_out and job.failure is None:
-            job.failure = Failure(wtsapi.ERROR_TIMEOUT, Text(
-                "no answer within %(limit)s; the server was given up",
-                limit=seconds_label(run.opts.timeout)))
-        if job.timed_out or run.interrupted is not None:
-            _close_out(run, job)
-
-
-def _close_out(run, job):
-    """Every target of the job still open gets its result: a logoff that
-    was issued has an unknown outcome; anything else was not attempted
-    (a warning whose fate is unknown may not have been read, so its
-    session is not logged off)."""
-    why = run.why_stopped(job)
-    for t in job.targets:
-        if t.final:
-            continue
-        if t.pending == "logoff":
-            run.trail.settle(t, UNKNOWN, Failure(wtsapi.ERROR_TIMEOUT, Text(
-                "issued; the outcome is unknown: %(why)s", why=why)))
-            continue
-        if t.pending == "warn":
-            run.trail.outcome(t, "warn", UNKNOWN, message=Text(
-                "issued; the outcome is unknown: %(why)s", why=why))
-        run.trail.settle(t, SKIPPED, Failure(
-            wtsapi.ERROR_TIMEOUT if job.timed_out else None,
-            Text("not attempted: %(why)s", why=why)))
+    run.say(Text("Waiting %(grace)s before logging off %(n)d session(s).",
+                 grace=seconds_label(run.ctx.grace), n=len(waiting)))
+    if run.driver.wait(run.ctx.grace) or run.signal is None:
+        return
+    for t in waiting:
+        run.settle(t, SPARED, message=Text("interrupted during the grace "
+                                           "period"))
+    run.fail(Failure(None, Text("interrupted during the grace period: no "
+                                "one was logged off.")),
+             Text("the run was interrupted"))
 
 
 def _check_max(run):
     """/max, a guard rail for scheduled tasks: when the plan holds more
     sessions in all, nothing changes on any server."""
     planned = run.targets()
-    if run.opts.max is None or len(planned) <= run.opts.max:
+    if run.ctx.max is None or len(planned) <= run.ctx.max:
         return True
-    run.limit_failure = Text(
-        "the plan holds %(n)d sessions, more than /max:%(max)d",
-        n=len(planned), max=run.opts.max)
-    run.complain(Text("the plan holds %(n)d sessions, more than /max:%(max)d;"
-                      " nothing was changed.", n=len(planned),
-                      max=run.opts.max))
+    limit = Text("the plan holds %(n)d sessions, more than /max:%(max)d",
+                 n=len(planned), max=run.ctx.max)
+    run.fail(Failure(None, Text("%(why)s; nothing was changed.", why=limit)),
+             limit)
     return False
-
-
-def execute(run):
-    """Plan on every server, then act on the plan; returns the exit code."""
-    try:
-        _plan_and_act(run)
-    finally:
-        _release(run)
-    run.progress.done()
-    return report(run)
-
-
-def _plan_and_act(run):
-    opts = run.opts
-    run.own.id()          # a local failure is the run's, not a server's
-    planned = _run_phase(run, plan_server, last=opts.query or opts.whatif)
-    if opts.query:
-        for t in run.targets():
-            t.result, t.final = LISTED, True
-    elif planned and _check_max(run):
-        if opts.whatif:
-            for t in run.targets():
-                t.result, t.final = WOULD, True
-        elif (opts.warn is None or _run_phase(run, _warn_server)
-              and _grace(run)):
-            _run_phase(run, act_server, last=True)
-    for job in run.jobs:
-        _close_out(run, job)
-
-
-def _release(run):
-    """Close every server handle no thread still uses; a thread still
-    running (a given-up or interrupted server) closes its own."""
-    with run.lock:
-        idle = [job for job in run.jobs if not job.running]
-        for job in run.jobs:
-            job.abandoned = job.running
-    for job in idle:
-        job.close()
-
-
-def logoff_own(run):
-    """logoff with no session: the caller's own, as WTS_CURRENT_SESSION."""
-    opts = run.opts
-    trail = run.trail
-    audited = bool(trail.sinks())
-    sid = run.own.id()
-    if sid == 0:
-        # A scheduled task as SYSTEM, a service, a WinRM or Salt command:
-        # "my own session" there is the services session.
-        run.complain(Text("the current session is session 0, the services "
-                          "session; it has no user to log off. Give a "
-                          "session or a selection."))
-        return trail.summary(1, {SKIPPED: 1})
-    if opts.whatif:
-        OUT.line(str(Text("What if: log off session %(id)d, the current "
-                          "session.", id=sid)))
-        return trail.summary(0, {WOULD: 1})
-    if sid is not None:
-        run.verbose(Text("Logging off session ID %(id)d, the current "
-                         "session.", id=sid))
-    own = run.own.details() if audited else None
-    line = dict(server=None, session=sid, user=own.user if own else None,
-                domain=own.domain if own else None, action="logoff")
-    seq = None
-    if audited:
-        try:
-            seq = trail.write(phase="intent", **line)
-        except AuditError as e:
-            trail.failure = Failure(None, trail.cannot_write(e))
-            trail.failed_sink = e.sink
-            if e.sink is trail.eventlog:
-                run.complain(Text("the event log (source %(source)s) cannot "
-                                  "be written: %(why)s; nothing was done.",
-                                  source=opts.eventlog, why=e.args[0]))
-            else:
-                run.complain(Text("the audit log %(file)s cannot be "
-                                  "written: %(why)s; nothing was done.",
-                                  file=opts.log, why=e.args[0]))
-            return trail.summary(1, {SKIPPED: 1})
-    with wtsapi.Server() as local:
-        try:
-            local.logoff(wtsapi.WTS_CURRENT_SESSION, wait=False)
-        except wtsapi.WTSError as e:
-            failure = failure_of(e)
-            outcome = dict(result=FAILED, error=e.winerror,
-                           message=failure.en())
-            run.complain(failure.screen())
-        else:
-            failure = None
-            outcome = dict(result=DONE, error=None, message=None)
-    code = 0 if failure is None else 1
-    if audited:
-        try:
-            trail.write(phase="outcome", seq=seq, **dict(line, **outcome))
-        except AuditError as e:
-            trail.failed(e)
-            code = 2 if failure is None else 1
-    return trail.summary(code, {outcome["result"]: 1})
 
 
 # --- Report ------------------------------------------------------------------------
 
-class Progress:
-    """One updating line on stderr while several servers are worked on:
-    only on a console, never with /json."""
+class Console:
+    """stdout or stderr, written by one thread.  What its encoding cannot
+    hold becomes '?', alike on both.  A failed write (a closed pipe, a full
+    disk, no stream at all under pythonw.exe) drops the stream for the rest
+    of the run: output is never a reason to stop logging off or
+    auditing."""
 
-    def __init__(self, run):
-        self.run = run
-        self.shown = ""
-        self.on = False
+    def __init__(self, name):
+        self.name = name
+        self.dead = False
 
-    def start(self):
-        opts = self.run.opts
-        self.on = (len(self.run.jobs) > 1 and not opts.json
-                   and ERR.isatty())
+    def stream(self):
+        return None if self.dead else getattr(sys, self.name, None)
 
-    def update(self, phase=None):
-        if not self.on:
+    def isatty(self):
+        s = self.stream()
+        try:
+            return bool(s is not None and s.isatty())
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def write(self, text):
+        s = self.stream()
+        if s is None:
             return
-        jobs = self.run.jobs
-        done = sum(1 for j in jobs if j.finished or j.timed_out
-                   or j.failure is not None)
-        if phase is plan_server:
+        try:
+            if not text.isascii():
+                enc = getattr(s, "encoding", None) or "utf-8"
+                text = text.encode(enc, "replace").decode(enc, "replace")
+            s.write(text)
+            s.flush()
+        except (OSError, ValueError, AttributeError, UnicodeError,
+                LookupError):
+            self.dead = True
+            # Python flushes sys.stdout once more at exit; point a broken
+            # descriptor at the null device so that flush cannot fail.
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, s.fileno())
+                os.close(null)
+            except (OSError, ValueError, AttributeError):
+                pass
+
+
+class Screen:
+    """stdout and stderr.  In a run with workers one printer thread writes
+    them from a queue, so a paused console or pipe never holds up the
+    coordinator; the progress line is one updating line on a console's
+    stderr while several servers are worked on."""
+
+    def __init__(self):
+        self.consoles = {"out": Console("stdout"), "err": Console("stderr")}
+        self.queue = None
+        self.hints = set()            # hints shown: each once a run
+        self.progress_on = False
+        self.shown = ""
+        self.next_progress = 0.0
+
+    def start(self, progress):
+        import queue
+        self.progress_on = progress and self.consoles["err"].isatty()
+        self.queue = queue.SimpleQueue()
+        self.printer = threading.Thread(target=self._print, daemon=True)
+        self.printer.start()
+
+    def _put(self, where, text):
+        if self.queue is None:
+            self.consoles[where].write(text)
+        else:
+            self.queue.put((where, text))
+
+    def out(self, line):
+        self._clear()
+        self._put("out", line + "\n")
+
+    def err(self, line):
+        self._clear()
+        self._put("err", line + "\n")
+
+    def write(self, text):
+        self._put("out", text)
+
+    def progress(self, label, run):
+        now = time.monotonic()
+        if not self.progress_on or label is None or now < self.next_progress:
+            return
+        self.next_progress = now + 0.25
+        jobs = run.jobs
+        done = sum(1 for j in jobs if j.failure is not None or j.given_up or
+                   j.targets and all(t.result is not None for t in j.targets))
+        if label == "plan":
             text = str(Text("reading servers %(done)d/%(all)d",
                             done=done, all=len(jobs)))
         else:
-            targets = self.run.targets()
+            targets = run.targets()
             text = str(Text(
                 "servers %(done)d/%(all)d, %(off)d logged off, %(failed)d "
                 "failed", done=done, all=len(jobs),
@@ -2219,93 +2618,143 @@ class Progress:
                 + sum(1 for j in jobs if j.failure is not None)))
         if text != self.shown:
             pad = " " * max(0, len(self.shown) - len(text))
-            ERR.write("\r%s%s" % (text, pad))
+            self._put("err", "\r%s%s" % (text, pad))
             self.shown = text
 
-    def done(self):
-        if self.on and self.shown:
-            ERR.write("\r%s\r" % (" " * len(self.shown)))
+    def _clear(self):
+        if self.shown:
+            self._put("err", "\r%s\r" % (" " * len(self.shown)))
             self.shown = ""
 
+    def _print(self):
+        """The printer thread: what is queued, in order; of several
+        progress lines waiting, only the last."""
+        while True:
+            items = [self.queue.get()]
+            while True:
+                try:
+                    items.append(self.queue.get_nowait())
+                except Exception:
+                    break
+            for i, item in enumerate(items):
+                if item is None:
+                    return
+                where, text = item
+                if text.startswith("\r") and not text.endswith("\r") and \
+                        any(t[1].startswith("\r") for t in items[i + 1:]
+                            if t is not None):
+                    continue
+                self.consoles[where].write(text)
 
-def exit_code(run):
-    """0 all done (or nothing to do); 1 nothing done; 2 partly done."""
-    targets = run.targets()
-    done = sum(1 for t in targets if t.result in _DONE_RESULTS)
-    failed = (sum(1 for t in targets if t.result in _FAILED_RESULTS)
-              + sum(1 for j in run.jobs if j.failure is not None)
-              + (run.trail.failure is not None)
-              + (run.interrupted is not None)
-              + (run.limit_failure is not None))
+    def close(self):
+        """The rest of the output is written out."""
+        self._clear()
+        if self.queue is not None:
+            self.queue.put(None)
+            self.printer.join()
+            self.queue = None
+
+
+def tally(run):
+    """Each result's count, the warned sessions and the failed servers:
+    the summary's counts and the exit code's ground."""
+    counts = {"warned": 0, "server-errors": 0}
+    for t in run.targets():
+        counts[t.result] = counts.get(t.result, 0) + 1
+        counts["warned"] += bool(t.warned)
+    counts["server-errors"] = sum(1 for j in run.jobs if j.failure)
+    return counts
+
+
+def exit_code(run, counts):
+    """0 all done (or nothing to do); 1 nothing done; 2 partly done.  The
+    one place it is decided: the screen, /json, /log and /eventlog all
+    report this."""
+    done = sum(counts.get(k, 0) for k in _DONE_RESULTS)
+    failed = (sum(counts.get(k, 0) for k in _FAILED_RESULTS)
+              + counts["server-errors"] + (run.error is not None))
     if not failed:
         return 0
     return 2 if done else 1
 
 
-def _json_document(json, doc):
+def _json_document(doc):
     """One session or server error a line: readable, and written by the C
     encoder (``indent`` would use the pure-Python one, ten times slower
-    at 10,000 sessions)."""
-    def items(key):
-        rows = doc[key]
+    at 10,000 sessions).  ASCII: lossless on any stdout encoding (cp1252,
+    cp932, a WinRM pipe)."""
+    import json
+
+    def items(rows):
         if not rows:
             return "[]"
         return "[\n    %s\n  ]" % ",\n    ".join(
             json.dumps(r, ensure_ascii=True) for r in rows)
-    return '{\n  "sessions": %s,\n  "server_errors": %s,\n  "exit_code": %d\n}' \
-        % (items("sessions"), items("server_errors"), doc["exit_code"])
-
-
-def _server_record(job):
-    f = job.failure
-    return {"server": job.server, "function": f.function, "error": f.code,
-            "message": f.en()}
+    return ('{\n  "sessions": %s,\n  "server_errors": %s,\n  "error": %s,\n'
+            '  "exit_code": %d\n}' % (
+                items(doc["sessions"]), items(doc["server_errors"]),
+                json.dumps(doc["error"], ensure_ascii=True),
+                doc["exit_code"]))
 
 
 def report(run):
-    """Server errors (stderr), listings and what-ifs (stdout), or the JSON
-    document; returns the exit code, the same one the JSON holds."""
-    opts = run.opts
-    # The event log's summary first: failing to write it changes the code.
-    code = run.trail.summary(exit_code(run))
+    """The summary record, then server errors (stderr), listings and
+    what-ifs (stdout), or the JSON document; returns the exit code."""
+    ctx = run.ctx
+    counts = tally(run)
+    code = exit_code(run, counts)
+    if run.sinks is not None:
+        run.driver.flush([run.trail.record(
+            phase="summary", counts=counts, exit_code=code,
+            message=run.error.en() if run.error else None)])
+        code = exit_code(run, counts)         # the summary may have failed
     failed_jobs = [j for j in run.jobs if j.failure is not None]
-    if opts.json:
-        import json
-        doc = {"sessions": [t.record() for t in run.targets()],
-               "server_errors": [_server_record(j) for j in failed_jobs],
-               "exit_code": code}
-        # ASCII: lossless on any stdout encoding (cp1252, cp932, a WinRM
-        # pipe); every JSON reader turns \\u escapes back into the text.
-        OUT.line(_json_document(json, doc))
+    if ctx.json:
+        run.screen.out(_json_document({
+            "sessions": [t.record() for t in run.targets()],
+            "server_errors": [
+                {"server": j.server, "function": j.failure.function,
+                 "error": j.failure.code, "message": j.failure.en()}
+                for j in failed_jobs],
+            "error": run.error.en() if run.error else None,
+            "exit_code": code}))
         return code
+    if run.error is not None and not run.shown:
+        run.complain(run.error.screen(run.screen.hints))
     for job in failed_jobs:
         f = job.failure
-        if f.function is None and f.code != wtsapi.ERROR_TIMEOUT:
-            run.complain(f.screen())        # a refusal names its server
-            continue
-        label = str(server_label(job.server))
-        run.complain("%s%s: %s" % (label[0].upper(), label[1:], f.screen()))
-    if opts.query:
-        _print_table(run.targets())
-    elif opts.whatif:
-        for t in run.targets():
-            if opts.warn is not None and t.session.state == State.WTSActive:
-                OUT.line(str(Text(
-                    "What if: warn %(who)s, wait %(grace)s, then log it off if "
-                    "it still matches.", who=t.who(),
-                    grace=seconds_label(opts.grace))))
-            elif opts.warn is not None:
-                OUT.line(str(Text(
-                    "What if: wait %(grace)s, then log off %(who)s if it is "
-                    "still %(state)s (a warning cannot reach it).",
-                    who=t.who(), grace=seconds_label(opts.grace),
-                    state=state_word(t.session.state))))
-            else:
-                OUT.line(str(Text("What if: log off %(who)s.", who=t.who())))
-    if not run.targets() and not failed_jobs and (opts.selecting or
-                                                  opts.query):
-        run.verbose(Text("No session matches the selection."))
+        text = f.screen(run.screen.hints)
+        if f.function is not None or f.code == wtsapi.ERROR_TIMEOUT:
+            label = str(server_label(job.server))   # a refusal names it
+            text = "%s%s: %s" % (label[0].upper(), label[1:], text)
+        run.complain(text)
+    if ctx.kind == LIST:
+        _print_table(run)
+    elif ctx.preview:
+        _print_whatif(run)
+    if not run.targets() and not failed_jobs and ctx.kind in (SELECT, LIST):
+        run.say(Text("No session matches the selection."))
     return code
+
+
+def _print_whatif(run):
+    ctx = run.ctx
+    for t in run.targets():
+        if ctx.kind == OWN:
+            text = Text("What if: log off session %(id)d, the current "
+                        "session.", id=t.session.id)
+        elif ctx.warn is not None and t.session.state == State.WTSActive:
+            text = Text("What if: warn %(who)s, wait %(grace)s, then log it "
+                        "off if it still matches.", who=t.who(),
+                        grace=seconds_label(ctx.grace))
+        elif ctx.warn is not None:
+            text = Text("What if: wait %(grace)s, then log off %(who)s if it "
+                        "is still %(state)s (a warning cannot reach it).",
+                        who=t.who(), grace=seconds_label(ctx.grace),
+                        state=state_word(t.session.state))
+        else:
+            text = Text("What if: log off %(who)s.", who=t.who())
+        run.screen.out(str(text))
 
 
 def _width(text):
@@ -2317,70 +2766,68 @@ def _width(text):
     return sum(2 if east_asian_width(c) in "WF" else 1 for c in text)
 
 
-def _shown(text, enc):
-    """The text as the console will show it: what stdout's encoding cannot
-    hold becomes '?', so columns are measured on what is printed."""
-    if text.isascii():
-        return text                 # every console code page holds ASCII
-    try:
-        return text.encode(enc, "replace").decode(enc, "replace")
-    except LookupError:
-        return text
-
-
-def _local_minute(when):
-    """A logon time in local time; UTC where the platform cannot convert it
-    (Windows' C runtime refuses dates before 1970 or after 3000)."""
-    try:
-        return when.astimezone().strftime("%Y-%m-%d %H:%M")
-    except (OverflowError, OSError, ValueError):
-        return when.strftime("%Y-%m-%d %H:%MZ")
-
-
-def _print_table(targets):
-    # Headers and state words as `quser` shows them in the reader's language.
+def _print_table(run):
+    """The listing, as quser shows it in the reader's language; each row
+    formatted once."""
     rows = [("", _("SERVER"), _("ID"), _("SESSIONNAME"), _("USERNAME"),
              _("STATE"), _("IDLE TIME"), _("LOGON TIME"))]
-    local = _("(local)")
-    states = {}
-    for t in targets:
+    local, states, minutes = _("(local)"), {}, {}
+    for t in run.targets():
         s = t.session
-        logon = t.logon
-        logon = _local_minute(logon) if logon else ""
         state = states.get(s.state)
         if state is None:
             state = states[s.state] = str(state_text(s.state))
         rows.append((">" if t.own else "", t.server or local, str(s.id),
-                     s.name, s.account, state, format_idle(t.idle), logon))
-    enc = getattr(OUT.stream(), "encoding", None) or "utf-8"
+                     s.name, s.account, state, format_idle(t.idle),
+                     _local_minute(t.times, minutes) if t.times else ""))
+    stream = run.screen.consoles["out"].stream()
+    enc = getattr(stream, "encoding", None) or "utf-8"
     cells, sizes = [], []
     for r in rows:
         if "".join(r).isascii():            # the common row: C speed
             cells.append(r)
             sizes.append(tuple(map(len, r)))
         else:
-            r = tuple(_shown(c, enc) for c in r)
+            # Measured on what is printed: what the encoding cannot hold
+            # becomes '?'.
+            r = tuple(c.encode(enc, "replace").decode(enc, "replace")
+                      for c in r)
             cells.append(r)
             sizes.append(tuple(map(_width, r)))
     widths = [max(col) for col in zip(*sizes)]
-    OUT.write("".join(
+    run.screen.write("".join(
         " ".join(c + " " * (w - n) for c, n, w in zip(r, ns, widths))
         .rstrip() + "\n" for r, ns in zip(cells, sizes)))
 
 
 # --- The command -------------------------------------------------------------------
 
+def _prog():
+    """The command as it was run, for the help: never LOGOFF, which starts
+    Windows' own logoff.exe."""
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    python = "py" if sys.platform == "win32" else "python3"
+    if spec is not None and spec.name in ("logoff", "logoff.__main__"):
+        return "%s -m logoff" % python
+    base = os.path.basename(sys.argv[0] if sys.argv else "")
+    if base.lower().startswith("pylogoff"):
+        return "pylogoff"
+    return "%s logoff.py" % python
+
+
 def _on_signal(run):
     """Ctrl+C, SIGTERM, Ctrl+Break and a closed console window (which the C
-    runtime reports as SIGBREAK) become a request to stop, seen between
-    steps: no new change starts, and the report is still made."""
+    runtime reports as SIGBREAK) only post a stop: no new change starts,
+    and the report is still made."""
     import signal
-    names = ["SIGINT", "SIGTERM", "SIGBREAK"]
 
     def handler(signum, frame):
-        run.interrupted = signum
+        run.signal, run.stopping = signum, True
+        if run.driver is not None:
+            run.driver.wake()
     saved = []
-    for name in names:
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
         num = getattr(signal, name, None)
         if num is None:
             continue
@@ -2398,11 +2845,23 @@ def _on_signal(run):
     return restore
 
 
-def _usage_error(e):
-    ERR.line(str(Text("Invalid parameter(s): %(why)s", why=e.args[0])))
-    ERR.write(_(USAGE_BASIC))
-    ERR.line(_("Type LOGOFF /? for every switch."))
-    return 1
+def _open_sinks(run, opts):
+    """The /log file and the /eventlog source; a failure is the run's."""
+    sinks = []
+    run.sinks = Sinks(sinks)
+    if opts.log:
+        try:
+            sinks.append(Audit(opts.log))
+        except AuditError as e:
+            raise Refused(Text("cannot open the log file %(file)s: %(why)s",
+                               file=opts.log, why=e.args[0]))
+    if opts.eventlog is not None:
+        try:
+            sinks.append(EventLog(opts.eventlog))
+        except (OSError, ValueError) as e:
+            raise Refused(Text("cannot register the event source "
+                               "%(source)s: %(why)s", source=opts.eventlog,
+                               why=_event_failure(e)))
 
 
 def main(argv=None):
@@ -2410,56 +2869,57 @@ def main(argv=None):
     if argv is None:
         argv = sys.argv[1:]
     set_language()
+    screen = Screen()
     try:
         opts = parse_args(argv)
     except UsageError as e:
-        return _usage_error(e)
+        screen.err(str(Text("Invalid parameter(s): %(why)s", why=e.args[0])))
+        screen.consoles["err"].write(_(USAGE_BASIC) % {"prog": _prog()})
+        screen.err(str(Text("Type %(prog)s /? for every switch.",
+                            prog=_prog())))
+        return 1
     except KeyboardInterrupt:           # while /server:@- reads stdin
-        ERR.line(_("logoff: interrupted."))
+        screen.err(_("logoff: interrupted."))
         return 1
     if opts.help:
-        OUT.write(_(USAGE_BASIC) + _(USAGE_MORE))
+        screen.write(_(USAGE_BASIC) % {"prog": _prog()} + _(USAGE_MORE))
         return 0
-    run = Run(opts)
+    run = Run(Context(opts), screen)
     restore = _on_signal(run)
     try:
-        if opts.log:
-            try:
-                run.trail.audit = Audit(opts.log)
-            except AuditError as e:
-                ERR.line(str(Text("logoff: cannot open the log file "
-                                  "%(file)s: %(why)s", file=opts.log,
-                                  why=e.args[0])))
-                return 1
-        if opts.eventlog is not None:
-            try:
-                run.trail.eventlog = EventLog(opts.eventlog)
-            except (OSError, ValueError) as e:
-                ERR.line(str(Text("logoff: cannot register the event source "
-                                  "%(source)s: %(why)s", source=opts.eventlog,
-                                  why=_event_failure(e))))
-                return 1
-        if opts.session is None and not opts.selecting and not opts.query:
-            return logoff_own(run)
-        run.progress.start()
-        return execute(run)
-    except KeyboardInterrupt:
-        ERR.line(_("logoff: interrupted."))
-        return run.trail.summary(1, message=Text("interrupted"))
-    except OSError as e:
-        # The library could not be loaded, or a local call failed.
-        failure = failure_of(e)
-        ERR.line("logoff: %s" % failure.screen())
-        # With /eventlog the run still ends with its summary: under
-        # pythonw.exe in a scheduled task nobody sees stderr.
-        return run.trail.summary(1, message=failure.message)
-    except Exception as e:         # a bug of ours: one line, not a traceback
-        failure = failure_of(e)
-        ERR.line("logoff: %s" % failure.screen())
-        return run.trail.summary(1, message=failure.message)
+        try:
+            if opts.log or opts.eventlog is not None:
+                _open_sinks(run, opts)
+                run.trail.operator = wtsapi.process_account()
+            if run.ctx.inline:
+                run.driver = Inline(run)
+            else:
+                screen.start(len(run.jobs) > 1 and not opts.json)
+                run.driver = Pool(run)
+            execute(run)
+        except Refused as e:
+            run.fail(describe(e), e.text)
+        except OSError as e:
+            # The library could not be loaded, or a local call failed.
+            run.fail(describe(e), Text("the run failed"))
+        except Exception as e:        # a bug of ours: one line, no traceback
+            if os.environ.get("LOGOFF_DEBUG"):
+                import traceback
+                traceback.print_exc()
+            run.fail(describe(e), Text("the run failed"))
+        if run.signal is not None and run.error is None:
+            run.fail(Failure(None, Text("the run was interrupted")),
+                     Text("the run was interrupted"), show=False)
+        if run.driver is None:
+            run.driver = Inline(run)
+        return report(run)
     finally:
         restore()
-        run.trail.close()
+        if run.driver is not None:
+            run.driver.close()
+        if run.sinks is not None:
+            run.sinks.close()
+        screen.close()
 
 
 if __name__ == "__main__":
