@@ -40,7 +40,7 @@ __all__ = [
     "WTS_CURRENT_SERVER_HANDLE", "WTS_CURRENT_SESSION", "current_session_id",
     "own_session", "idle_seconds", "error_text", "process_account",
     "ui_languages", "EventSource", "EventLogError", "process_sid",
-    "sid_string", "SESSION_GONE_CODES",
+    "sid_string", "SESSION_GONE_CODES", "Process",
 ]
 
 _WINDOWS = sys.platform == "win32"
@@ -78,6 +78,7 @@ class ULONG_PTR(c_size_t):
 # --- Constants (wtsapi32.h, winuser.h, winerror.h, winbase.h, winnls.h) -----
 WTS_CURRENT_SERVER_HANDLE = None    # ((HANDLE)NULL)
 WTS_CURRENT_SESSION = 0xFFFFFFFF    # ((DWORD)-1)
+WTS_ANY_SESSION = 0xFFFFFFFE        # ((DWORD)-2): every session's processes
 WINSTATIONNAME_LENGTH = 32
 DOMAIN_LENGTH = 17
 USERNAME_LENGTH = 20
@@ -233,6 +234,16 @@ class WTS_SESSION_INFO_1W(Structure):
     ]
 
 
+class WTS_PROCESS_INFOW(Structure):
+    """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wts_process_infow"""
+    _fields_ = [
+        ("SessionId", DWORD),
+        ("ProcessId", DWORD),
+        ("pProcessName", LPWSTR),
+        ("pUserSid", PSID),             # never read: a SID of its own size
+    ]
+
+
 class WTSINFOW(Structure):
     """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wtsinfow"""
     _fields_ = [
@@ -275,6 +286,19 @@ _PROTOTYPES = {
         BOOL, (HANDLE, POINTER(DWORD), DWORD,
                POINTER(POINTER(WTS_SESSION_INFO_1W)), POINTER(DWORD)),
         "nf-wtsapi32-wtsenumeratesessionsexw"),
+    # BOOL WTSEnumerateProcessesW(HANDLE hServer, DWORD Reserved,
+    #     DWORD Version, PWTS_PROCESS_INFOW *ppProcessInfo, DWORD *pCount)
+    "WTSEnumerateProcessesW": (
+        BOOL, (HANDLE, DWORD, DWORD, POINTER(POINTER(WTS_PROCESS_INFOW)),
+               POINTER(DWORD)),
+        "nf-wtsapi32-wtsenumerateprocessesw"),
+    # BOOL WTSEnumerateProcessesExW(HANDLE hServer, DWORD *pLevel,
+    #     DWORD SessionId, LPWSTR *ppProcessInfo, DWORD *pCount)
+    # ppProcessInfo is declared as PVOID*: the buffer holds structures
+    # (WTS_PROCESS_INFOW at level 0), not a string.
+    "WTSEnumerateProcessesExW": (
+        BOOL, (HANDLE, POINTER(DWORD), DWORD, POINTER(PVOID), POINTER(DWORD)),
+        "nf-wtsapi32-wtsenumerateprocessesexw"),
     # void WTSFreeMemory(PVOID pMemory)
     "WTSFreeMemory": (None, (PVOID,), "nf-wtsapi32-wtsfreememory"),
     # BOOL WTSFreeMemoryExW(WTS_TYPE_CLASS WTSTypeClass, PVOID pMemory,
@@ -906,6 +930,14 @@ class Session(namedtuple("Session", "server id name state user domain")):
         return "%s\\%s" % (self.domain, self.user) if self.domain else self.user
 
 
+class Process(namedtuple("Process", "server session_id pid name")):
+    """An immutable snapshot of one process on a server: ``server`` as in
+    ``Session``, the ``session_id`` it runs in, its ``pid`` and its image
+    ``name`` ('' where Windows gives none, as for the System Idle
+    Process)."""
+    __slots__ = ()
+
+
 _FILETIME_TICKS_PER_SECOND = 10 ** 7
 # The last FILETIME a datetime holds: 9999-12-31 23:59:59.9999999 UTC.
 _FILETIME_MAX = 2650467743999999999
@@ -1257,6 +1289,59 @@ class Server:
                 if e.session in listed:
                     raise e
         return sessions
+
+    def processes(self):
+        """Every process on the server this account may see, as a list of
+        ``Process``: one library call.
+
+        ``WTSEnumerateProcessesExW`` level 0 for every session
+        (``WTS_ANY_SESSION``), freed with ``WTSFreeMemoryExW``; where that
+        function is missing or answers 120 (before Windows 7 / 2008 R2),
+        ``WTSEnumerateProcessesW``, freed with ``WTSFreeMemory``.  Windows
+        lists processes in other users' sessions to members of the
+        Administrators group only (sdk-api).  The user SIDs are not read.
+        """
+        if not self._no_ex and \
+                self._api.WTSEnumerateProcessesExW is not None:
+            try:
+                return self._processes_ex()
+            except WTSError as e:
+                if e.winerror != ERROR_CALL_NOT_IMPLEMENTED:
+                    raise
+                self._no_ex = True
+        return self._processes_legacy()
+
+    def _processes_ex(self):
+        level = DWORD(0)
+        buf = PVOID()
+        count = DWORD(0)
+        self._server_call("WTSEnumerateProcessesExW", byref(level),
+                          WTS_ANY_SESSION, byref(buf), byref(count))
+        if not buf.value:
+            return []
+        try:
+            return self._process_list(
+                ctypes.cast(buf, POINTER(WTS_PROCESS_INFOW)), count.value)
+        finally:
+            self._api.WTSFreeMemoryExW(
+                WTS_TYPE_CLASS.WTSTypeProcessInfoLevel0, buf, count.value)
+
+    def _processes_legacy(self):
+        info = POINTER(WTS_PROCESS_INFOW)()
+        count = DWORD(0)
+        self._server_call("WTSEnumerateProcessesW", 0, 1, byref(info),
+                          byref(count))
+        if not info:
+            return []
+        try:
+            return self._process_list(info, count.value)
+        finally:
+            self._api.WTSFreeMemory(info)
+
+    def _process_list(self, info, count):
+        server = self.name
+        return [Process(server, p.SessionId, p.ProcessId,
+                        p.pProcessName or "") for p in info[:count]]
 
     # -- queries ----------------------------------------------------------------
 

@@ -62,6 +62,7 @@ class ServerSpec:
         self.name = name
         self.flags = flags
         self.sessions = []
+        self.processes = []
 
     def session(self, id, name="", state=ACTIVE, user="", domain="", **times):
         """Add a session; ``times`` are logon/connect/disconnect/input
@@ -74,6 +75,12 @@ class ServerSpec:
         double takes them."""
         self.sessions.append(dict(id=id, name=name, state=state, user=user,
                                   domain=domain, **times))
+        return self
+
+    def process(self, session, pid, name=""):
+        """Add a process running in ``session`` (listed while that session
+        exists: a logoff ends its processes)."""
+        self.processes.append(dict(session=session, pid=pid, name=name))
         return self
 
     def render(self):
@@ -89,6 +96,9 @@ class ServerSpec:
         for s in self.sessions:
             lines.append("session " + " ".join(
                 "%s=%s" % (k, _q(v)) for k, v in s.items() if v != ""))
+        for p in self.processes:
+            lines.append("process " + " ".join(
+                "%s=%s" % (k, _q(v)) for k, v in p.items() if v != ""))
         return lines
 
 

@@ -13,8 +13,8 @@ import pytest
 
 import wtsapi
 from farm import (ACTIVE, CLOCK, DISCMSG_ERROR, DISCONNECTED, HOUR, LISTEN,
-                  MINUTE, OPEN_NULL, SECOND, Double, Farm, run_child,
-                  standard_farm)
+                  MINUTE, OPEN_NULL, SECOND, Double, Farm, parse_log,
+                  run_child, standard_farm)
 from wtsapi import WTS_CONNECTSTATE_CLASS as ST
 from wtsapi import Server, WTSError
 
@@ -321,6 +321,142 @@ def test_buffer_freed_when_copy_out_fails(load, double, monkeypatch):
         local.sessions()
     assert double.calls(None, "WTSFreeMemoryExW") == 1
     # ... and the autouse fixture checks that nothing is left allocated.
+
+
+# --- Processes -------------------------------------------------------------------
+
+def _process_farm(**flags):
+    farm = standard_farm()
+    rds1 = farm.server("RDS1", **flags)
+    rds1.process(0, 0)                        # the System Idle Process
+    rds1.process(0, 4, "System")
+    rds1.process(2, 4242, "excel.exe")
+    rds1.process(3, 5151, "wörd 😀.exe")
+    rds1.process(9, 6000, "orphan.exe")       # no such session: not listed
+    farm.server(".").process(2, 77, "python.exe")
+    farm.server(".").process(3, 88, "notepad.exe")
+    return farm
+
+
+def test_processes_marshal_every_field_in_one_call(load, double):
+    load(_process_farm())
+    with Server("RDS1") as s:
+        got = s.processes()
+    assert got == [("RDS1", 0, 0, ""), ("RDS1", 0, 4, "System"),
+                   ("RDS1", 2, 4242, "excel.exe"),
+                   ("RDS1", 3, 5151, "wörd 😀.exe")]
+    p = got[2]
+    assert isinstance(p, wtsapi.Process)
+    assert (p.server, p.session_id, p.pid, p.name) == (
+        "RDS1", 2, 4242, "excel.exe")
+    with pytest.raises(AttributeError):
+        p.name = "evil.exe"
+    assert double.rpcs("RDS1") == 1
+    [entry] = [e for e in double.log() if e.func not in Double.LOCAL_ONLY]
+    assert (entry.func, entry.fields()) == (
+        "WTSEnumerateProcessesExW",
+        {"level": "0", "session": str(wtsapi.WTS_ANY_SESSION)})
+    assert double.calls(None, "WTSFreeMemoryExW") == 1
+    assert double.calls(None, "WTSFreeMemory") == 0
+
+
+def test_a_logoff_ends_the_sessions_processes(load, double):
+    load(_process_farm())
+    with Server("RDS1") as s:
+        s.logoff(2)
+        assert [p.pid for p in s.processes()] == [0, 4, 5151]
+
+
+def test_an_empty_process_list_is_freed_too(load, double):
+    farm = standard_farm()
+    farm.server("RDS1")
+    load(farm)
+    with Server("RDS1") as s:
+        assert s.processes() == []
+    assert double.calls(None, "WTSFreeMemoryExW") == 1   # ... and no leak
+
+
+def test_processes_fall_back_where_ex_answers_120(load, double):
+    load(_process_farm(noex=True))
+    with Server("RDS1") as s:
+        first = s.processes()
+        assert s.sessions()[0].id == 0        # Ex is not asked again
+        second = s.processes()
+    assert first == second
+    assert [p.pid for p in first] == [0, 4, 4242, 5151]
+    assert double.calls("RDS1", "WTSEnumerateProcessesExW") == 1
+    assert double.calls("RDS1", "WTSEnumerateSessionsExW") == 0
+    assert double.calls("RDS1", "WTSEnumerateProcessesW") == 2
+    assert double.calls(None, "WTSFreeMemoryExW") == 0
+
+
+def test_processes_fall_back_where_ex_is_missing(load, double, monkeypatch):
+    load(_process_farm())
+    monkeypatch.setattr(wtsapi._load(), "WTSEnumerateProcessesExW", None)
+    with Server("RDS1") as s:
+        assert [p.pid for p in s.processes()] == [0, 4, 4242, 5151]
+    assert double.calls("RDS1", "WTSEnumerateProcessesExW") == 0
+    assert double.calls("RDS1", "WTSEnumerateProcessesW") == 1
+    assert double.calls(None, "WTSFreeMemory") == 1
+
+
+def test_processes_without_administrator_rights(load, double):
+    # sdk-api: other users' sessions' processes need Administrators.
+    farm = _process_farm(fullcontrol=False)
+    farm.caller_fullcontrol = False
+    load(farm)
+    with Server() as local:
+        assert [(p.session_id, p.pid) for p in local.processes()] == [
+            (2, 77)]
+    with Server("RDS1") as s:
+        assert s.processes() == []
+
+
+def test_process_calls_fail_and_wait_like_the_others(load, double):
+    farm = _process_farm()
+    farm.fail("RDS1", "WTSEnumerateProcessesExW", 1726, count=1)
+    farm.latency("RDS1", "WTSEnumerateProcessesExW", 300)
+    load(farm)
+    with Server("RDS1") as s:
+        with pytest.raises(WTSError) as info:
+            s.processes()
+        assert (info.value.winerror, info.value.function,
+                info.value.server, info.value.session) == (
+            1726, "WTSEnumerateProcessesExW", "RDS1", None)
+        assert len(s.processes()) == 4
+    with Server("DOWN") as s, pytest.raises(WTSError) as info:
+        s.processes()
+    assert info.value.winerror == 1722
+    assert double.max_in_flight_for("RDS1", "WTSEnumerateProcessesExW") == 1
+
+
+def test_the_double_catches_a_wrong_process_free(double_path, tmp_path):
+    farm_file = _process_farm().write(str(tmp_path / "farm.txt"))
+    log_file = str(tmp_path / "calls.log")
+    env = dict(os.environ, WTSAPI32_DLL=double_path, WTSDOUBLE_FARM=farm_file,
+               WTSDOUBLE_LOG=log_file)
+    r = run_python(
+        "import ctypes, wtsapi\n"
+        "api, T = wtsapi._load(), wtsapi.WTS_TYPE_CLASS\n"
+        "def enum():\n"
+        "    level, buf, n = wtsapi.DWORD(0), wtsapi.PVOID(), wtsapi.DWORD()\n"
+        "    assert api.WTSEnumerateProcessesExW(None, ctypes.byref(level),\n"
+        "        wtsapi.WTS_ANY_SESSION, ctypes.byref(buf), ctypes.byref(n))\n"
+        "    return buf, n.value\n"
+        "buf, n = enum()\n"
+        "api.WTSFreeMemory(buf)                         # the wrong function\n"
+        "buf, n = enum()\n"
+        "assert not api.WTSFreeMemoryExW(T.WTSTypeSessionInfoLevel1, buf, n)\n"
+        "buf, n = enum()\n"
+        "assert not api.WTSFreeMemoryExW(T.WTSTypeProcessInfoLevel0, buf,\n"
+        "                                n + 1)         # the wrong count\n"
+        "buf, n = enum()\n"
+        "assert api.WTSFreeMemoryExW(T.WTSTypeProcessInfoLevel0, buf, n)\n",
+        env)
+    assert r.returncode == 0, r.stderr
+    with open(log_file, encoding="utf-8") as f:
+        _log, stats = parse_log(f.read())
+    assert (stats["badfrees"], stats["live"]) == (3, 0)
 
 
 # --- Errors --------------------------------------------------------------------

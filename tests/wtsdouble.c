@@ -20,6 +20,7 @@
  *   session id=N [name=S] [state=N] [user=S] [domain=S] [logon=FT] [connect=FT]
  *           [disconnect=FT] [input=FT] [logoff_ms=N] [logoff_hang=0|1]
  *           [response=N|timeout] [discmsg=fail|ok|N] [noquery=0|1]
+ *   process session=N pid=N [name=S]               (a process on the server above)
  *   caller session=N [fullcontrol=0|1]            (default: session 1, full control)
  *   latency server=NAME func=FUNC ms=N
  *   fail server=NAME func=FUNC error=N [count=N] [session=N]
@@ -69,6 +70,28 @@
  *                    again, not by the code.
  *   WTS_SESSION_INFO_1W.pHostName and pFarmName are NULL, as documented for
  *   sessions that are not VMs on an RD Virtualization Host.
+ *   processes        WTSEnumerateProcessesW (Reserved 0, Version 1; free
+ *                    with WTSFreeMemory) and WTSEnumerateProcessesExW
+ *                    (level 0, WTS_PROCESS_INFOW; free with
+ *                    WTSFreeMemoryExW(WTSTypeProcessInfoLevel0, p, count);
+ *                    SessionId WTS_ANY_SESSION or one session) list the
+ *                    server's process lines whose session exists (a logoff
+ *                    ends a session's processes).  "The caller must be a
+ *                    member of the Administrators group to enumerate
+ *                    processes running under another user session" (sdk-api
+ *                    WTSEnumerateProcessesEx): without full control, the
+ *                    farm's stand-in for that, only the caller's own
+ *                    session's processes on "." are listed.  UNVERIFIED:
+ *                    whether Windows filters so or fails the call, and what
+ *                    a noquery account gets (the double ignores noquery
+ *                    here).  An invalid *pLevel is set to 1 and fails with
+ *                    87, as documented (the code is unverified); level 1
+ *                    (WTS_PROCESS_INFO_EXW) is not served (87).  noex: the
+ *                    Ex call answers 120, as for sessions (both came with
+ *                    Windows 7 / 2008 R2).  Every pUserSid points to one
+ *                    well-formed SID (S-1-5-18) in the same buffer: the
+ *                    farm does not model process owners.  The array is
+ *                    allocated (and must be freed) even when it is empty.
  * Beyond the contract: server=* and func=* match anything in latency/fail
  * rules (server=* also matches the server-less WTSFreeMemory[Ex] calls);
  * several alias= per server; a mutate on a missing session creates it;
@@ -145,6 +168,8 @@ __asm__(".section .drectve\n\t"
         ".ascii \" -export:WTSLogoffSession=WTSLogoffSession@12\"\n\t"
         ".ascii \" -export:WTSDisconnectSession=WTSDisconnectSession@12\"\n\t"
         ".ascii \" -export:WTSSendMessageW=WTSSendMessageW@40\"\n\t"
+        ".ascii \" -export:WTSEnumerateProcessesW=WTSEnumerateProcessesW@20\"\n\t"
+        ".ascii \" -export:WTSEnumerateProcessesExW=WTSEnumerateProcessesExW@20\"\n\t"
         ".text");
 #  else
 #    define WTS_EXPORT __declspec(dllexport)
@@ -175,8 +200,9 @@ enum { WTSActive, WTSConnected, WTSConnectQuery, WTSShadow, WTSDisconnected,
        WTSIdle, WTSListen, WTSReset, WTSDown, WTSInit };
 enum { WTSSessionId = 4, WTSUserName = 5, WTSWinStationName = 6,
        WTSDomainName = 7, WTSConnectState = 8, WTSSessionInfo = 24 };
-enum { WTSTypeSessionInfoLevel1 = 2 };
+enum { WTSTypeProcessInfoLevel0 = 0, WTSTypeSessionInfoLevel1 = 2 };
 #  define WTS_CURRENT_SESSION ((DWORD)-1)
+#  define WTS_ANY_SESSION ((DWORD)-2)
 #  define IDOK 1
 #  define IDTIMEOUT 32000
 #  define IDASYNC 32001
@@ -186,6 +212,13 @@ typedef struct _WTS_SESSION_INFOW {
     LPWSTR pWinStationName;
     WTS_CONNECTSTATE_CLASS State;
 } WTS_SESSION_INFOW, *PWTS_SESSION_INFOW;
+
+typedef struct _WTS_PROCESS_INFOW {
+    DWORD SessionId;
+    DWORD ProcessId;
+    LPWSTR pProcessName;
+    PVOID pUserSid; /* PSID */
+} WTS_PROCESS_INFOW, *PWTS_PROCESS_INFOW;
 
 typedef struct _WTS_SESSION_INFO_1W {
     DWORD ExecEnvId;
@@ -549,12 +582,14 @@ static int ieq(const char *a, const char *b)
 /* State                                                                     */
 /* ------------------------------------------------------------------------ */
 enum { F_OPEN, F_CLOSE, F_ENUM, F_ENUMEX, F_FREE, F_FREEEX, F_QUERY,
-       F_LOGOFF, F_DISC, F_SEND, NFUNC, F_ANY = -2 };
+       F_LOGOFF, F_DISC, F_SEND, F_ENUMPROC, F_ENUMPROCEX, NFUNC, F_ANY = -2 };
+/* flight_key() keeps func + 1 in 4 bits */
+typedef char nfunc_fits_flight_key[NFUNC + 1 < 16 ? 1 : -1];
 static const char *const func_names[NFUNC] = {
     "WTSOpenServerW", "WTSCloseServer", "WTSEnumerateSessionsW",
     "WTSEnumerateSessionsExW", "WTSFreeMemory", "WTSFreeMemoryExW",
     "WTSQuerySessionInformationW", "WTSLogoffSession", "WTSDisconnectSession",
-    "WTSSendMessageW" };
+    "WTSSendMessageW", "WTSEnumerateProcessesW", "WTSEnumerateProcessesExW" };
 
 typedef struct {
     uint32_t id;
@@ -568,6 +603,11 @@ typedef struct {
     int64_t gone_at; /* logged off: removed at this now_ms(); 0: not */
     int noquery; /* listed, but the caller may not query it: 7022 */
 } sess_t;
+
+typedef struct {
+    uint32_t session, pid;
+    WCHAR *name; /* never NULL */
+} proc_t;
 
 typedef struct {
     const char *name; /* interned UTF-8 */
@@ -584,6 +624,8 @@ typedef struct {
     size_t pending; /* sessions logged off but not yet gone */
     int64_t next_gone; /* earliest gone_at among them */
     hmap ids; /* session id + 1 -> index into s */
+    proc_t *procs; /* farm order */
+    size_t nprocs, capprocs;
 } server_t;
 
 typedef struct { const char *server; int func; uint32_t ms; } latency_t;
@@ -614,7 +656,10 @@ typedef struct {
 typedef struct { int func; const char *canon, *opened; } callrec_t;
 typedef struct { const char *name; int open, srv; unsigned gen; } hrec_t;
 
-enum { K_PLAIN = 1, K_EX = 2 };
+/* Allocation kinds: WTSFreeMemory frees K_PLAIN only; WTSFreeMemoryExW
+ * frees K_EX with WTSTypeSessionInfoLevel1 and K_EXPROC0 with
+ * WTSTypeProcessInfoLevel0, each with its entry count. */
+enum { K_PLAIN = 1, K_EX = 2, K_EXPROC0 = 3 };
 
 static int g_loaded; /* farm initialised (by TD_Load, TD_Reset or lazily) */
 static struct {
@@ -796,6 +841,9 @@ static void farm_reset(void)
         for (j = 0; j < g.srv[i].n; j++)
             sess_strings_free(&g.srv[i].s[j]);
         free(g.srv[i].s);
+        for (j = 0; j < g.srv[i].nprocs; j++)
+            free(g.srv[i].procs[j].name);
+        free(g.srv[i].procs);
         free(g.srv[i].wname);
         free(g.srv[i].aliases);
         hm_free(&g.srv[i].ids);
@@ -1007,6 +1055,30 @@ static int parse_line(char *line, int *cur)
         if (!t.user) t.user = wdup(&empty);
         if (!t.domain) t.domain = wdup(&empty);
         *ss = t;
+        return 0;
+    }
+
+    if (!strcmp(tok[0], "process")) {
+        server_t *sv = &g.srv[*cur];
+        proc_t pr;
+        int have_session = 0, have_pid = 0, rc = 0;
+        memset(&pr, 0, sizeof pr);
+        for (i = 1; i < nt && !rc; i++) {
+            if ((v = kv(tok[i], "session"))) { rc = p_u32(v, &pr.session); have_session = 1; }
+            else if ((v = kv(tok[i], "pid"))) { rc = p_u32(v, &pr.pid); have_pid = 1; }
+            else if ((v = kv(tok[i], "name"))) rc = p_wstr(v, &pr.name);
+            else rc = -1;
+        }
+        if (rc || !have_session || !have_pid || pr.session >= WTS_ANY_SESSION) {
+            free(pr.name);
+            return -1;
+        }
+        if (!pr.name) {
+            WCHAR empty = 0;
+            pr.name = wdup(&empty);
+        }
+        GROW(sv->procs, sv->nprocs, sv->capprocs);
+        sv->procs[sv->nprocs++] = pr;
         return 0;
     }
 
@@ -1484,11 +1556,15 @@ static uint32_t pre_check(const ctx_t *c)
 
 /* Rights for logoff/disconnect/message: own session on the local server,
  * or full control; session 0 always needs full control. */
+static int full_control(const ctx_t *c)
+{
+    return c->srv == 0 ? (g.caller_fullcontrol && g.srv[0].fullcontrol)
+                       : g.srv[c->srv].fullcontrol;
+}
 static int has_rights(const ctx_t *c, const sess_t *ss)
 {
     int own = c->srv == 0 && ss->id == g.caller_session;
-    int full = c->srv == 0 ? (g.caller_fullcontrol && g.srv[0].fullcontrol)
-                           : g.srv[c->srv].fullcontrol;
+    int full = full_control(c);
     return ss->id == 0 ? full : (own || full);
 }
 
@@ -1689,11 +1765,119 @@ WTS_EXPORT BOOL WINAPI WTSFreeMemoryExW(WTS_TYPE_CLASS WTSTypeClass, PVOID pMemo
     call_enter(&c);
     if ((err = pre_check(&c)) == 0) {
         int kind = t_free(pMemory, &count);
-        if (kind != K_EX || WTSTypeClass != WTSTypeSessionInfoLevel1 ||
-            count != NumberOfEntries) {
+        int want = kind == K_EX ? WTSTypeSessionInfoLevel1
+                 : kind == K_EXPROC0 ? WTSTypeProcessInfoLevel0 : -1;
+        if (want < 0 || (int)WTSTypeClass != want || count != NumberOfEntries) {
             g.bad_frees++; /* a known buffer was still freed: no leak too */
             err = ERR_PARAM;
         }
+    }
+    call_leave(&c, !err, PRE_ERR(err), NULL);
+    return !err;
+}
+
+/* Whether process p of server c->srv is listed for session `only`
+ * (WTS_ANY_SESSION: all) to a caller with (`all`) or without full control. */
+static int proc_listed(const ctx_t *c, const proc_t *p, uint32_t only, int all)
+{
+    return (only == WTS_ANY_SESSION || p->session == only) &&
+           sess_find(&g.srv[c->srv], p->session) &&
+           (all || (c->srv == 0 && p->session == g.caller_session));
+}
+
+/* The processes of server c->srv the caller may see, of session `only`,
+ * as one allocation of `kind` (K_PLAIN or K_EXPROC0): the array, one SID,
+ * then the names.  Returns the count. */
+static DWORD processes_alloc(const ctx_t *c, uint32_t only, int kind,
+                             WTS_PROCESS_INFOW **out)
+{
+    /* S-1-5-18 (LocalSystem): revision 1, one sub-authority, authority 5 */
+    static const unsigned char system_sid[12] = { 1, 1, 0, 0, 0, 0, 0, 5,
+                                                  18, 0, 0, 0 };
+    server_t *s = &g.srv[c->srv];
+    int all = full_control(c);
+    size_t i, n = 0, k = 0, chars = 0;
+    WTS_PROCESS_INFOW *a;
+    unsigned char *sid;
+    WCHAR *str;
+    for (i = 0; i < s->nprocs; i++) {
+        if (proc_listed(c, &s->procs[i], only, all)) {
+            n++;
+            chars += wlen(s->procs[i].name) + 1;
+        }
+    }
+    a = t_alloc(n * sizeof *a + sizeof system_sid + chars * sizeof(WCHAR), kind,
+                (uint32_t)n);
+    sid = memcpy((unsigned char *)(a + n), system_sid, sizeof system_sid);
+    str = (WCHAR *)(sid + sizeof system_sid);
+    for (i = 0; i < s->nprocs; i++) {
+        const proc_t *p = &s->procs[i];
+        size_t len;
+        if (!proc_listed(c, p, only, all))
+            continue;
+        len = wlen(p->name) + 1;
+        a[k].SessionId = p->session;
+        a[k].ProcessId = p->pid;
+        a[k].pProcessName = memcpy(str, p->name, len * sizeof(WCHAR));
+        a[k].pUserSid = sid;
+        str += len;
+        k++;
+    }
+    *out = a;
+    return (DWORD)n;
+}
+
+WTS_EXPORT BOOL WINAPI WTSEnumerateProcessesW(HANDLE hServer, DWORD Reserved, DWORD Version,
+                                              PWTS_PROCESS_INFOW *ppProcessInfo, DWORD *pCount)
+{
+    ctx_t c;
+    uint32_t err;
+    ctx_init(&c, F_ENUMPROC, HK_HANDLE, hServer);
+    call_enter(&c);
+    if ((err = pre_check(&c)) != 0) {
+    } else if (Reserved != 0 || Version != 1) {
+        err = ERR_PARAM;
+    } else if (!ppProcessInfo || !pCount) {
+        err = ERR_USERBUF;
+    } else if (c.status) {
+        err = c.status;
+    } else {
+        *pCount = processes_alloc(&c, WTS_ANY_SESSION, K_PLAIN, ppProcessInfo);
+    }
+    call_leave(&c, !err, PRE_ERR(err), NULL);
+    return !err;
+}
+
+WTS_EXPORT BOOL WINAPI WTSEnumerateProcessesExW(HANDLE hServer, DWORD *pLevel, DWORD SessionId,
+                                                LPWSTR *ppProcessInfo, DWORD *pCount)
+{
+    ctx_t c;
+    uint32_t err;
+    ctx_init(&c, F_ENUMPROCEX, HK_HANDLE, hServer);
+    call_enter(&c);
+    sb_printf(&g.extra, "level=%ld;session=%lu", pLevel ? (long)*pLevel : -1L,
+              (unsigned long)SessionId);
+    if ((err = pre_check(&c)) != 0) {
+    } else if (!pLevel) {
+        err = ERR_PARAM;
+    } else if (*pLevel > 1) {
+        *pLevel = 1; /* documented: set to one, and an error */
+        err = ERR_PARAM;
+    } else if (*pLevel != 0) {
+        err = ERR_PARAM; /* level 1 (WTS_PROCESS_INFO_EXW) is not modelled */
+    } else if (!ppProcessInfo || !pCount) {
+        err = ERR_USERBUF;
+    } else if (c.status) {
+        err = c.status;
+    } else if (g.srv[c.srv].noex) {
+        err = ERR_NOTIMPL;
+    } else {
+        WTS_PROCESS_INFOW *a;
+        uint32_t only = SessionId;
+        if (only == WTS_CURRENT_SESSION && c.srv == 0)
+            only = g.caller_session;
+        *pCount = processes_alloc(&c, only, K_EXPROC0, &a);
+        *ppProcessInfo = (LPWSTR)a;
     }
     call_leave(&c, !err, PRE_ERR(err), NULL);
     return !err;
