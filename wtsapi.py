@@ -40,7 +40,7 @@ __all__ = [
     "WTS_CURRENT_SERVER_HANDLE", "WTS_CURRENT_SESSION", "current_session_id",
     "own_session", "idle_seconds", "error_text", "process_account",
     "ui_languages", "EventSource", "EventLogError", "process_sid",
-    "sid_string", "SESSION_GONE_CODES", "Process",
+    "sid_string", "SESSION_GONE_CODES", "Process", "Client",
 ]
 
 _WINDOWS = sys.platform == "win32"
@@ -49,6 +49,7 @@ _WINDOWS = sys.platform == "win32"
 # Never ctypes.wintypes: off Windows its DWORD/BOOL/LONG are 8 bytes.
 DWORD = c_uint32
 ULONG = c_uint32
+LONG = c_int32
 UINT = c_uint32
 WORD = c_uint16
 BYTE = c_uint8
@@ -82,6 +83,17 @@ WTS_ANY_SESSION = 0xFFFFFFFE        # ((DWORD)-2): every session's processes
 WINSTATIONNAME_LENGTH = 32
 DOMAIN_LENGTH = 17
 USERNAME_LENGTH = 20
+
+# WTSINFOEX_LEVEL1_W.SessionFlags, as current Windows documents them
+# (Windows 7 / 2008 R2 swap LOCK and UNLOCK: a documented defect).
+WTS_SESSIONSTATE_LOCK = 0x00000000
+WTS_SESSIONSTATE_UNLOCK = 0x00000001
+WTS_SESSIONSTATE_UNKNOWN = 0xFFFFFFFF
+
+# WTS_CLIENT_ADDRESS.AddressFamily (winsock2.h): Windows' own values.
+AF_UNSPEC = 0
+AF_INET = 2
+AF_INET6 = 23
 
 LOCKFILE_FAIL_IMMEDIATELY = 0x00000001
 LOCKFILE_EXCLUSIVE_LOCK = 0x00000002
@@ -264,6 +276,50 @@ class WTSINFOW(Structure):
         ("LastInputTime", LARGE_INTEGER),
         ("LogonTime", LARGE_INTEGER),
         ("CurrentTime", LARGE_INTEGER),
+    ]
+
+
+class WTS_CLIENT_ADDRESS(Structure):
+    """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wts_client_address"""
+    _fields_ = [
+        ("AddressFamily", DWORD),       # AF_INET, AF_INET6, ... AF_UNSPEC
+        ("Address", BYTE * 20),
+    ]
+
+
+class WTSINFOEX_LEVEL1_W(Structure):
+    """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wtsinfoex_level1_w"""
+    _fields_ = [
+        ("SessionId", ULONG),
+        ("SessionState", ENUM),         # WTS_CONNECTSTATE_CLASS
+        ("SessionFlags", LONG),         # WTS_SESSIONSTATE_*
+        ("WinStationName", WCHAR * (WINSTATIONNAME_LENGTH + 1)),
+        ("UserName", WCHAR * (USERNAME_LENGTH + 1)),
+        ("DomainName", WCHAR * (DOMAIN_LENGTH + 1)),
+        ("LogonTime", LARGE_INTEGER),
+        ("ConnectTime", LARGE_INTEGER),
+        ("DisconnectTime", LARGE_INTEGER),
+        ("LastInputTime", LARGE_INTEGER),
+        ("CurrentTime", LARGE_INTEGER),
+        ("IncomingBytes", DWORD),
+        ("OutgoingBytes", DWORD),
+        ("IncomingFrames", DWORD),
+        ("OutgoingFrames", DWORD),
+        ("IncomingCompressedBytes", DWORD),
+        ("OutgoingCompressedBytes", DWORD),
+    ]
+
+
+class WTSINFOEX_LEVEL_W(ctypes.Union):
+    """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wtsinfoex_level_w"""
+    _fields_ = [("WTSInfoExLevel1", WTSINFOEX_LEVEL1_W)]
+
+
+class WTSINFOEXW(Structure):
+    """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wtsinfoexw"""
+    _fields_ = [
+        ("Level", DWORD),               # 1: Data is WTSInfoExLevel1
+        ("Data", WTSINFOEX_LEVEL_W),
     ]
 
 
@@ -995,6 +1051,10 @@ class SessionTimes:
     ``last_input_ticks`` and ``current_ticks`` (ints, 0 where unset: compare
     these for exact equality).
 
+    ``locked``: True when the session is locked, False when not, None
+    when unknown or not asked: only ``Server.times_ex()`` reads it
+    (``WTSSessionInfoEx``), ``times()`` leaves it None.
+
     ``logon``, ``connect``, ``disconnect``, ``last_input`` and ``current``
     are lazy: each access builds an aware UTC datetime from the ticks (None
     where unset or not representable), so a snapshot whose times nobody
@@ -1006,16 +1066,16 @@ class SessionTimes:
     __slots__ = ("_fields",)
     _NAMES = ("session_id", "state", "user", "domain", "logon_ticks",
               "connect_ticks", "disconnect_ticks", "last_input_ticks",
-              "current_ticks")
+              "current_ticks", "locked")
 
     def __init__(self, session_id, state, user, domain, logon_ticks=0,
                  connect_ticks=0, disconnect_ticks=0, last_input_ticks=0,
-                 current_ticks=0):
+                 current_ticks=0, locked=None):
         # One slot holding one tuple: a snapshot per session is made by the
-        # ten thousand, and this is a third of the cost of nine slots.
+        # ten thousand, and this is a third of the cost of ten slots.
         _set(self, "_fields", (session_id, state, user, domain, logon_ticks,
                                connect_ticks, disconnect_ticks,
-                               last_input_ticks, current_ticks))
+                               last_input_ticks, current_ticks, locked))
 
     session_id = property(lambda self: self._fields[0])
     state = property(lambda self: self._fields[1])
@@ -1026,6 +1086,7 @@ class SessionTimes:
     disconnect_ticks = property(lambda self: self._fields[6])
     last_input_ticks = property(lambda self: self._fields[7])
     current_ticks = property(lambda self: self._fields[8])
+    locked = property(lambda self: self._fields[9])
 
     def __setattr__(self, name, value):
         raise AttributeError("SessionTimes is immutable")
@@ -1089,6 +1150,50 @@ def _times_from_info(i):
     return SessionTimes(i.SessionId, _STATES.get(i.State, i.State),
                         i.UserName, i.Domain, i.LogonTime, i.ConnectTime,
                         i.DisconnectTime, i.LastInputTime, i.CurrentTime)
+
+
+# SessionFlags (as a DWORD) -> SessionTimes.locked; UNKNOWN and anything
+# else read as None.
+_LOCKED = {WTS_SESSIONSTATE_LOCK: True, WTS_SESSIONSTATE_UNLOCK: False}
+
+
+def _times_from_info_ex(x):
+    """A WTSINFOEXW view as SessionTimes, or None unless its Level is 1
+    (the only level documented)."""
+    if x.Level != 1:
+        return None
+    i = x.Data.WTSInfoExLevel1
+    return SessionTimes(i.SessionId,
+                        _STATES.get(i.SessionState, i.SessionState),
+                        i.UserName, i.DomainName, i.LogonTime, i.ConnectTime,
+                        i.DisconnectTime, i.LastInputTime, i.CurrentTime,
+                        _LOCKED.get(i.SessionFlags & _MAX_DWORD))
+
+
+class Client(namedtuple("Client", "name address")):
+    """The client of a session, as the client itself reported it when it
+    connected: its computer ``name`` and network ``address`` (a string
+    such as ``"10.0.0.5"`` or ``"2001:db8::5"``; '' when there is none,
+    as for the console).  Behind a NAT, a VPN or an RD Gateway the
+    address may be another one, or missing: never use it to authenticate
+    (sdk-api, WTS_CLIENT_ADDRESS)."""
+    __slots__ = ()
+
+
+def _client_address(a):
+    """WTS_CLIENT_ADDRESS as text.  AF_INET: the four bytes at
+    Address[2..5], as documented (the first two are the port, as in
+    [MS-TSTS]'s CLIENT_STACK_ADDRESS).  AF_INET6: the 16 bytes at
+    Address[2..17], as System Informer and Veyon read them; UNVERIFIED,
+    since the sdk-api page's example shows them from Address[0].  ''
+    for AF_UNSPEC and any other family."""
+    family, raw = a.AddressFamily, bytes(a.Address)
+    if family == AF_INET:
+        return "%d.%d.%d.%d" % tuple(raw[2:6])
+    if family == AF_INET6:
+        import ipaddress            # only for an IPv6 client
+        return str(ipaddress.IPv6Address(raw[2:18]))
+    return ""
 
 
 # --- Servers ---------------------------------------------------------------------
@@ -1393,6 +1498,33 @@ class Server:
         self._session_arg(session_id)
         return self._query(session_id, WTS_INFO_CLASS.WTSSessionInfo,
                            WTSINFOW, _times_from_info)
+
+    def times_ex(self, session_id):
+        """Like ``times()``, from one
+        ``WTSQuerySessionInformationW(WTSSessionInfoEx)`` call (Windows 7 /
+        2008 R2 and later), with ``locked`` set: True for
+        WTS_SESSIONSTATE_LOCK (0), False for WTS_SESSIONSTATE_UNLOCK (1),
+        None for WTS_SESSIONSTATE_UNKNOWN, all as current Windows
+        documents them.  Windows 7 and 2008 R2 report the two the other
+        way round (a documented defect): there, ``locked`` is the opposite
+        of the truth.  WTSError 87 when the answer is not level 1."""
+        self._session_arg(session_id)
+        times = self._query(session_id, WTS_INFO_CLASS.WTSSessionInfoEx,
+                            WTSINFOEXW, _times_from_info_ex)
+        if times is None:
+            raise WTSError(ERROR_INVALID_PARAMETER,
+                           "WTSQuerySessionInformationW", self.name,
+                           session_id)
+        return times
+
+    def client(self, session_id):
+        """The session's ``Client``: its name (``WTSClientName``) and
+        address (``WTSClientAddress``), two calls."""
+        self._session_arg(session_id)
+        name = self._query(session_id, WTS_INFO_CLASS.WTSClientName, LPWSTR)
+        address = self._query(session_id, WTS_INFO_CLASS.WTSClientAddress,
+                              WTS_CLIENT_ADDRESS, _client_address)
+        return Client(name, address)
 
     # -- actions ----------------------------------------------------------------
 

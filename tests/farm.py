@@ -74,8 +74,11 @@ class ServerSpec:
         logoff blocks LOGOFF_HANG_SECONDS or until the double is reset),
         ``discmsg`` (as the server's, for this session), ``noquery=1``
         (the caller may not query this session: it is listed, but every
-        per-session call on it fails with 7022) and ``response`` as the
-        double takes them."""
+        per-session call on it fails with 7022), ``client=NAME``,
+        ``address="A.B.C.D"`` or an IPv6 literal (WTSClientName and
+        WTSClientAddress), ``locked=1|0|"unknown"`` (WTSSessionInfoEx's lock
+        state; unknown by default) and ``response`` as the double takes
+        them."""
         self.sessions.append(dict(id=id, name=name, state=state, user=user,
                                   domain=domain, **times))
         return self

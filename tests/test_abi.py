@@ -1,10 +1,11 @@
 """wtsapi.py against the real SDK header, for every Windows target.
 
 The reference is mingw-w64's wtsapi32.h as bundled with zig (PyPI
-``ziglang``), and for the other Windows calls (``_SYSTEM_PROTOTYPES``, the
-event log's included) its winbase.h, winnls.h, sysinfoapi.h, secext.h,
-fileapi.h, minwinbase.h, processthreadsapi.h, securitybaseapi.h and
-handleapi.h (structures such as SID and TOKEN_USER: winnt.h).  A C probe is generated from
+``ziglang``; the address families from its winsock2.h), and for the other
+Windows calls (``_SYSTEM_PROTOTYPES``, the event log's included) its
+winbase.h, winnls.h, sysinfoapi.h, secext.h, fileapi.h, minwinbase.h,
+processthreadsapi.h, securitybaseapi.h and handleapi.h (structures such as
+SID and TOKEN_USER: winnt.h).  A C probe is generated from
 introspecting wtsapi.py (every ctypes structure and field, every IntEnum
 member, every public all-caps constant and the enumerators in
 ``SDK_ENUMERATORS``, every prototype in both tables), compiled to assembly with
@@ -325,6 +326,7 @@ _PREAMBLE = """\
 #undef _WIN32_WINNT
 #define _WIN32_WINNT 0x0A00
 #include <stddef.h>
+#include <winsock2.h>   /* before windows.h: AF_INET6 (winsock.h lacks it) */
 #include <windows.h>
 #include <winerror.h>
 #include <winuser.h>

@@ -1054,6 +1054,154 @@ def test_filetime_edges():
     assert wtsapi._filetime(116444736000000000).timestamp() == 0
 
 
+# --- Client name and address, lock state ------------------------------------------
+
+def _client_farm():
+    farm = standard_farm()
+    rds1 = farm.server("RDS1")
+    rds1.session(5, "RDP-Tcp#5", ACTIVE, "eve", "CORP", client="LAPTOP-ÉVE😀",
+                 address="10.20.30.40", locked=1, logon=CLOCK - HOUR,
+                 input=CLOCK - MINUTE)
+    rds1.session(6, "RDP-Tcp#6", ACTIVE, "fay", "CORP", client="PC6",
+                 address="2001:db8::5", locked=0)
+    rds1.session(7, "RDP-Tcp#7", ACTIVE, "gus", "CORP", client="PC7",
+                 address="::1",
+                 locked="unknown")
+    rds1.session(8, "RDP-Tcp#8", ACTIVE, "hal", "CORP",
+                 address="fe80:0:0:0:1:2:3:4")
+    return farm
+
+
+def test_client_name_and_address(load, double):
+    load(_client_farm())
+    with Server("RDS1") as s:
+        got = {sid: s.client(sid) for sid in (2, 5, 6, 7, 8)}
+    assert got[5] == ("LAPTOP-ÉVE😀", "10.20.30.40")
+    assert isinstance(got[5], wtsapi.Client)
+    assert (got[5].name, got[5].address) == ("LAPTOP-ÉVE😀", "10.20.30.40")
+    assert got[6] == ("PC6", "2001:db8::5")
+    assert got[7] == ("PC7", "::1")
+    assert got[8] == ("", "fe80::1:2:3:4")
+    assert got[2] == ("", "")                 # no client: AF_UNSPEC
+    with pytest.raises(AttributeError):
+        got[5].address = "1.2.3.4"
+    classes = [e.extra for e in double.log()
+               if e.func == "WTSQuerySessionInformationW"]
+    assert classes == ["class=10", "class=14"] * 5
+    assert double.calls(None, "WTSFreeMemory") == 10
+
+
+def test_client_address_layout():
+    # AF_INET at Address[2..5] (sdk-api); AF_INET6 at Address[2..17]
+    # (unverified, see _client_address); anything else is no address.
+    a = wtsapi.WTS_CLIENT_ADDRESS()
+    a.AddressFamily = wtsapi.AF_INET
+    a.Address[0:6] = [0x0D, 0x3D, 192, 168, 0, 1]     # a port, then the IP
+    assert wtsapi._client_address(a) == "192.168.0.1"
+    a.AddressFamily = wtsapi.AF_INET6
+    a.Address[2:18] = [0xFF, 0xFF] + [0] * 13 + [1]
+    assert wtsapi._client_address(a) == "ffff::1"
+    for family in (wtsapi.AF_UNSPEC, 6, 17):          # AF_IPX, AF_NETBIOS
+        a.AddressFamily = family
+        assert wtsapi._client_address(a) == ""
+    assert (wtsapi.AF_UNSPEC, wtsapi.AF_INET, wtsapi.AF_INET6) == (0, 2, 23)
+
+
+def test_client_refuses_the_current_session_remotely(load, double):
+    load()
+    with Server("RDS1") as s:
+        for ask in (lambda: s.client(wtsapi.WTS_CURRENT_SESSION),
+                    lambda: s.times_ex(wtsapi.WTS_CURRENT_SESSION)):
+            with pytest.raises(ValueError):
+                ask()
+    assert double.calls() == 2                # open and close only
+
+
+def test_times_ex_reads_the_lock_state(load, double):
+    load(_client_farm())
+    with Server("RDS1") as s:
+        ex = {sid: s.times_ex(sid) for sid in (2, 5, 6, 7)}
+        plain = s.times(5)
+    assert [ex[sid].locked for sid in (2, 5, 6, 7)] == [None, True, False,
+                                                         None]
+    assert plain.locked is None
+    t = ex[5]
+    assert (t.session_id, t.state, t.user, t.domain, t.account) == (
+        5, ST.WTSActive, "eve", "CORP", "CORP\\eve")
+    assert (t.logon_ticks, t.last_input_ticks, t.current_ticks) == (
+        CLOCK - HOUR, CLOCK - MINUTE, CLOCK)
+    assert t.idle == 60
+    # The same record but for the lock state: same times, same identity.
+    assert t != plain
+    assert t == wtsapi.SessionTimes(*(plain._fields[:9] + (True,)))
+    assert "locked=True" in repr(t)
+    assert pickle.loads(pickle.dumps(t)) == t
+    classes = [e.extra for e in double.log()
+               if e.func == "WTSQuerySessionInformationW"]
+    assert classes == ["class=25"] * 4 + ["class=24"]
+
+
+def test_times_ex_of_the_own_session_and_long_names(load, double):
+    farm = Farm(caller=3)
+    farm.server(".").session(3, "n" * 40, ACTIVE, "u" * 25, "d" * 25,
+                             locked=1)
+    load(farm)
+    with Server() as local:
+        t = local.times_ex(wtsapi.WTS_CURRENT_SESSION)
+        plain = local.times(wtsapi.WTS_CURRENT_SESSION)
+    assert (t.session_id, t.locked) == (3, True)
+    # WTSINFOEX_LEVEL1_W holds one more WCHAR of the domain than WTSINFOW.
+    assert (t.user, t.domain) == ("u" * 20, "d" * 17)
+    assert (plain.user, plain.domain) == ("u" * 20, "d" * 16)
+
+
+def test_times_ex_refuses_a_short_answer_and_frees_it(load, double):
+    farm = _client_farm()
+    farm.querysize("RDS1", wtsapi.WTS_INFO_CLASS.WTSSessionInfoEx,
+                   ctypes.sizeof(wtsapi.WTSINFOEXW) - 1)
+    farm.querysize("RDS1", wtsapi.WTS_INFO_CLASS.WTSClientAddress, 5)
+    load(farm)
+    with Server("RDS1") as s:
+        for ask in (lambda: s.times_ex(5), lambda: s.client(5)):
+            with pytest.raises(WTSError) as info:
+                ask()
+            assert (info.value.winerror, info.value.session) == (87, 5)
+    assert double.calls(None, "WTSFreeMemory") == 3
+
+
+def test_times_ex_reads_level_1_only():
+    x = wtsapi.WTSINFOEXW()
+    x.Level = 1
+    x.Data.WTSInfoExLevel1.SessionId = 9
+    x.Data.WTSInfoExLevel1.UserName = "u"
+    for flags, locked in ((0, True), (1, False), (-1, None), (7, None)):
+        x.Data.WTSInfoExLevel1.SessionFlags = flags
+        t = wtsapi._times_from_info_ex(x)
+        assert (t.session_id, t.user, t.locked) == (9, "u", locked)
+    x.Level = 2
+    assert wtsapi._times_from_info_ex(x) is None
+    assert (wtsapi.WTS_SESSIONSTATE_LOCK, wtsapi.WTS_SESSIONSTATE_UNLOCK,
+            wtsapi.WTS_SESSIONSTATE_UNKNOWN) == (0, 1, 0xFFFFFFFF)
+
+
+def test_session_times_stay_one_slot():
+    assert wtsapi.SessionTimes.__slots__ == ("_fields",)
+    t = wtsapi.SessionTimes(1, ST.WTSActive, "u", "d")
+    assert t.locked is None and len(t._fields) == 10
+    with pytest.raises(AttributeError):
+        t.locked = True
+
+
+@pytest.mark.parametrize("bad", ["10.0.0", "10.0.0.256", "1:2:3:4:5:6:7",
+                                 "1::2::3", ":1", "1:", "12345::1",
+                                 "1:2:3:4:5:6:7:8:9", "::1.2.3.4", "x"])
+def test_the_double_rejects_a_bad_address(double, tmp_path, bad):
+    farm = Farm()
+    farm.server(".").session(1, "c", ACTIVE, address=bad)
+    with pytest.raises(ValueError, match="rejected line"):
+        double.load(farm, tmp_path / "farm.txt")
+
+
 # --- The caller's own session -------------------------------------------------------
 
 def test_times_of_the_current_session_locally(load, double):

@@ -20,6 +20,7 @@
  *   session id=N [name=S] [state=N] [user=S] [domain=S] [logon=FT] [connect=FT]
  *           [disconnect=FT] [input=FT] [logoff_ms=N] [logoff_hang=0|1]
  *           [response=N|timeout] [discmsg=fail|ok|N] [noquery=0|1]
+ *           [client=S] [address=A.B.C.D|IPV6] [locked=0|1|unknown]
  *   process session=N pid=N [name=S]               (a process on the server above)
  *   caller session=N [fullcontrol=0|1]            (default: session 1, full control)
  *   latency server=NAME func=FUNC ms=N
@@ -70,6 +71,24 @@
  *                    again, not by the code.
  *   WTS_SESSION_INFO_1W.pHostName and pFarmName are NULL, as documented for
  *   sessions that are not VMs on an RD Virtualization Host.
+ *   client, address  WTSQuerySessionInformationW(WTSClientName) answers the
+ *                    session's client= ("" by default, as for the console);
+ *                    WTSClientAddress a WTS_CLIENT_ADDRESS: AF_INET (2) with
+ *                    the four bytes at Address[2..5] (documented, sdk-api
+ *                    WTS_CLIENT_ADDRESS; Address[0..1] hold the port in
+ *                    [MS-TSTS] CLIENT_STACK_ADDRESS, 0 here), AF_INET6 (23,
+ *                    Windows' value) with the 16 bytes at Address[2..17]
+ *                    (UNVERIFIED: the sdk-api example shows them from
+ *                    Address[0]; System Informer and Veyon read [2..17]),
+ *                    AF_UNSPEC (0) and zeros without address=.
+ *   locked           WTSQuerySessionInformationW(WTSSessionInfoEx) answers
+ *                    a WTSINFOEXW, Level 1, whose SessionFlags are
+ *                    WTS_SESSIONSTATE_LOCK (0) for locked=1,
+ *                    WTS_SESSIONSTATE_UNLOCK (1) for locked=0 and
+ *                    WTS_SESSIONSTATE_UNKNOWN (0xFFFFFFFF, the default)
+ *                    otherwise: current Windows as documented (Windows 7 /
+ *                    2008 R2 swap LOCK and UNLOCK, a documented defect the
+ *                    double does not model).  Its times are WTSSessionInfo's.
  *   processes        WTSEnumerateProcessesW (Reserved 0, Version 1; free
  *                    with WTSFreeMemory) and WTSEnumerateProcessesExW
  *                    (level 0, WTS_PROCESS_INFOW; free with
@@ -199,7 +218,12 @@ typedef int WTS_TYPE_CLASS;
 enum { WTSActive, WTSConnected, WTSConnectQuery, WTSShadow, WTSDisconnected,
        WTSIdle, WTSListen, WTSReset, WTSDown, WTSInit };
 enum { WTSSessionId = 4, WTSUserName = 5, WTSWinStationName = 6,
-       WTSDomainName = 7, WTSConnectState = 8, WTSSessionInfo = 24 };
+       WTSDomainName = 7, WTSConnectState = 8, WTSClientName = 10,
+       WTSClientAddress = 14, WTSSessionInfo = 24, WTSSessionInfoEx = 25 };
+#  define WTS_SESSIONSTATE_UNKNOWN 0xFFFFFFFF
+#  define WTS_SESSIONSTATE_LOCK 0x00000000
+#  define WTS_SESSIONSTATE_UNLOCK 0x00000001
+typedef uint8_t BYTE;
 enum { WTSTypeProcessInfoLevel0 = 0, WTSTypeSessionInfoLevel1 = 2 };
 #  define WTS_CURRENT_SESSION ((DWORD)-1)
 #  define WTS_ANY_SESSION ((DWORD)-2)
@@ -242,6 +266,32 @@ typedef struct _WTSINFOW {
     LARGE_INTEGER ConnectTime, DisconnectTime, LastInputTime, LogonTime, CurrentTime;
 } WTSINFOW, *PWTSINFOW;
 
+typedef struct _WTS_CLIENT_ADDRESS {
+    DWORD AddressFamily;
+    BYTE Address[20];
+} WTS_CLIENT_ADDRESS, *PWTS_CLIENT_ADDRESS;
+
+typedef struct _WTSINFOEX_LEVEL1_W {
+    ULONG SessionId;
+    WTS_CONNECTSTATE_CLASS SessionState;
+    LONG SessionFlags;
+    WCHAR WinStationName[32 + 1];
+    WCHAR UserName[20 + 1];
+    WCHAR DomainName[17 + 1];
+    LARGE_INTEGER LogonTime, ConnectTime, DisconnectTime, LastInputTime, CurrentTime;
+    DWORD IncomingBytes, OutgoingBytes, IncomingFrames, OutgoingFrames;
+    DWORD IncomingCompressedBytes, OutgoingCompressedBytes;
+} WTSINFOEX_LEVEL1_W, *PWTSINFOEX_LEVEL1_W;
+
+typedef union _WTSINFOEX_LEVEL_W {
+    WTSINFOEX_LEVEL1_W WTSInfoExLevel1;
+} WTSINFOEX_LEVEL_W, *PWTSINFOEX_LEVEL_W;
+
+typedef struct _WTSINFOEXW {
+    DWORD Level;
+    WTSINFOEX_LEVEL_W Data;
+} WTSINFOEXW, *PWTSINFOEXW;
+
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 #  define LOCK() pthread_mutex_lock(&g_mu)
 #  define UNLOCK() pthread_mutex_unlock(&g_mu)
@@ -277,6 +327,12 @@ static int64_t now_ms(void)
 #define ERR_USERBUF 1784u
 #define ERR_NOSESSION 7022u
 #define ERR_FILE_NOT_FOUND 2u /* a missing session on the LSM RPC path */
+
+/* WTS_CLIENT_ADDRESS.AddressFamily: Windows' values (winsock2.h), never the
+ * host's (Linux's AF_INET6 is 10) */
+#define WIN_AF_UNSPEC 0u
+#define WIN_AF_INET 2u
+#define WIN_AF_INET6 23u
 /* What WTSSendMessageW answers for a disconnected session by default.
  * UNVERIFIED: whether real Windows fails that call at all, and with which
  * code, has not been captured anywhere public (field-facts note, "Messages":
@@ -602,6 +658,10 @@ typedef struct {
     long discmsg; /* DISCMSG_* or an error code */
     int64_t gone_at; /* logged off: removed at this now_ms(); 0: not */
     int noquery; /* listed, but the caller may not query it: 7022 */
+    WCHAR *client; /* WTSClientName; never NULL while not removed */
+    uint32_t af; /* WIN_AF_* */
+    unsigned char addr[16]; /* IPv4 in addr[0..3], or IPv6 */
+    uint32_t lockflags; /* WTSINFOEX_LEVEL1_W.SessionFlags: WTS_SESSIONSTATE_* */
 } sess_t;
 
 typedef struct {
@@ -748,6 +808,8 @@ static sess_t *sess_add(server_t *s, uint32_t id)
     ss->domain = wdup(&empty);
     ss->response = IDOK;
     ss->discmsg = DISCMSG_INHERIT;
+    ss->client = wdup(&empty);
+    ss->lockflags = WTS_SESSIONSTATE_UNKNOWN;
     hm_put(&s->ids, (uint64_t)id + 1, (int64_t)s->n);
     s->n++;
     s->live++;
@@ -758,7 +820,8 @@ static void sess_strings_free(sess_t *ss)
     free(ss->name);
     free(ss->user);
     free(ss->domain);
-    ss->name = ss->user = ss->domain = NULL;
+    free(ss->client);
+    ss->name = ss->user = ss->domain = ss->client = NULL;
 }
 static void sess_remove(server_t *s, sess_t *ss)
 {
@@ -930,6 +993,83 @@ static int p_discmsg(const char *s, long *out)
     else return -1;
     return 0;
 }
+/* Dotted-quad IPv4 into out[0..3]. */
+static int p_ipv4(const char *s, unsigned char out[4])
+{
+    int i;
+    for (i = 0; i < 4; i++) {
+        unsigned v = 0;
+        int digits = 0;
+        for (; *s >= '0' && *s <= '9'; s++) {
+            v = v * 10 + (unsigned)(*s - '0');
+            if (++digits > 3 || v > 255) return -1;
+        }
+        if (!digits) return -1;
+        out[i] = (unsigned char)v;
+        if (i < 3 && *s++ != '.') return -1;
+    }
+    return *s ? -1 : 0;
+}
+/* An IPv6 literal (hex groups, at most one "::"; no embedded IPv4). */
+static int p_ipv6(const char *s, unsigned char out[16])
+{
+    unsigned head[8], tail[8];
+    int nh = 0, nt = 0, gap = 0, i;
+    if (s[0] == ':') {
+        if (s[1] != ':') return -1;
+        gap = 1;
+        s += 2;
+    }
+    while (*s) {
+        unsigned v = 0;
+        int digits = 0;
+        for (; hexval(*s) >= 0; s++) {
+            v = v * 16 + (unsigned)hexval(*s);
+            if (++digits > 4) return -1;
+        }
+        if (!digits || nh + nt == 8) return -1;
+        if (gap) tail[nt++] = v; else head[nh++] = v;
+        if (!*s) break;
+        if (*s++ != ':' || !*s) return -1;
+        if (*s == ':') {
+            if (gap) return -1;
+            gap = 1;
+            s++;
+        }
+    }
+    if (gap ? nh + nt > 7 : nh != 8) return -1;
+    memset(out, 0, 16);
+    for (i = 0; i < nh; i++) {
+        out[2 * i] = (unsigned char)(head[i] >> 8);
+        out[2 * i + 1] = (unsigned char)head[i];
+    }
+    for (i = 0; i < nt; i++) {
+        int k = 8 - nt + i;
+        out[2 * k] = (unsigned char)(tail[i] >> 8);
+        out[2 * k + 1] = (unsigned char)tail[i];
+    }
+    return 0;
+}
+/* address=A.B.C.D or an IPv6 literal (percent-encoded like any value). */
+static int p_addr(char *s, sess_t *t)
+{
+    if (pct_decode(s)) return -1;
+    memset(t->addr, 0, sizeof t->addr);
+    if (!p_ipv4(s, t->addr)) t->af = WIN_AF_INET;
+    else if (!p_ipv6(s, t->addr)) t->af = WIN_AF_INET6;
+    else return -1;
+    return 0;
+}
+/* locked=1 (WTS_SESSIONSTATE_LOCK), 0 (..._UNLOCK) or unknown */
+static int p_locked(const char *s, uint32_t *out)
+{
+    if (!strcmp(s, "1")) *out = WTS_SESSIONSTATE_LOCK;
+    else if (!strcmp(s, "0")) *out = WTS_SESSIONSTATE_UNLOCK;
+    else if (!strcmp(s, "unknown")) *out = WTS_SESSIONSTATE_UNKNOWN;
+    else return -1;
+    return 0;
+}
+
 /* A percent-encoded UTF-8 value, decoded in place and validated. */
 static const char *p_name(char *s)
 {
@@ -1025,6 +1165,7 @@ static int parse_line(char *line, int *cur)
         memset(&t, 0, sizeof t);
         t.response = IDOK;
         t.discmsg = DISCMSG_INHERIT;
+        t.lockflags = WTS_SESSIONSTATE_UNKNOWN;
         for (i = 1; i < nt && !rc; i++) {
             if ((v = kv(tok[i], "id"))) { rc = p_u32(v, &t.id) || t.id == WTS_CURRENT_SESSION; have_id = 1; }
             else if ((v = kv(tok[i], "name"))) rc = p_wstr(v, &t.name);
@@ -1039,6 +1180,9 @@ static int parse_line(char *line, int *cur)
             else if ((v = kv(tok[i], "logoff_hang"))) rc = p_bool(v, &t.logoff_hang);
             else if ((v = kv(tok[i], "discmsg"))) rc = p_discmsg(v, &t.discmsg);
             else if ((v = kv(tok[i], "noquery"))) rc = p_bool(v, &t.noquery);
+            else if ((v = kv(tok[i], "client"))) rc = p_wstr(v, &t.client);
+            else if ((v = kv(tok[i], "address"))) rc = p_addr(v, &t);
+            else if ((v = kv(tok[i], "locked"))) rc = p_locked(v, &t.lockflags);
             else if ((v = kv(tok[i], "response"))) {
                 uint32_t r;
                 if (!strcmp(v, "timeout")) t.response = RESP_TIMEOUT;
@@ -1054,6 +1198,7 @@ static int parse_line(char *line, int *cur)
         if (!t.name) t.name = wdup(&empty);
         if (!t.user) t.user = wdup(&empty);
         if (!t.domain) t.domain = wdup(&empty);
+        if (!t.client) t.client = wdup(&empty);
         *ss = t;
         return 0;
     }
@@ -1932,6 +2077,36 @@ WTS_EXPORT BOOL WINAPI WTSQuerySessionInformationW(HANDLE hServer, DWORD Session
         case WTSUserName: str = ss->user; break;
         case WTSDomainName: str = ss->domain; break;
         case WTSWinStationName: str = ss->name; break;
+        case WTSClientName: str = ss->client; break;
+        case WTSClientAddress: {
+            WTS_CLIENT_ADDRESS *ca = t_alloc(bytes = sizeof(WTS_CLIENT_ADDRESS), K_PLAIN, 0);
+            ca->AddressFamily = ss->af;
+            /* Address[0..1]: the port in [MS-TSTS]; 0 here */
+            if (ss->af == WIN_AF_INET)
+                memcpy(&ca->Address[2], ss->addr, 4);
+            else if (ss->af == WIN_AF_INET6)
+                memcpy(&ca->Address[2], ss->addr, 16); /* UNVERIFIED offset */
+            buf = ca;
+            break;
+        }
+        case WTSSessionInfoEx: {
+            WTSINFOEXW *x = t_alloc(bytes = sizeof(WTSINFOEXW), K_PLAIN, 0);
+            WTSINFOEX_LEVEL1_W *l = &x->Data.WTSInfoExLevel1;
+            x->Level = 1;
+            l->SessionId = ss->id;
+            l->SessionState = (WTS_CONNECTSTATE_CLASS)ss->state;
+            l->SessionFlags = (LONG)ss->lockflags;
+            copy_trunc(l->WinStationName, sizeof l->WinStationName / sizeof(WCHAR), ss->name);
+            copy_trunc(l->UserName, sizeof l->UserName / sizeof(WCHAR), ss->user);
+            copy_trunc(l->DomainName, sizeof l->DomainName / sizeof(WCHAR), ss->domain);
+            LI_SET(l->LogonTime, ss->logon);
+            LI_SET(l->ConnectTime, ss->connect);
+            LI_SET(l->DisconnectTime, ss->disconnect);
+            LI_SET(l->LastInputTime, ss->input);
+            LI_SET(l->CurrentTime, g.srv[c.srv].clock);
+            buf = x;
+            break;
+        }
         case WTSSessionInfo: {
             WTSINFOW *wi = t_alloc(bytes = sizeof(WTSINFOW), K_PLAIN, 0);
             wi->State = (WTS_CONNECTSTATE_CLASS)ss->state;
