@@ -786,6 +786,65 @@ def test_disconnect(load, double):
     assert times.idle == 0
 
 
+def test_disconnect_without_waiting_stamps_the_server_clock(load, double):
+    clock = CLOCK + 77 * HOUR
+    farm = standard_farm()
+    farm.server("RDS1", clock=clock)
+    load(farm)
+    with Server("RDS1") as s:
+        s.disconnect(2)
+        t = s.times(2)
+    assert double.state("RDS1", 2) == DISCONNECTED
+    assert (t.state, t.disconnect_ticks, t.current_ticks) == (
+        ST.WTSDisconnected, clock, clock)
+    assert t.user == "carol"                  # still logged on
+    [entry] = [e for e in double.log() if e.func == "WTSDisconnectSession"]
+    assert (entry.server, entry.session, entry.ok, entry.extra) == (
+        "RDS1", 2, True, "wait=0")
+
+
+def test_disconnecting_a_disconnected_session_changes_nothing(load, double):
+    # What real Windows answers here is unverified; the double succeeds
+    # and keeps the first DisconnectTime.
+    load()
+    with Server("RDS1") as s:
+        before = s.times(3)
+        s.disconnect(3)
+        s.disconnect(3, wait=True)
+        after = s.times(3)
+    assert before.state is ST.WTSDisconnected
+    assert after == before
+    assert after.disconnect_ticks == CLOCK - 5 * HOUR
+    assert [e.ok for e in double.log()
+            if e.func == "WTSDisconnectSession"] == [True, True]
+
+
+@pytest.mark.parametrize("fullcontrol", [True, False])
+def test_disconnect_refuses_as_logoff_does(load, double, fullcontrol):
+    # Console, session 0, a listener, the own session, another user's:
+    # the double answers a disconnect as it answers a logoff.
+    outcomes = {}
+    for action in ("logoff", "disconnect"):
+        farm = standard_farm()
+        farm.caller_fullcontrol = fullcontrol
+        load(farm)
+        with Server() as local:
+            for sid in (0, 1, 2, 3, 65536, 99):
+                try:
+                    getattr(local, action)(sid)
+                    outcomes[action, sid] = "ok"
+                except WTSError as e:
+                    outcomes[action, sid] = e.winerror
+    for sid in (0, 1, 2, 3, 65536, 99):
+        assert outcomes["disconnect", sid] == outcomes["logoff", sid], sid
+    assert outcomes["disconnect", 65536] == 87
+    assert outcomes["disconnect", 99] == 7022
+    assert outcomes["disconnect", 2] == "ok"  # the own session
+    expected = "ok" if fullcontrol else 5
+    for sid in (0, 1, 3):
+        assert outcomes["disconnect", sid] == expected, sid
+
+
 def test_send_message_marshals_lengths(load, double):
     load()
     text = "Maintenance à 22h — 維護 😀, save your work"

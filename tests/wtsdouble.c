@@ -89,6 +89,21 @@
  *                    otherwise: current Windows as documented (Windows 7 /
  *                    2008 R2 swap LOCK and UNLOCK, a documented defect the
  *                    double does not model).  Its times are WTSSessionInfo's.
+ *   disconnect       WTSDisconnectSession turns a session (active, or in any
+ *                    other state but listening) into a disconnected one
+ *                    whose DisconnectTime is the server's clock; with bWait
+ *                    it returns after the session's logoff_ms.  On a
+ *                    session already disconnected it succeeds and changes
+ *                    nothing (UNVERIFIED: what real Windows answers there
+ *                    has not been captured anywhere public).  Its checks
+ *                    are the logoff's, in the same order: the server's
+ *                    missing code for an unknown id, 7022 for noquery, 87
+ *                    for a listener, 5 without the rights (session 0
+ *                    always needs full control; the console is a session
+ *                    like any other).  UNVERIFIED, as for logoff: the codes
+ *                    for the console, session 0 and a listener (field-facts
+ *                    note, Logoff); 7041 (ERROR_CTX_CONSOLE_DISCONNECT)
+ *                    exists but was not seen answering this call.
  *   processes        WTSEnumerateProcessesW (Reserved 0, Version 1; free
  *                    with WTSFreeMemory) and WTSEnumerateProcessesExW
  *                    (level 0, WTS_PROCESS_INFOW; free with
@@ -2171,10 +2186,13 @@ static BOOL end_session(int func, HANDLE hServer, DWORD SessionId, BOOL bWait)
         server_t *s = &g.srv[c.srv];
         post.gen = g.gen;
         if (func == F_DISC) {
-            ss->state = WTSDisconnected;
-            ss->disconnect = s->clock;
-            if (bWait)
-                post.ms = ss->logoff_ms;
+            /* see "disconnect" in the top comment */
+            if (ss->state != WTSDisconnected) {
+                ss->state = WTSDisconnected;
+                ss->disconnect = s->clock;
+                if (bWait)
+                    post.ms = ss->logoff_ms;
+            }
         } else {
             /* "sometimes blocks indefinitely (even after a session has been
              * logged off)": the field-facts note, Logoff */
