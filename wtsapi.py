@@ -15,7 +15,8 @@ DeregisterEventSource) from instead, on any OS, as ``WTSAPI32_DLL`` does.
 
 Layers, top to bottom:
 
-* ``Server`` / ``Session`` / ``SessionTimes``, ``own_session()``,
+* ``Server`` / ``Session`` / ``SessionTimes`` / ``Process`` / ``Client``,
+  ``current_session_id()``, ``own_session()``,
   ``process_account()``, ``process_sid()``, ``EventSource``,
   ``ui_languages()``, ``error_text()``: what callers use.
 * ``_checked`` / ``WTSError``: the one place a failed call becomes an error.
@@ -1191,9 +1192,28 @@ def _client_address(a):
     if family == AF_INET:
         return "%d.%d.%d.%d" % tuple(raw[2:6])
     if family == AF_INET6:
-        import ipaddress            # only for an IPv6 client
-        return str(ipaddress.IPv6Address(raw[2:18]))
+        return _ipv6_text(raw[2:18])
     return ""
+
+
+def _ipv6_text(raw):
+    """16 bytes as RFC 5952 text: lower-case hex groups, the longest run
+    of two or more zero groups (the first of equal ones) as "::".  The
+    same on every OS and Python, without importing ipaddress or socket."""
+    groups = [raw[i] << 8 | raw[i + 1] for i in range(0, 16, 2)]
+    best, start = (0, 0), None
+    for i, group in enumerate(groups + [1]):        # 1: ends a last run
+        if group == 0:
+            if start is None:
+                start = i
+        elif start is not None:
+            if i - start > best[1] - best[0]:
+                best = (start, i)
+            start = None
+    text = ["%x" % group for group in groups]
+    if best[1] - best[0] < 2:
+        return ":".join(text)
+    return ":".join(text[:best[0]]) + "::" + ":".join(text[best[1]:])
 
 
 # --- Servers ---------------------------------------------------------------------

@@ -1160,6 +1160,14 @@ def test_client_address_layout():
     a.AddressFamily = wtsapi.AF_INET6
     a.Address[2:18] = [0xFF, 0xFF] + [0] * 13 + [1]
     assert wtsapi._client_address(a) == "ffff::1"
+    import ipaddress
+    for text in ("::", "::1", "1::", "2001:db8::5", "fe80::1:2:3:4",
+                 "1:0:2:0:0:3:0:0", "1:0:0:2:0:0:3:4", "0:1:2:3:4:5:6:7",
+                 "1:2:3:4:5:6:7:8", "2001:db8:0:0:1:0:0:1"):
+        packed = ipaddress.IPv6Address(text).packed
+        a.Address[2:18] = list(packed)
+        assert wtsapi._client_address(a) == \
+            ipaddress.IPv6Address(packed).compressed, text
     for family in (wtsapi.AF_UNSPEC, 6, 17):          # AF_IPX, AF_NETBIOS
         a.AddressFamily = family
         assert wtsapi._client_address(a) == ""
