@@ -15,7 +15,8 @@ DeregisterEventSource) from instead, on any OS, as ``WTSAPI32_DLL`` does.
 
 Layers, top to bottom:
 
-* ``Server`` / ``Session`` / ``SessionTimes``, ``own_session()``,
+* ``Server`` / ``Session`` / ``SessionTimes`` / ``Process`` / ``Client``,
+  ``current_session_id()``, ``own_session()``,
   ``process_account()``, ``process_sid()``, ``EventSource``,
   ``ui_languages()``, ``error_text()``: what callers use.
 * ``_checked`` / ``WTSError``: the one place a failed call becomes an error.
@@ -40,7 +41,7 @@ __all__ = [
     "WTS_CURRENT_SERVER_HANDLE", "WTS_CURRENT_SESSION", "current_session_id",
     "own_session", "idle_seconds", "error_text", "process_account",
     "ui_languages", "EventSource", "EventLogError", "process_sid",
-    "sid_string", "SESSION_GONE_CODES",
+    "sid_string", "SESSION_GONE_CODES", "Process", "Client",
 ]
 
 _WINDOWS = sys.platform == "win32"
@@ -49,6 +50,7 @@ _WINDOWS = sys.platform == "win32"
 # Never ctypes.wintypes: off Windows its DWORD/BOOL/LONG are 8 bytes.
 DWORD = c_uint32
 ULONG = c_uint32
+LONG = c_int32
 UINT = c_uint32
 WORD = c_uint16
 BYTE = c_uint8
@@ -78,9 +80,21 @@ class ULONG_PTR(c_size_t):
 # --- Constants (wtsapi32.h, winuser.h, winerror.h, winbase.h, winnls.h) -----
 WTS_CURRENT_SERVER_HANDLE = None    # ((HANDLE)NULL)
 WTS_CURRENT_SESSION = 0xFFFFFFFF    # ((DWORD)-1)
+WTS_ANY_SESSION = 0xFFFFFFFE        # ((DWORD)-2): every session's processes
 WINSTATIONNAME_LENGTH = 32
 DOMAIN_LENGTH = 17
 USERNAME_LENGTH = 20
+
+# WTSINFOEX_LEVEL1_W.SessionFlags, as current Windows documents them
+# (Windows 7 / 2008 R2 swap LOCK and UNLOCK: a documented defect).
+WTS_SESSIONSTATE_LOCK = 0x00000000
+WTS_SESSIONSTATE_UNLOCK = 0x00000001
+WTS_SESSIONSTATE_UNKNOWN = 0xFFFFFFFF
+
+# WTS_CLIENT_ADDRESS.AddressFamily (winsock2.h): Windows' own values.
+AF_UNSPEC = 0
+AF_INET = 2
+AF_INET6 = 23
 
 LOCKFILE_FAIL_IMMEDIATELY = 0x00000001
 LOCKFILE_EXCLUSIVE_LOCK = 0x00000002
@@ -233,6 +247,16 @@ class WTS_SESSION_INFO_1W(Structure):
     ]
 
 
+class WTS_PROCESS_INFOW(Structure):
+    """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wts_process_infow"""
+    _fields_ = [
+        ("SessionId", DWORD),
+        ("ProcessId", DWORD),
+        ("pProcessName", LPWSTR),
+        ("pUserSid", PSID),             # never read: a SID of its own size
+    ]
+
+
 class WTSINFOW(Structure):
     """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wtsinfow"""
     _fields_ = [
@@ -256,6 +280,50 @@ class WTSINFOW(Structure):
     ]
 
 
+class WTS_CLIENT_ADDRESS(Structure):
+    """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wts_client_address"""
+    _fields_ = [
+        ("AddressFamily", DWORD),       # AF_INET, AF_INET6, ... AF_UNSPEC
+        ("Address", BYTE * 20),
+    ]
+
+
+class WTSINFOEX_LEVEL1_W(Structure):
+    """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wtsinfoex_level1_w"""
+    _fields_ = [
+        ("SessionId", ULONG),
+        ("SessionState", ENUM),         # WTS_CONNECTSTATE_CLASS
+        ("SessionFlags", LONG),         # WTS_SESSIONSTATE_*
+        ("WinStationName", WCHAR * (WINSTATIONNAME_LENGTH + 1)),
+        ("UserName", WCHAR * (USERNAME_LENGTH + 1)),
+        ("DomainName", WCHAR * (DOMAIN_LENGTH + 1)),
+        ("LogonTime", LARGE_INTEGER),
+        ("ConnectTime", LARGE_INTEGER),
+        ("DisconnectTime", LARGE_INTEGER),
+        ("LastInputTime", LARGE_INTEGER),
+        ("CurrentTime", LARGE_INTEGER),
+        ("IncomingBytes", DWORD),
+        ("OutgoingBytes", DWORD),
+        ("IncomingFrames", DWORD),
+        ("OutgoingFrames", DWORD),
+        ("IncomingCompressedBytes", DWORD),
+        ("OutgoingCompressedBytes", DWORD),
+    ]
+
+
+class WTSINFOEX_LEVEL_W(ctypes.Union):
+    """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wtsinfoex_level_w"""
+    _fields_ = [("WTSInfoExLevel1", WTSINFOEX_LEVEL1_W)]
+
+
+class WTSINFOEXW(Structure):
+    """https://learn.microsoft.com/windows/win32/api/wtsapi32/ns-wtsapi32-wtsinfoexw"""
+    _fields_ = [
+        ("Level", DWORD),               # 1: Data is WTSInfoExLevel1
+        ("Data", WTSINFOEX_LEVEL_W),
+    ]
+
+
 # --- Prototypes ----------------------------------------------------------------
 # name: (restype, argtypes, Microsoft Learn page under .../api/wtsapi32/)
 _PROTOTYPES = {
@@ -275,6 +343,19 @@ _PROTOTYPES = {
         BOOL, (HANDLE, POINTER(DWORD), DWORD,
                POINTER(POINTER(WTS_SESSION_INFO_1W)), POINTER(DWORD)),
         "nf-wtsapi32-wtsenumeratesessionsexw"),
+    # BOOL WTSEnumerateProcessesW(HANDLE hServer, DWORD Reserved,
+    #     DWORD Version, PWTS_PROCESS_INFOW *ppProcessInfo, DWORD *pCount)
+    "WTSEnumerateProcessesW": (
+        BOOL, (HANDLE, DWORD, DWORD, POINTER(POINTER(WTS_PROCESS_INFOW)),
+               POINTER(DWORD)),
+        "nf-wtsapi32-wtsenumerateprocessesw"),
+    # BOOL WTSEnumerateProcessesExW(HANDLE hServer, DWORD *pLevel,
+    #     DWORD SessionId, LPWSTR *ppProcessInfo, DWORD *pCount)
+    # ppProcessInfo is declared as PVOID*: the buffer holds structures
+    # (WTS_PROCESS_INFOW at level 0), not a string.
+    "WTSEnumerateProcessesExW": (
+        BOOL, (HANDLE, POINTER(DWORD), DWORD, POINTER(PVOID), POINTER(DWORD)),
+        "nf-wtsapi32-wtsenumerateprocessesexw"),
     # void WTSFreeMemory(PVOID pMemory)
     "WTSFreeMemory": (None, (PVOID,), "nf-wtsapi32-wtsfreememory"),
     # BOOL WTSFreeMemoryExW(WTS_TYPE_CLASS WTSTypeClass, PVOID pMemory,
@@ -906,6 +987,14 @@ class Session(namedtuple("Session", "server id name state user domain")):
         return "%s\\%s" % (self.domain, self.user) if self.domain else self.user
 
 
+class Process(namedtuple("Process", "server session_id pid name")):
+    """An immutable snapshot of one process on a server: ``server`` as in
+    ``Session``, the ``session_id`` it runs in, its ``pid`` and its image
+    ``name`` ('' where Windows gives none, as for the System Idle
+    Process)."""
+    __slots__ = ()
+
+
 _FILETIME_TICKS_PER_SECOND = 10 ** 7
 # The last FILETIME a datetime holds: 9999-12-31 23:59:59.9999999 UTC.
 _FILETIME_MAX = 2650467743999999999
@@ -963,6 +1052,10 @@ class SessionTimes:
     ``last_input_ticks`` and ``current_ticks`` (ints, 0 where unset: compare
     these for exact equality).
 
+    ``locked``: True when the session is locked, False when not, None
+    when unknown or not asked: only ``Server.times_ex()`` reads it
+    (``WTSSessionInfoEx``), ``times()`` leaves it None.
+
     ``logon``, ``connect``, ``disconnect``, ``last_input`` and ``current``
     are lazy: each access builds an aware UTC datetime from the ticks (None
     where unset or not representable), so a snapshot whose times nobody
@@ -974,16 +1067,16 @@ class SessionTimes:
     __slots__ = ("_fields",)
     _NAMES = ("session_id", "state", "user", "domain", "logon_ticks",
               "connect_ticks", "disconnect_ticks", "last_input_ticks",
-              "current_ticks")
+              "current_ticks", "locked")
 
     def __init__(self, session_id, state, user, domain, logon_ticks=0,
                  connect_ticks=0, disconnect_ticks=0, last_input_ticks=0,
-                 current_ticks=0):
+                 current_ticks=0, locked=None):
         # One slot holding one tuple: a snapshot per session is made by the
-        # ten thousand, and this is a third of the cost of nine slots.
+        # ten thousand, and this is a third of the cost of ten slots.
         _set(self, "_fields", (session_id, state, user, domain, logon_ticks,
                                connect_ticks, disconnect_ticks,
-                               last_input_ticks, current_ticks))
+                               last_input_ticks, current_ticks, locked))
 
     session_id = property(lambda self: self._fields[0])
     state = property(lambda self: self._fields[1])
@@ -994,6 +1087,7 @@ class SessionTimes:
     disconnect_ticks = property(lambda self: self._fields[6])
     last_input_ticks = property(lambda self: self._fields[7])
     current_ticks = property(lambda self: self._fields[8])
+    locked = property(lambda self: self._fields[9])
 
     def __setattr__(self, name, value):
         raise AttributeError("SessionTimes is immutable")
@@ -1057,6 +1151,69 @@ def _times_from_info(i):
     return SessionTimes(i.SessionId, _STATES.get(i.State, i.State),
                         i.UserName, i.Domain, i.LogonTime, i.ConnectTime,
                         i.DisconnectTime, i.LastInputTime, i.CurrentTime)
+
+
+# SessionFlags (as a DWORD) -> SessionTimes.locked; UNKNOWN and anything
+# else read as None.
+_LOCKED = {WTS_SESSIONSTATE_LOCK: True, WTS_SESSIONSTATE_UNLOCK: False}
+
+
+def _times_from_info_ex(x):
+    """A WTSINFOEXW view as SessionTimes, or None unless its Level is 1
+    (the only level documented)."""
+    if x.Level != 1:
+        return None
+    i = x.Data.WTSInfoExLevel1
+    return SessionTimes(i.SessionId,
+                        _STATES.get(i.SessionState, i.SessionState),
+                        i.UserName, i.DomainName, i.LogonTime, i.ConnectTime,
+                        i.DisconnectTime, i.LastInputTime, i.CurrentTime,
+                        _LOCKED.get(i.SessionFlags & _MAX_DWORD))
+
+
+class Client(namedtuple("Client", "name address")):
+    """The client of a session, as the client itself reported it when it
+    connected: its computer ``name`` and network ``address`` (a string
+    such as ``"10.0.0.5"`` or ``"2001:db8::5"``; '' when there is none,
+    as for the console).  Behind a NAT, a VPN or an RD Gateway the
+    address may be another one, or missing: never use it to authenticate
+    (sdk-api, WTS_CLIENT_ADDRESS)."""
+    __slots__ = ()
+
+
+def _client_address(a):
+    """WTS_CLIENT_ADDRESS as text.  AF_INET: the four bytes at
+    Address[2..5], as documented (the first two are the port, as in
+    [MS-TSTS]'s CLIENT_STACK_ADDRESS).  AF_INET6: the 16 bytes at
+    Address[2..17], as System Informer and Veyon read them; UNVERIFIED,
+    since the sdk-api page's example shows them from Address[0].  ''
+    for AF_UNSPEC and any other family."""
+    family, raw = a.AddressFamily, bytes(a.Address)
+    if family == AF_INET:
+        return "%d.%d.%d.%d" % tuple(raw[2:6])
+    if family == AF_INET6:
+        return _ipv6_text(raw[2:18])
+    return ""
+
+
+def _ipv6_text(raw):
+    """16 bytes as RFC 5952 text: lower-case hex groups, the longest run
+    of two or more zero groups (the first of equal ones) as "::".  The
+    same on every OS and Python, without importing ipaddress or socket."""
+    groups = [raw[i] << 8 | raw[i + 1] for i in range(0, 16, 2)]
+    best, start = (0, 0), None
+    for i, group in enumerate(groups + [1]):        # 1: ends a last run
+        if group == 0:
+            if start is None:
+                start = i
+        elif start is not None:
+            if i - start > best[1] - best[0]:
+                best = (start, i)
+            start = None
+    text = ["%x" % group for group in groups]
+    if best[1] - best[0] < 2:
+        return ":".join(text)
+    return ":".join(text[:best[0]]) + "::" + ":".join(text[best[1]:])
 
 
 # --- Servers ---------------------------------------------------------------------
@@ -1258,6 +1415,59 @@ class Server:
                     raise e
         return sessions
 
+    def processes(self):
+        """Every process on the server this account may see, as a list of
+        ``Process``: one library call.
+
+        ``WTSEnumerateProcessesExW`` level 0 for every session
+        (``WTS_ANY_SESSION``), freed with ``WTSFreeMemoryExW``; where that
+        function is missing or answers 120 (before Windows 7 / 2008 R2),
+        ``WTSEnumerateProcessesW``, freed with ``WTSFreeMemory``.  Windows
+        lists processes in other users' sessions to members of the
+        Administrators group only (sdk-api).  The user SIDs are not read.
+        """
+        if not self._no_ex and \
+                self._api.WTSEnumerateProcessesExW is not None:
+            try:
+                return self._processes_ex()
+            except WTSError as e:
+                if e.winerror != ERROR_CALL_NOT_IMPLEMENTED:
+                    raise
+                self._no_ex = True
+        return self._processes_legacy()
+
+    def _processes_ex(self):
+        level = DWORD(0)
+        buf = PVOID()
+        count = DWORD(0)
+        self._server_call("WTSEnumerateProcessesExW", byref(level),
+                          WTS_ANY_SESSION, byref(buf), byref(count))
+        if not buf.value:
+            return []
+        try:
+            return self._process_list(
+                ctypes.cast(buf, POINTER(WTS_PROCESS_INFOW)), count.value)
+        finally:
+            self._api.WTSFreeMemoryExW(
+                WTS_TYPE_CLASS.WTSTypeProcessInfoLevel0, buf, count.value)
+
+    def _processes_legacy(self):
+        info = POINTER(WTS_PROCESS_INFOW)()
+        count = DWORD(0)
+        self._server_call("WTSEnumerateProcessesW", 0, 1, byref(info),
+                          byref(count))
+        if not info:
+            return []
+        try:
+            return self._process_list(info, count.value)
+        finally:
+            self._api.WTSFreeMemory(info)
+
+    def _process_list(self, info, count):
+        server = self.name
+        return [Process(server, p.SessionId, p.ProcessId,
+                        p.pProcessName or "") for p in info[:count]]
+
     # -- queries ----------------------------------------------------------------
 
     def _query(self, session_id, info_class, ctype, copy=None):
@@ -1308,6 +1518,33 @@ class Server:
         self._session_arg(session_id)
         return self._query(session_id, WTS_INFO_CLASS.WTSSessionInfo,
                            WTSINFOW, _times_from_info)
+
+    def times_ex(self, session_id):
+        """Like ``times()``, from one
+        ``WTSQuerySessionInformationW(WTSSessionInfoEx)`` call (Windows 7 /
+        2008 R2 and later), with ``locked`` set: True for
+        WTS_SESSIONSTATE_LOCK (0), False for WTS_SESSIONSTATE_UNLOCK (1),
+        None for WTS_SESSIONSTATE_UNKNOWN, all as current Windows
+        documents them.  Windows 7 and 2008 R2 report the two the other
+        way round (a documented defect): there, ``locked`` is the opposite
+        of the truth.  WTSError 87 when the answer is not level 1."""
+        self._session_arg(session_id)
+        times = self._query(session_id, WTS_INFO_CLASS.WTSSessionInfoEx,
+                            WTSINFOEXW, _times_from_info_ex)
+        if times is None:
+            raise WTSError(ERROR_INVALID_PARAMETER,
+                           "WTSQuerySessionInformationW", self.name,
+                           session_id)
+        return times
+
+    def client(self, session_id):
+        """The session's ``Client``: its name (``WTSClientName``) and
+        address (``WTSClientAddress``), two calls."""
+        self._session_arg(session_id)
+        name = self._query(session_id, WTS_INFO_CLASS.WTSClientName, LPWSTR)
+        address = self._query(session_id, WTS_INFO_CLASS.WTSClientAddress,
+                              WTS_CLIENT_ADDRESS, _client_address)
+        return Client(name, address)
 
     # -- actions ----------------------------------------------------------------
 

@@ -2,12 +2,15 @@
 
 ``Farm`` writes the double's farm file; ``Double`` builds the library and
 speaks its control API (TD_*): load a farm, count calls, read the call log,
-check for leaked buffers and handles.  See README "The test double".
+check for leaked buffers and handles.  See docs/test-double.md.
 
-Run as a script, it serves a small simulated farm to logoff.py, so anyone can
-see the tool work on a machine without Windows:
+Run as a script, it serves a small simulated farm (``demo_farm()``) to
+logoff.py, so anyone can see the tool work on a machine without Windows:
 
-    python tests/farm.py /query
+    python3 tests/farm.py /query
+
+(see ``demo()``: it builds both doubles in a temporary folder, which it
+removes, and exits 3 with one line on stderr when it cannot build them).
 """
 
 import ctypes
@@ -62,6 +65,7 @@ class ServerSpec:
         self.name = name
         self.flags = flags
         self.sessions = []
+        self.processes = []
 
     def session(self, id, name="", state=ACTIVE, user="", domain="", **times):
         """Add a session; ``times`` are logon/connect/disconnect/input
@@ -70,10 +74,19 @@ class ServerSpec:
         logoff blocks LOGOFF_HANG_SECONDS or until the double is reset),
         ``discmsg`` (as the server's, for this session), ``noquery=1``
         (the caller may not query this session: it is listed, but every
-        per-session call on it fails with 7022) and ``response`` as the
-        double takes them."""
+        per-session call on it fails with 7022), ``client=NAME``,
+        ``address="A.B.C.D"`` or an IPv6 literal (WTSClientName and
+        WTSClientAddress), ``locked=1|0|"unknown"`` (WTSSessionInfoEx's lock
+        state; unknown by default) and ``response`` as the double takes
+        them."""
         self.sessions.append(dict(id=id, name=name, state=state, user=user,
                                   domain=domain, **times))
+        return self
+
+    def process(self, session, pid, name=""):
+        """Add a process running in ``session`` (listed while that session
+        exists: a logoff ends its processes)."""
+        self.processes.append(dict(session=session, pid=pid, name=name))
         return self
 
     def render(self):
@@ -89,6 +102,9 @@ class ServerSpec:
         for s in self.sessions:
             lines.append("session " + " ".join(
                 "%s=%s" % (k, _q(v)) for k, v in s.items() if v != ""))
+        for p in self.processes:
+            lines.append("process " + " ".join(
+                "%s=%s" % (k, _q(v)) for k, v in p.items() if v != ""))
         return lines
 
 
@@ -474,16 +490,177 @@ class EventDouble:
                     badhandles=self.lib.EV_BadHandles())
 
 
+# --- The demo: python3 tests/farm.py ARGS --------------------------------------
+
+def demo_farm():
+    """``standard_farm()`` plus what the README's examples name.
+
+    Local server: also session 12 (chen, active), so that the drop-in
+    ``logoff 12`` acts on it.  Server1: session TERM04 (wang, active; the
+    reference page's ``logoff TERM04 /server:Server1``) and Yıldız,
+    disconnected.  RDSH01, RDSH02 (the README's farm.txt): active sessions,
+    and disconnected ones idle for 30 minutes, 3 hours and 26 hours.
+    """
+    farm = standard_farm()
+    local = farm.server(".")
+    local.session(12, "RDP-Tcp#12", ACTIVE, "chen", "CORP",
+                  logon=CLOCK - 4 * HOUR, input=CLOCK - 15 * MINUTE)
+    local.sessions.sort(key=lambda s: s["id"])
+    server1 = farm.server("Server1")
+    server1.session(0, "Services", DISCONNECTED)
+    server1.session(2, "TERM04", ACTIVE, "wang", "CORP",
+                    logon=CLOCK - 2 * HOUR, input=CLOCK - 3 * MINUTE)
+    server1.session(3, "", DISCONNECTED, "Yıldız", "CORP",
+                    logon=CLOCK - DAY, disconnect=CLOCK - 6 * HOUR)
+    server1.session(65536, "RDP-Tcp", LISTEN)
+    rdsh01 = farm.server("RDSH01")
+    rdsh01.session(0, "Services", DISCONNECTED)
+    rdsh01.session(2, "RDP-Tcp#1", ACTIVE, "sato", "CORP",
+                   logon=CLOCK - 3 * HOUR, input=CLOCK - 5 * MINUTE)
+    rdsh01.session(3, "", DISCONNECTED, "suzuki", "CORP",
+                   logon=CLOCK - 8 * HOUR, disconnect=CLOCK - 3 * HOUR)
+    rdsh01.session(4, "", DISCONNECTED, "li", "CORP",
+                   logon=CLOCK - 2 * HOUR, disconnect=CLOCK - 30 * MINUTE)
+    rdsh01.session(65536, "RDP-Tcp", LISTEN)
+    rdsh02 = farm.server("RDSH02")
+    rdsh02.session(0, "Services", DISCONNECTED)
+    rdsh02.session(5, "RDP-Tcp#4", ACTIVE, "zhang", "CORP",
+                   logon=CLOCK - 5 * HOUR, input=CLOCK - HOUR)
+    rdsh02.session(6, "", DISCONNECTED, "kim", "CORP",
+                   logon=CLOCK - 2 * DAY, disconnect=CLOCK - 26 * HOUR)
+    rdsh02.session(65536, "RDP-Tcp", LISTEN)
+    return farm
+
+
+class DemoError(Exception):
+    """The demo could not be set up; its text is the one line to print."""
+
+
+SETUP_FAILED = 3        # farm.py's exit code when the demo cannot start
+INSTALL_HINT = ("install gcc (apt-get install gcc) or run "
+                "python3 -m pip install -r tests/requirements.txt")
+_EVENT_TYPES = {1: "Error", 2: "Warning", 4: "Information",
+                8: "Audit Success", 16: "Audit Failure"}
+
+
+def _build_quietly(outdir, source, prebuilt):
+    """build(), with the compiler's output kept out of the terminal: a
+    failure becomes one DemoError line."""
+    import importlib.util
+    import shutil
+    if not WINDOWS and not os.environ.get("CC", "").strip() \
+            and not shutil.which("cc") \
+            and importlib.util.find_spec("ziglang") is None:
+        raise DemoError("no C compiler for the test double: " + INSTALL_HINT)
+    out_path = os.path.join(outdir, "cc-output.txt")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(out_path, "wb") as out:
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+        try:
+            return build(outdir, source=source, prebuilt=prebuilt)
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+    except subprocess.CalledProcessError as e:
+        with open(out_path, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+        first = next((line for line in lines if "error" in line.lower()),
+                     lines[0] if lines else "exit code %s" % e.returncode)
+        raise DemoError("the test double %s did not compile: %s"
+                        % (os.path.relpath(source, ROOT), first))
+    except OSError as e:
+        raise DemoError("cannot run the C compiler (%s): %s"
+                        % (e.strerror or e, INSTALL_HINT))
+    except RuntimeError as e:
+        raise DemoError(str(e))
+    finally:
+        for fd in saved:
+            os.close(fd)
+
+
+def _report_events(path):
+    """Where /eventlog's events went: the event-log double, whose log is
+    in the temporary folder about to be removed; print them on stderr."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            calls, _ = parse_event_log(f.read())
+    except OSError:
+        return
+    if not calls:
+        return
+    sources = {c.handle: c.fields.get("source", "?") for c in calls
+               if c.func == "RegisterEventSourceW" and c.ok}
+    events = [c for c in calls if c.func == "ReportEventW" and c.ok]
+    lines = ["farm.py: /eventlog wrote %d event%s to the event-log double "
+             "(tests/evtdouble.c), not to a real event log; as Event "
+             "Viewer would list them (ID, level, source, first line):"
+             % (len(events), "" if len(events) == 1 else "s")]
+    for e in events:
+        text = (e.strings or [""])[0]
+        lines.append("  %s %s %s: %s" % (
+            e.fields.get("id", "?"),
+            _EVENT_TYPES.get(int(e.fields.get("type", 0)), "?"),
+            sources.get(e.handle, "?"), text.split("\r\n")[0]))
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.flush()
+
+
 def demo(argv):
-    """Run logoff.py against ``standard_farm()`` served by the double."""
-    outdir = tempfile.mkdtemp(prefix="logoff-demo-")
-    lib = build(outdir)
-    farm_path = standard_farm().write(os.path.join(outdir, "farm.txt"))
-    os.environ["WTSAPI32_DLL"] = lib
-    os.environ["WTSDOUBLE_FARM"] = farm_path
-    sys.path.insert(0, ROOT)
-    import logoff
-    return logoff.main(argv)
+    """Run logoff.py with ``argv`` against ``demo_farm()``, served by the
+    test double (wtsapi32) and the event-log double (advapi32), both built
+    in a temporary folder that is removed afterwards, whatever happens.
+    Returns logoff.py's exit code, or SETUP_FAILED after one line on
+    stderr when the doubles cannot be built."""
+    import shutil
+    import signal
+    outdir = child = None
+    handlers = {}
+    try:
+        outdir = tempfile.mkdtemp(prefix="logoff-demo-")
+        lib = _build_quietly(outdir, SOURCE, "WTSDOUBLE_PREBUILT")
+        evt = _build_quietly(outdir, EVT_SOURCE, "EVTDOUBLE_PREBUILT")
+        events = os.path.join(outdir, "events.log")
+        env = dict(os.environ,
+                   WTSAPI32_DLL=lib, ADVAPI32_DLL=evt, EVTDOUBLE_LOG=events,
+                   WTSDOUBLE_FARM=demo_farm().write(
+                       os.path.join(outdir, "farm.txt")))
+        for name in ("WTSDOUBLE_LOG", "EVTDOUBLE_FAIL"):
+            env.pop(name, None)
+
+        def forward(signum, frame):
+            # Ctrl+C at a terminal reaches logoff.py too; a signal sent to
+            # farm.py alone is passed on.  Either way logoff.py ends its
+            # run (no new change, its report made) and the folder goes.
+            if child is not None and child.poll() is None:
+                child.send_signal(signum)
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            num = getattr(signal, name, None)
+            if num is not None:
+                handlers[num] = signal.signal(num, forward)
+        child = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "logoff.py")] + list(argv),
+            env=env)
+        code = child.wait()
+        _report_events(events)
+        return code
+    except DemoError as e:
+        sys.stderr.write("farm.py: %s\n" % e)
+        return SETUP_FAILED
+    except KeyboardInterrupt:          # while building, before logoff.py ran
+        sys.stderr.write("farm.py: interrupted.\n")
+        return SETUP_FAILED
+    finally:
+        for num, old in handlers.items():
+            signal.signal(num, old)
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        if outdir is not None:
+            shutil.rmtree(outdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

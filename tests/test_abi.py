@@ -1,10 +1,11 @@
 """wtsapi.py against the real SDK header, for every Windows target.
 
 The reference is mingw-w64's wtsapi32.h as bundled with zig (PyPI
-``ziglang``), and for the other Windows calls (``_SYSTEM_PROTOTYPES``, the
-event log's included) its winbase.h, winnls.h, sysinfoapi.h, secext.h,
-fileapi.h, minwinbase.h, processthreadsapi.h, securitybaseapi.h and
-handleapi.h (structures such as SID and TOKEN_USER: winnt.h).  A C probe is generated from
+``ziglang``; the address families from its winsock2.h), and for the other
+Windows calls (``_SYSTEM_PROTOTYPES``, the event log's included) its
+winbase.h, winnls.h, sysinfoapi.h, secext.h, fileapi.h, minwinbase.h,
+processthreadsapi.h, securitybaseapi.h and handleapi.h (structures such as
+SID and TOKEN_USER: winnt.h).  A C probe is generated from
 introspecting wtsapi.py (every ctypes structure and field, every IntEnum
 member, every public all-caps constant and the enumerators in
 ``SDK_ENUMERATORS``, every prototype in both tables), compiled to assembly with
@@ -16,6 +17,11 @@ ctypes' layout rules (``layout``), itself checked against the real ctypes on
 the host.  On Windows (where zig is not available) the real ctypes layouts
 are compared against a JSON file named by ``WTS_ABI_EXPECTED``, written on
 Linux beforehand by ``write_expected(path, target)``.
+
+mingw-w64 (as bundled with zig 0.17) lacks a few declarations the SDK has:
+those are in ``NOT_IN_MINGW``, copied from their Microsoft Learn pages, and
+the probe declares them itself; a later mingw-w64 that declares them too
+must agree, or the probe does not compile.
 
 In CI (``CI`` set) a missing ziglang is a failure, elsewhere a skip.
 """
@@ -75,6 +81,18 @@ SDK_ENUMERATORS = ("NameSamCompatible", "TokenUser")
 
 # ctypes class name -> C type, where they differ (none so far).
 C_TYPE_NAMES = {}
+
+# Prototypes the SDK's wtsapi32.h has and mingw-w64's lacks: name -> the
+# declaration, as on its Microsoft Learn page (types as mingw-w64 spells
+# them: WINBOOL for BOOL).  The probe declares these itself, so they are
+# checked against the documented signature rather than a second header.
+NOT_IN_MINGW = {
+    # https://learn.microsoft.com/windows/win32/api/wtsapi32/nf-wtsapi32-wtsenumerateprocessesexw
+    "WTSEnumerateProcessesExW":
+        "WINBOOL WINAPI WTSEnumerateProcessesExW(HANDLE hServer, "
+        "DWORD *pLevel, DWORD SessionId, LPWSTR *ppProcessInfo, "
+        "DWORD *pCount);",
+}
 
 
 # --- What wtsapi.py declares ---------------------------------------------------
@@ -308,6 +326,7 @@ _PREAMBLE = """\
 #undef _WIN32_WINNT
 #define _WIN32_WINNT 0x0A00
 #include <stddef.h>
+#include <winsock2.h>   /* before windows.h: AF_INET6 (winsock.h lacks it) */
 #include <windows.h>
 #include <winerror.h>
 #include <winuser.h>
@@ -347,8 +366,9 @@ class Probe:
         return "0" if name in self.undeclared else name
 
     def source(self):
-        return "%s\n%s\nconst long long probe_values[] = {\n%s\n};\n" % (
-            _PREAMBLE, "\n".join(self.asserts), "\n".join(self.lines))
+        return "%s\n%s\n%s\nconst long long probe_values[] = {\n%s\n};\n" % (
+            _PREAMBLE, "\n".join(NOT_IN_MINGW.values()),
+            "\n".join(self.asserts), "\n".join(self.lines))
 
 
 def build_probe(undeclared=frozenset()):
@@ -389,6 +409,7 @@ def build_probe(undeclared=frozenset()):
         probe.add(("null", name, "size"), "sizeof(%s)" % name, name)
 
     header = " ".join(_header_text(header_path(h)) for h in HEADERS)
+    header += " " + " ".join(NOT_IN_MINGW.values())
     for fname in prototypes():
         try:
             proto = parse_prototype(header, fname)
@@ -704,6 +725,18 @@ def test_prototype(fname, target, probed, values):
             values[("param", fname, i, "pointer")]), (
             "%s on %s, parameter %d: %r vs %s (size, is pointer)"
             % (fname, target.name, i + 1, ctype, ctext))
+
+
+@_not_on_windows
+def test_not_in_mingw_is_still_needed():
+    """Each NOT_IN_MINGW entry is one wtsapi.py declares and mingw-w64
+    still lacks (once it has one, drop the copy and check the header's)."""
+    _require_zig()
+    header = " ".join(_header_text(header_path(h)) for h in HEADERS)
+    for name, declaration in NOT_IN_MINGW.items():
+        assert name in prototypes(), name
+        assert parse_prototype(header, name) is None, name
+        assert parse_prototype(declaration, name) is not None, name
 
 
 @_not_on_windows

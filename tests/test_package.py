@@ -32,9 +32,10 @@ ENTRY_POINTS = {"console_scripts": {"pylogoff": "logoff:main"}}
 DIST_INFO_FILES = {"METADATA", "WHEEL", "RECORD", "entry_points.txt"}
 DIST_INFO_OPTIONAL = {"top_level.txt"}     # setuptools writes it
 
-# The repository's top level (tracked files and folders).
+# The repository's top level (tracked files and folders).  docs/ holds the
+# contributors' pages the README links to.
 TOP_LEVEL_REQUIRED = {"setup.cfg", "pyproject.toml", "README.md", "logoff.py",
-                      "wtsapi.py", "tests", ".ci", "benchmarks"}
+                      "wtsapi.py", "tests", ".ci", "benchmarks", "docs"}
 TOP_LEVEL_OPTIONAL = {"locale", ".gitignore"}
 
 # The README's test command, which .ci/run runs as its last line.

@@ -13,8 +13,8 @@ import pytest
 
 import wtsapi
 from farm import (ACTIVE, CLOCK, DISCMSG_ERROR, DISCONNECTED, HOUR, LISTEN,
-                  MINUTE, OPEN_NULL, SECOND, Double, Farm, run_child,
-                  standard_farm)
+                  MINUTE, OPEN_NULL, SECOND, Double, Farm, parse_log,
+                  run_child, standard_farm)
 from wtsapi import WTS_CONNECTSTATE_CLASS as ST
 from wtsapi import Server, WTSError
 
@@ -321,6 +321,142 @@ def test_buffer_freed_when_copy_out_fails(load, double, monkeypatch):
         local.sessions()
     assert double.calls(None, "WTSFreeMemoryExW") == 1
     # ... and the autouse fixture checks that nothing is left allocated.
+
+
+# --- Processes -------------------------------------------------------------------
+
+def _process_farm(**flags):
+    farm = standard_farm()
+    rds1 = farm.server("RDS1", **flags)
+    rds1.process(0, 0)                        # the System Idle Process
+    rds1.process(0, 4, "System")
+    rds1.process(2, 4242, "excel.exe")
+    rds1.process(3, 5151, "wörd 😀.exe")
+    rds1.process(9, 6000, "orphan.exe")       # no such session: not listed
+    farm.server(".").process(2, 77, "python.exe")
+    farm.server(".").process(3, 88, "notepad.exe")
+    return farm
+
+
+def test_processes_marshal_every_field_in_one_call(load, double):
+    load(_process_farm())
+    with Server("RDS1") as s:
+        got = s.processes()
+    assert got == [("RDS1", 0, 0, ""), ("RDS1", 0, 4, "System"),
+                   ("RDS1", 2, 4242, "excel.exe"),
+                   ("RDS1", 3, 5151, "wörd 😀.exe")]
+    p = got[2]
+    assert isinstance(p, wtsapi.Process)
+    assert (p.server, p.session_id, p.pid, p.name) == (
+        "RDS1", 2, 4242, "excel.exe")
+    with pytest.raises(AttributeError):
+        p.name = "evil.exe"
+    assert double.rpcs("RDS1") == 1
+    [entry] = [e for e in double.log() if e.func not in Double.LOCAL_ONLY]
+    assert (entry.func, entry.fields()) == (
+        "WTSEnumerateProcessesExW",
+        {"level": "0", "session": str(wtsapi.WTS_ANY_SESSION)})
+    assert double.calls(None, "WTSFreeMemoryExW") == 1
+    assert double.calls(None, "WTSFreeMemory") == 0
+
+
+def test_a_logoff_ends_the_sessions_processes(load, double):
+    load(_process_farm())
+    with Server("RDS1") as s:
+        s.logoff(2)
+        assert [p.pid for p in s.processes()] == [0, 4, 5151]
+
+
+def test_an_empty_process_list_is_freed_too(load, double):
+    farm = standard_farm()
+    farm.server("RDS1")
+    load(farm)
+    with Server("RDS1") as s:
+        assert s.processes() == []
+    assert double.calls(None, "WTSFreeMemoryExW") == 1   # ... and no leak
+
+
+def test_processes_fall_back_where_ex_answers_120(load, double):
+    load(_process_farm(noex=True))
+    with Server("RDS1") as s:
+        first = s.processes()
+        assert s.sessions()[0].id == 0        # Ex is not asked again
+        second = s.processes()
+    assert first == second
+    assert [p.pid for p in first] == [0, 4, 4242, 5151]
+    assert double.calls("RDS1", "WTSEnumerateProcessesExW") == 1
+    assert double.calls("RDS1", "WTSEnumerateSessionsExW") == 0
+    assert double.calls("RDS1", "WTSEnumerateProcessesW") == 2
+    assert double.calls(None, "WTSFreeMemoryExW") == 0
+
+
+def test_processes_fall_back_where_ex_is_missing(load, double, monkeypatch):
+    load(_process_farm())
+    monkeypatch.setattr(wtsapi._load(), "WTSEnumerateProcessesExW", None)
+    with Server("RDS1") as s:
+        assert [p.pid for p in s.processes()] == [0, 4, 4242, 5151]
+    assert double.calls("RDS1", "WTSEnumerateProcessesExW") == 0
+    assert double.calls("RDS1", "WTSEnumerateProcessesW") == 1
+    assert double.calls(None, "WTSFreeMemory") == 1
+
+
+def test_processes_without_administrator_rights(load, double):
+    # sdk-api: other users' sessions' processes need Administrators.
+    farm = _process_farm(fullcontrol=False)
+    farm.caller_fullcontrol = False
+    load(farm)
+    with Server() as local:
+        assert [(p.session_id, p.pid) for p in local.processes()] == [
+            (2, 77)]
+    with Server("RDS1") as s:
+        assert s.processes() == []
+
+
+def test_process_calls_fail_and_wait_like_the_others(load, double):
+    farm = _process_farm()
+    farm.fail("RDS1", "WTSEnumerateProcessesExW", 1726, count=1)
+    farm.latency("RDS1", "WTSEnumerateProcessesExW", 300)
+    load(farm)
+    with Server("RDS1") as s:
+        with pytest.raises(WTSError) as info:
+            s.processes()
+        assert (info.value.winerror, info.value.function,
+                info.value.server, info.value.session) == (
+            1726, "WTSEnumerateProcessesExW", "RDS1", None)
+        assert len(s.processes()) == 4
+    with Server("DOWN") as s, pytest.raises(WTSError) as info:
+        s.processes()
+    assert info.value.winerror == 1722
+    assert double.max_in_flight_for("RDS1", "WTSEnumerateProcessesExW") == 1
+
+
+def test_the_double_catches_a_wrong_process_free(double_path, tmp_path):
+    farm_file = _process_farm().write(str(tmp_path / "farm.txt"))
+    log_file = str(tmp_path / "calls.log")
+    env = dict(os.environ, WTSAPI32_DLL=double_path, WTSDOUBLE_FARM=farm_file,
+               WTSDOUBLE_LOG=log_file)
+    r = run_python(
+        "import ctypes, wtsapi\n"
+        "api, T = wtsapi._load(), wtsapi.WTS_TYPE_CLASS\n"
+        "def enum():\n"
+        "    level, buf, n = wtsapi.DWORD(0), wtsapi.PVOID(), wtsapi.DWORD()\n"
+        "    assert api.WTSEnumerateProcessesExW(None, ctypes.byref(level),\n"
+        "        wtsapi.WTS_ANY_SESSION, ctypes.byref(buf), ctypes.byref(n))\n"
+        "    return buf, n.value\n"
+        "buf, n = enum()\n"
+        "api.WTSFreeMemory(buf)                         # the wrong function\n"
+        "buf, n = enum()\n"
+        "assert not api.WTSFreeMemoryExW(T.WTSTypeSessionInfoLevel1, buf, n)\n"
+        "buf, n = enum()\n"
+        "assert not api.WTSFreeMemoryExW(T.WTSTypeProcessInfoLevel0, buf,\n"
+        "                                n + 1)         # the wrong count\n"
+        "buf, n = enum()\n"
+        "assert api.WTSFreeMemoryExW(T.WTSTypeProcessInfoLevel0, buf, n)\n",
+        env)
+    assert r.returncode == 0, r.stderr
+    with open(log_file, encoding="utf-8") as f:
+        _log, stats = parse_log(f.read())
+    assert (stats["badfrees"], stats["live"]) == (3, 0)
 
 
 # --- Errors --------------------------------------------------------------------
@@ -650,6 +786,65 @@ def test_disconnect(load, double):
     assert times.idle == 0
 
 
+def test_disconnect_without_waiting_stamps_the_server_clock(load, double):
+    clock = CLOCK + 77 * HOUR
+    farm = standard_farm()
+    farm.server("RDS1", clock=clock)
+    load(farm)
+    with Server("RDS1") as s:
+        s.disconnect(2)
+        t = s.times(2)
+    assert double.state("RDS1", 2) == DISCONNECTED
+    assert (t.state, t.disconnect_ticks, t.current_ticks) == (
+        ST.WTSDisconnected, clock, clock)
+    assert t.user == "carol"                  # still logged on
+    [entry] = [e for e in double.log() if e.func == "WTSDisconnectSession"]
+    assert (entry.server, entry.session, entry.ok, entry.extra) == (
+        "RDS1", 2, True, "wait=0")
+
+
+def test_disconnecting_a_disconnected_session_changes_nothing(load, double):
+    # What real Windows answers here is unverified; the double succeeds
+    # and keeps the first DisconnectTime.
+    load()
+    with Server("RDS1") as s:
+        before = s.times(3)
+        s.disconnect(3)
+        s.disconnect(3, wait=True)
+        after = s.times(3)
+    assert before.state is ST.WTSDisconnected
+    assert after == before
+    assert after.disconnect_ticks == CLOCK - 5 * HOUR
+    assert [e.ok for e in double.log()
+            if e.func == "WTSDisconnectSession"] == [True, True]
+
+
+@pytest.mark.parametrize("fullcontrol", [True, False])
+def test_disconnect_refuses_as_logoff_does(load, double, fullcontrol):
+    # Console, session 0, a listener, the own session, another user's:
+    # the double answers a disconnect as it answers a logoff.
+    outcomes = {}
+    for action in ("logoff", "disconnect"):
+        farm = standard_farm()
+        farm.caller_fullcontrol = fullcontrol
+        load(farm)
+        with Server() as local:
+            for sid in (0, 1, 2, 3, 65536, 99):
+                try:
+                    getattr(local, action)(sid)
+                    outcomes[action, sid] = "ok"
+                except WTSError as e:
+                    outcomes[action, sid] = e.winerror
+    for sid in (0, 1, 2, 3, 65536, 99):
+        assert outcomes["disconnect", sid] == outcomes["logoff", sid], sid
+    assert outcomes["disconnect", 65536] == 87
+    assert outcomes["disconnect", 99] == 7022
+    assert outcomes["disconnect", 2] == "ok"  # the own session
+    expected = "ok" if fullcontrol else 5
+    for sid in (0, 1, 3):
+        assert outcomes["disconnect", sid] == expected, sid
+
+
 def test_send_message_marshals_lengths(load, double):
     load()
     text = "Maintenance à 22h — 維護 😀, save your work"
@@ -916,6 +1111,162 @@ def test_filetime_edges():
         9999, 12, 31, 999999)
     assert wtsapi._filetime(wtsapi._FILETIME_MAX + 1) is None
     assert wtsapi._filetime(116444736000000000).timestamp() == 0
+
+
+# --- Client name and address, lock state ------------------------------------------
+
+def _client_farm():
+    farm = standard_farm()
+    rds1 = farm.server("RDS1")
+    rds1.session(5, "RDP-Tcp#5", ACTIVE, "eve", "CORP", client="LAPTOP-ÉVE😀",
+                 address="10.20.30.40", locked=1, logon=CLOCK - HOUR,
+                 input=CLOCK - MINUTE)
+    rds1.session(6, "RDP-Tcp#6", ACTIVE, "fay", "CORP", client="PC6",
+                 address="2001:db8::5", locked=0)
+    rds1.session(7, "RDP-Tcp#7", ACTIVE, "gus", "CORP", client="PC7",
+                 address="::1",
+                 locked="unknown")
+    rds1.session(8, "RDP-Tcp#8", ACTIVE, "hal", "CORP",
+                 address="fe80:0:0:0:1:2:3:4")
+    return farm
+
+
+def test_client_name_and_address(load, double):
+    load(_client_farm())
+    with Server("RDS1") as s:
+        got = {sid: s.client(sid) for sid in (2, 5, 6, 7, 8)}
+    assert got[5] == ("LAPTOP-ÉVE😀", "10.20.30.40")
+    assert isinstance(got[5], wtsapi.Client)
+    assert (got[5].name, got[5].address) == ("LAPTOP-ÉVE😀", "10.20.30.40")
+    assert got[6] == ("PC6", "2001:db8::5")
+    assert got[7] == ("PC7", "::1")
+    assert got[8] == ("", "fe80::1:2:3:4")
+    assert got[2] == ("", "")                 # no client: AF_UNSPEC
+    with pytest.raises(AttributeError):
+        got[5].address = "1.2.3.4"
+    classes = [e.extra for e in double.log()
+               if e.func == "WTSQuerySessionInformationW"]
+    assert classes == ["class=10", "class=14"] * 5
+    assert double.calls(None, "WTSFreeMemory") == 10
+
+
+def test_client_address_layout():
+    # AF_INET at Address[2..5] (sdk-api); AF_INET6 at Address[2..17]
+    # (unverified, see _client_address); anything else is no address.
+    a = wtsapi.WTS_CLIENT_ADDRESS()
+    a.AddressFamily = wtsapi.AF_INET
+    a.Address[0:6] = [0x0D, 0x3D, 192, 168, 0, 1]     # a port, then the IP
+    assert wtsapi._client_address(a) == "192.168.0.1"
+    a.AddressFamily = wtsapi.AF_INET6
+    a.Address[2:18] = [0xFF, 0xFF] + [0] * 13 + [1]
+    assert wtsapi._client_address(a) == "ffff::1"
+    import ipaddress
+    for text in ("::", "::1", "1::", "2001:db8::5", "fe80::1:2:3:4",
+                 "1:0:2:0:0:3:0:0", "1:0:0:2:0:0:3:4", "0:1:2:3:4:5:6:7",
+                 "1:2:3:4:5:6:7:8", "2001:db8:0:0:1:0:0:1"):
+        packed = ipaddress.IPv6Address(text).packed
+        a.Address[2:18] = list(packed)
+        assert wtsapi._client_address(a) == \
+            ipaddress.IPv6Address(packed).compressed, text
+    for family in (wtsapi.AF_UNSPEC, 6, 17):          # AF_IPX, AF_NETBIOS
+        a.AddressFamily = family
+        assert wtsapi._client_address(a) == ""
+    assert (wtsapi.AF_UNSPEC, wtsapi.AF_INET, wtsapi.AF_INET6) == (0, 2, 23)
+
+
+def test_client_refuses_the_current_session_remotely(load, double):
+    load()
+    with Server("RDS1") as s:
+        for ask in (lambda: s.client(wtsapi.WTS_CURRENT_SESSION),
+                    lambda: s.times_ex(wtsapi.WTS_CURRENT_SESSION)):
+            with pytest.raises(ValueError):
+                ask()
+    assert double.calls() == 2                # open and close only
+
+
+def test_times_ex_reads_the_lock_state(load, double):
+    load(_client_farm())
+    with Server("RDS1") as s:
+        ex = {sid: s.times_ex(sid) for sid in (2, 5, 6, 7)}
+        plain = s.times(5)
+    assert [ex[sid].locked for sid in (2, 5, 6, 7)] == [None, True, False,
+                                                         None]
+    assert plain.locked is None
+    t = ex[5]
+    assert (t.session_id, t.state, t.user, t.domain, t.account) == (
+        5, ST.WTSActive, "eve", "CORP", "CORP\\eve")
+    assert (t.logon_ticks, t.last_input_ticks, t.current_ticks) == (
+        CLOCK - HOUR, CLOCK - MINUTE, CLOCK)
+    assert t.idle == 60
+    # The same record but for the lock state: same times, same identity.
+    assert t != plain
+    assert t == wtsapi.SessionTimes(*(plain._fields[:9] + (True,)))
+    assert "locked=True" in repr(t)
+    assert pickle.loads(pickle.dumps(t)) == t
+    classes = [e.extra for e in double.log()
+               if e.func == "WTSQuerySessionInformationW"]
+    assert classes == ["class=25"] * 4 + ["class=24"]
+
+
+def test_times_ex_of_the_own_session_and_long_names(load, double):
+    farm = Farm(caller=3)
+    farm.server(".").session(3, "n" * 40, ACTIVE, "u" * 25, "d" * 25,
+                             locked=1)
+    load(farm)
+    with Server() as local:
+        t = local.times_ex(wtsapi.WTS_CURRENT_SESSION)
+        plain = local.times(wtsapi.WTS_CURRENT_SESSION)
+    assert (t.session_id, t.locked) == (3, True)
+    # WTSINFOEX_LEVEL1_W holds one more WCHAR of the domain than WTSINFOW.
+    assert (t.user, t.domain) == ("u" * 20, "d" * 17)
+    assert (plain.user, plain.domain) == ("u" * 20, "d" * 16)
+
+
+def test_times_ex_refuses_a_short_answer_and_frees_it(load, double):
+    farm = _client_farm()
+    farm.querysize("RDS1", wtsapi.WTS_INFO_CLASS.WTSSessionInfoEx,
+                   ctypes.sizeof(wtsapi.WTSINFOEXW) - 1)
+    farm.querysize("RDS1", wtsapi.WTS_INFO_CLASS.WTSClientAddress, 5)
+    load(farm)
+    with Server("RDS1") as s:
+        for ask in (lambda: s.times_ex(5), lambda: s.client(5)):
+            with pytest.raises(WTSError) as info:
+                ask()
+            assert (info.value.winerror, info.value.session) == (87, 5)
+    assert double.calls(None, "WTSFreeMemory") == 3
+
+
+def test_times_ex_reads_level_1_only():
+    x = wtsapi.WTSINFOEXW()
+    x.Level = 1
+    x.Data.WTSInfoExLevel1.SessionId = 9
+    x.Data.WTSInfoExLevel1.UserName = "u"
+    for flags, locked in ((0, True), (1, False), (-1, None), (7, None)):
+        x.Data.WTSInfoExLevel1.SessionFlags = flags
+        t = wtsapi._times_from_info_ex(x)
+        assert (t.session_id, t.user, t.locked) == (9, "u", locked)
+    x.Level = 2
+    assert wtsapi._times_from_info_ex(x) is None
+    assert (wtsapi.WTS_SESSIONSTATE_LOCK, wtsapi.WTS_SESSIONSTATE_UNLOCK,
+            wtsapi.WTS_SESSIONSTATE_UNKNOWN) == (0, 1, 0xFFFFFFFF)
+
+
+def test_session_times_stay_one_slot():
+    assert wtsapi.SessionTimes.__slots__ == ("_fields",)
+    t = wtsapi.SessionTimes(1, ST.WTSActive, "u", "d")
+    assert t.locked is None and len(t._fields) == 10
+    with pytest.raises(AttributeError):
+        t.locked = True
+
+
+@pytest.mark.parametrize("bad", ["10.0.0", "10.0.0.256", "1:2:3:4:5:6:7",
+                                 "1::2::3", ":1", "1:", "12345::1",
+                                 "1:2:3:4:5:6:7:8:9", "::1.2.3.4", "x"])
+def test_the_double_rejects_a_bad_address(double, tmp_path, bad):
+    farm = Farm()
+    farm.server(".").session(1, "c", ACTIVE, address=bad)
+    with pytest.raises(ValueError, match="rejected line"):
+        double.load(farm, tmp_path / "farm.txt")
 
 
 # --- The caller's own session -------------------------------------------------------

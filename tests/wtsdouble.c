@@ -20,6 +20,8 @@
  *   session id=N [name=S] [state=N] [user=S] [domain=S] [logon=FT] [connect=FT]
  *           [disconnect=FT] [input=FT] [logoff_ms=N] [logoff_hang=0|1]
  *           [response=N|timeout] [discmsg=fail|ok|N] [noquery=0|1]
+ *           [client=S] [address=A.B.C.D|IPV6] [locked=0|1|unknown]
+ *   process session=N pid=N [name=S]               (a process on the server above)
  *   caller session=N [fullcontrol=0|1]            (default: session 1, full control)
  *   latency server=NAME func=FUNC ms=N
  *   fail server=NAME func=FUNC error=N [count=N] [session=N]
@@ -69,6 +71,61 @@
  *                    again, not by the code.
  *   WTS_SESSION_INFO_1W.pHostName and pFarmName are NULL, as documented for
  *   sessions that are not VMs on an RD Virtualization Host.
+ *   client, address  WTSQuerySessionInformationW(WTSClientName) answers the
+ *                    session's client= ("" by default, as for the console);
+ *                    WTSClientAddress a WTS_CLIENT_ADDRESS: AF_INET (2) with
+ *                    the four bytes at Address[2..5] (documented, sdk-api
+ *                    WTS_CLIENT_ADDRESS; Address[0..1] hold the port in
+ *                    [MS-TSTS] CLIENT_STACK_ADDRESS, 0 here), AF_INET6 (23,
+ *                    Windows' value) with the 16 bytes at Address[2..17]
+ *                    (UNVERIFIED: the sdk-api example shows them from
+ *                    Address[0]; System Informer and Veyon read [2..17]),
+ *                    AF_UNSPEC (0) and zeros without address=.
+ *   locked           WTSQuerySessionInformationW(WTSSessionInfoEx) answers
+ *                    a WTSINFOEXW, Level 1, whose SessionFlags are
+ *                    WTS_SESSIONSTATE_LOCK (0) for locked=1,
+ *                    WTS_SESSIONSTATE_UNLOCK (1) for locked=0 and
+ *                    WTS_SESSIONSTATE_UNKNOWN (0xFFFFFFFF, the default)
+ *                    otherwise: current Windows as documented (Windows 7 /
+ *                    2008 R2 swap LOCK and UNLOCK, a documented defect the
+ *                    double does not model).  Its times are WTSSessionInfo's.
+ *   disconnect       WTSDisconnectSession turns a session (active, or in any
+ *                    other state but listening) into a disconnected one
+ *                    whose DisconnectTime is the server's clock; with bWait
+ *                    it returns after the session's logoff_ms.  On a
+ *                    session already disconnected it succeeds and changes
+ *                    nothing (UNVERIFIED: what real Windows answers there
+ *                    has not been captured anywhere public).  Its checks
+ *                    are the logoff's, in the same order: the server's
+ *                    missing code for an unknown id, 7022 for noquery, 87
+ *                    for a listener, 5 without the rights (session 0
+ *                    always needs full control; the console is a session
+ *                    like any other).  UNVERIFIED, as for logoff: the codes
+ *                    for the console, session 0 and a listener (field-facts
+ *                    note, Logoff); 7041 (ERROR_CTX_CONSOLE_DISCONNECT)
+ *                    exists but was not seen answering this call.
+ *   processes        WTSEnumerateProcessesW (Reserved 0, Version 1; free
+ *                    with WTSFreeMemory) and WTSEnumerateProcessesExW
+ *                    (level 0, WTS_PROCESS_INFOW; free with
+ *                    WTSFreeMemoryExW(WTSTypeProcessInfoLevel0, p, count);
+ *                    SessionId WTS_ANY_SESSION or one session) list the
+ *                    server's process lines whose session exists (a logoff
+ *                    ends a session's processes).  "The caller must be a
+ *                    member of the Administrators group to enumerate
+ *                    processes running under another user session" (sdk-api
+ *                    WTSEnumerateProcessesEx): without full control, the
+ *                    farm's stand-in for that, only the caller's own
+ *                    session's processes on "." are listed.  UNVERIFIED:
+ *                    whether Windows filters so or fails the call, and what
+ *                    a noquery account gets (the double ignores noquery
+ *                    here).  An invalid *pLevel is set to 1 and fails with
+ *                    87, as documented (the code is unverified); level 1
+ *                    (WTS_PROCESS_INFO_EXW) is not served (87).  noex: the
+ *                    Ex call answers 120, as for sessions (both came with
+ *                    Windows 7 / 2008 R2).  Every pUserSid points to one
+ *                    well-formed SID (S-1-5-18) in the same buffer: the
+ *                    farm does not model process owners.  The array is
+ *                    allocated (and must be freed) even when it is empty.
  * Beyond the contract: server=* and func=* match anything in latency/fail
  * rules (server=* also matches the server-less WTSFreeMemory[Ex] calls);
  * several alias= per server; a mutate on a missing session creates it;
@@ -145,6 +202,8 @@ __asm__(".section .drectve\n\t"
         ".ascii \" -export:WTSLogoffSession=WTSLogoffSession@12\"\n\t"
         ".ascii \" -export:WTSDisconnectSession=WTSDisconnectSession@12\"\n\t"
         ".ascii \" -export:WTSSendMessageW=WTSSendMessageW@40\"\n\t"
+        ".ascii \" -export:WTSEnumerateProcessesW=WTSEnumerateProcessesW@20\"\n\t"
+        ".ascii \" -export:WTSEnumerateProcessesExW=WTSEnumerateProcessesExW@20\"\n\t"
         ".text");
 #  else
 #    define WTS_EXPORT __declspec(dllexport)
@@ -174,9 +233,15 @@ typedef int WTS_TYPE_CLASS;
 enum { WTSActive, WTSConnected, WTSConnectQuery, WTSShadow, WTSDisconnected,
        WTSIdle, WTSListen, WTSReset, WTSDown, WTSInit };
 enum { WTSSessionId = 4, WTSUserName = 5, WTSWinStationName = 6,
-       WTSDomainName = 7, WTSConnectState = 8, WTSSessionInfo = 24 };
-enum { WTSTypeSessionInfoLevel1 = 2 };
+       WTSDomainName = 7, WTSConnectState = 8, WTSClientName = 10,
+       WTSClientAddress = 14, WTSSessionInfo = 24, WTSSessionInfoEx = 25 };
+#  define WTS_SESSIONSTATE_UNKNOWN 0xFFFFFFFF
+#  define WTS_SESSIONSTATE_LOCK 0x00000000
+#  define WTS_SESSIONSTATE_UNLOCK 0x00000001
+typedef uint8_t BYTE;
+enum { WTSTypeProcessInfoLevel0 = 0, WTSTypeSessionInfoLevel1 = 2 };
 #  define WTS_CURRENT_SESSION ((DWORD)-1)
+#  define WTS_ANY_SESSION ((DWORD)-2)
 #  define IDOK 1
 #  define IDTIMEOUT 32000
 #  define IDASYNC 32001
@@ -186,6 +251,13 @@ typedef struct _WTS_SESSION_INFOW {
     LPWSTR pWinStationName;
     WTS_CONNECTSTATE_CLASS State;
 } WTS_SESSION_INFOW, *PWTS_SESSION_INFOW;
+
+typedef struct _WTS_PROCESS_INFOW {
+    DWORD SessionId;
+    DWORD ProcessId;
+    LPWSTR pProcessName;
+    PVOID pUserSid; /* PSID */
+} WTS_PROCESS_INFOW, *PWTS_PROCESS_INFOW;
 
 typedef struct _WTS_SESSION_INFO_1W {
     DWORD ExecEnvId;
@@ -208,6 +280,32 @@ typedef struct _WTSINFOW {
     WCHAR UserName[21];
     LARGE_INTEGER ConnectTime, DisconnectTime, LastInputTime, LogonTime, CurrentTime;
 } WTSINFOW, *PWTSINFOW;
+
+typedef struct _WTS_CLIENT_ADDRESS {
+    DWORD AddressFamily;
+    BYTE Address[20];
+} WTS_CLIENT_ADDRESS, *PWTS_CLIENT_ADDRESS;
+
+typedef struct _WTSINFOEX_LEVEL1_W {
+    ULONG SessionId;
+    WTS_CONNECTSTATE_CLASS SessionState;
+    LONG SessionFlags;
+    WCHAR WinStationName[32 + 1];
+    WCHAR UserName[20 + 1];
+    WCHAR DomainName[17 + 1];
+    LARGE_INTEGER LogonTime, ConnectTime, DisconnectTime, LastInputTime, CurrentTime;
+    DWORD IncomingBytes, OutgoingBytes, IncomingFrames, OutgoingFrames;
+    DWORD IncomingCompressedBytes, OutgoingCompressedBytes;
+} WTSINFOEX_LEVEL1_W, *PWTSINFOEX_LEVEL1_W;
+
+typedef union _WTSINFOEX_LEVEL_W {
+    WTSINFOEX_LEVEL1_W WTSInfoExLevel1;
+} WTSINFOEX_LEVEL_W, *PWTSINFOEX_LEVEL_W;
+
+typedef struct _WTSINFOEXW {
+    DWORD Level;
+    WTSINFOEX_LEVEL_W Data;
+} WTSINFOEXW, *PWTSINFOEXW;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 #  define LOCK() pthread_mutex_lock(&g_mu)
@@ -244,6 +342,12 @@ static int64_t now_ms(void)
 #define ERR_USERBUF 1784u
 #define ERR_NOSESSION 7022u
 #define ERR_FILE_NOT_FOUND 2u /* a missing session on the LSM RPC path */
+
+/* WTS_CLIENT_ADDRESS.AddressFamily: Windows' values (winsock2.h), never the
+ * host's (Linux's AF_INET6 is 10) */
+#define WIN_AF_UNSPEC 0u
+#define WIN_AF_INET 2u
+#define WIN_AF_INET6 23u
 /* What WTSSendMessageW answers for a disconnected session by default.
  * UNVERIFIED: whether real Windows fails that call at all, and with which
  * code, has not been captured anywhere public (field-facts note, "Messages":
@@ -549,12 +653,14 @@ static int ieq(const char *a, const char *b)
 /* State                                                                     */
 /* ------------------------------------------------------------------------ */
 enum { F_OPEN, F_CLOSE, F_ENUM, F_ENUMEX, F_FREE, F_FREEEX, F_QUERY,
-       F_LOGOFF, F_DISC, F_SEND, NFUNC, F_ANY = -2 };
+       F_LOGOFF, F_DISC, F_SEND, F_ENUMPROC, F_ENUMPROCEX, NFUNC, F_ANY = -2 };
+/* flight_key() keeps func + 1 in 4 bits */
+typedef char nfunc_fits_flight_key[NFUNC + 1 < 16 ? 1 : -1];
 static const char *const func_names[NFUNC] = {
     "WTSOpenServerW", "WTSCloseServer", "WTSEnumerateSessionsW",
     "WTSEnumerateSessionsExW", "WTSFreeMemory", "WTSFreeMemoryExW",
     "WTSQuerySessionInformationW", "WTSLogoffSession", "WTSDisconnectSession",
-    "WTSSendMessageW" };
+    "WTSSendMessageW", "WTSEnumerateProcessesW", "WTSEnumerateProcessesExW" };
 
 typedef struct {
     uint32_t id;
@@ -567,7 +673,16 @@ typedef struct {
     long discmsg; /* DISCMSG_* or an error code */
     int64_t gone_at; /* logged off: removed at this now_ms(); 0: not */
     int noquery; /* listed, but the caller may not query it: 7022 */
+    WCHAR *client; /* WTSClientName; never NULL while not removed */
+    uint32_t af; /* WIN_AF_* */
+    unsigned char addr[16]; /* IPv4 in addr[0..3], or IPv6 */
+    uint32_t lockflags; /* WTSINFOEX_LEVEL1_W.SessionFlags: WTS_SESSIONSTATE_* */
 } sess_t;
+
+typedef struct {
+    uint32_t session, pid;
+    WCHAR *name; /* never NULL */
+} proc_t;
 
 typedef struct {
     const char *name; /* interned UTF-8 */
@@ -584,6 +699,8 @@ typedef struct {
     size_t pending; /* sessions logged off but not yet gone */
     int64_t next_gone; /* earliest gone_at among them */
     hmap ids; /* session id + 1 -> index into s */
+    proc_t *procs; /* farm order */
+    size_t nprocs, capprocs;
 } server_t;
 
 typedef struct { const char *server; int func; uint32_t ms; } latency_t;
@@ -614,7 +731,10 @@ typedef struct {
 typedef struct { int func; const char *canon, *opened; } callrec_t;
 typedef struct { const char *name; int open, srv; unsigned gen; } hrec_t;
 
-enum { K_PLAIN = 1, K_EX = 2 };
+/* Allocation kinds: WTSFreeMemory frees K_PLAIN only; WTSFreeMemoryExW
+ * frees K_EX with WTSTypeSessionInfoLevel1 and K_EXPROC0 with
+ * WTSTypeProcessInfoLevel0, each with its entry count. */
+enum { K_PLAIN = 1, K_EX = 2, K_EXPROC0 = 3 };
 
 static int g_loaded; /* farm initialised (by TD_Load, TD_Reset or lazily) */
 static struct {
@@ -703,6 +823,8 @@ static sess_t *sess_add(server_t *s, uint32_t id)
     ss->domain = wdup(&empty);
     ss->response = IDOK;
     ss->discmsg = DISCMSG_INHERIT;
+    ss->client = wdup(&empty);
+    ss->lockflags = WTS_SESSIONSTATE_UNKNOWN;
     hm_put(&s->ids, (uint64_t)id + 1, (int64_t)s->n);
     s->n++;
     s->live++;
@@ -713,7 +835,8 @@ static void sess_strings_free(sess_t *ss)
     free(ss->name);
     free(ss->user);
     free(ss->domain);
-    ss->name = ss->user = ss->domain = NULL;
+    free(ss->client);
+    ss->name = ss->user = ss->domain = ss->client = NULL;
 }
 static void sess_remove(server_t *s, sess_t *ss)
 {
@@ -796,6 +919,9 @@ static void farm_reset(void)
         for (j = 0; j < g.srv[i].n; j++)
             sess_strings_free(&g.srv[i].s[j]);
         free(g.srv[i].s);
+        for (j = 0; j < g.srv[i].nprocs; j++)
+            free(g.srv[i].procs[j].name);
+        free(g.srv[i].procs);
         free(g.srv[i].wname);
         free(g.srv[i].aliases);
         hm_free(&g.srv[i].ids);
@@ -882,6 +1008,83 @@ static int p_discmsg(const char *s, long *out)
     else return -1;
     return 0;
 }
+/* Dotted-quad IPv4 into out[0..3]. */
+static int p_ipv4(const char *s, unsigned char out[4])
+{
+    int i;
+    for (i = 0; i < 4; i++) {
+        unsigned v = 0;
+        int digits = 0;
+        for (; *s >= '0' && *s <= '9'; s++) {
+            v = v * 10 + (unsigned)(*s - '0');
+            if (++digits > 3 || v > 255) return -1;
+        }
+        if (!digits) return -1;
+        out[i] = (unsigned char)v;
+        if (i < 3 && *s++ != '.') return -1;
+    }
+    return *s ? -1 : 0;
+}
+/* An IPv6 literal (hex groups, at most one "::"; no embedded IPv4). */
+static int p_ipv6(const char *s, unsigned char out[16])
+{
+    unsigned head[8], tail[8];
+    int nh = 0, nt = 0, gap = 0, i;
+    if (s[0] == ':') {
+        if (s[1] != ':') return -1;
+        gap = 1;
+        s += 2;
+    }
+    while (*s) {
+        unsigned v = 0;
+        int digits = 0;
+        for (; hexval(*s) >= 0; s++) {
+            v = v * 16 + (unsigned)hexval(*s);
+            if (++digits > 4) return -1;
+        }
+        if (!digits || nh + nt == 8) return -1;
+        if (gap) tail[nt++] = v; else head[nh++] = v;
+        if (!*s) break;
+        if (*s++ != ':' || !*s) return -1;
+        if (*s == ':') {
+            if (gap) return -1;
+            gap = 1;
+            s++;
+        }
+    }
+    if (gap ? nh + nt > 7 : nh != 8) return -1;
+    memset(out, 0, 16);
+    for (i = 0; i < nh; i++) {
+        out[2 * i] = (unsigned char)(head[i] >> 8);
+        out[2 * i + 1] = (unsigned char)head[i];
+    }
+    for (i = 0; i < nt; i++) {
+        int k = 8 - nt + i;
+        out[2 * k] = (unsigned char)(tail[i] >> 8);
+        out[2 * k + 1] = (unsigned char)tail[i];
+    }
+    return 0;
+}
+/* address=A.B.C.D or an IPv6 literal (percent-encoded like any value). */
+static int p_addr(char *s, sess_t *t)
+{
+    if (pct_decode(s)) return -1;
+    memset(t->addr, 0, sizeof t->addr);
+    if (!p_ipv4(s, t->addr)) t->af = WIN_AF_INET;
+    else if (!p_ipv6(s, t->addr)) t->af = WIN_AF_INET6;
+    else return -1;
+    return 0;
+}
+/* locked=1 (WTS_SESSIONSTATE_LOCK), 0 (..._UNLOCK) or unknown */
+static int p_locked(const char *s, uint32_t *out)
+{
+    if (!strcmp(s, "1")) *out = WTS_SESSIONSTATE_LOCK;
+    else if (!strcmp(s, "0")) *out = WTS_SESSIONSTATE_UNLOCK;
+    else if (!strcmp(s, "unknown")) *out = WTS_SESSIONSTATE_UNKNOWN;
+    else return -1;
+    return 0;
+}
+
 /* A percent-encoded UTF-8 value, decoded in place and validated. */
 static const char *p_name(char *s)
 {
@@ -977,6 +1180,7 @@ static int parse_line(char *line, int *cur)
         memset(&t, 0, sizeof t);
         t.response = IDOK;
         t.discmsg = DISCMSG_INHERIT;
+        t.lockflags = WTS_SESSIONSTATE_UNKNOWN;
         for (i = 1; i < nt && !rc; i++) {
             if ((v = kv(tok[i], "id"))) { rc = p_u32(v, &t.id) || t.id == WTS_CURRENT_SESSION; have_id = 1; }
             else if ((v = kv(tok[i], "name"))) rc = p_wstr(v, &t.name);
@@ -991,6 +1195,9 @@ static int parse_line(char *line, int *cur)
             else if ((v = kv(tok[i], "logoff_hang"))) rc = p_bool(v, &t.logoff_hang);
             else if ((v = kv(tok[i], "discmsg"))) rc = p_discmsg(v, &t.discmsg);
             else if ((v = kv(tok[i], "noquery"))) rc = p_bool(v, &t.noquery);
+            else if ((v = kv(tok[i], "client"))) rc = p_wstr(v, &t.client);
+            else if ((v = kv(tok[i], "address"))) rc = p_addr(v, &t);
+            else if ((v = kv(tok[i], "locked"))) rc = p_locked(v, &t.lockflags);
             else if ((v = kv(tok[i], "response"))) {
                 uint32_t r;
                 if (!strcmp(v, "timeout")) t.response = RESP_TIMEOUT;
@@ -1006,7 +1213,32 @@ static int parse_line(char *line, int *cur)
         if (!t.name) t.name = wdup(&empty);
         if (!t.user) t.user = wdup(&empty);
         if (!t.domain) t.domain = wdup(&empty);
+        if (!t.client) t.client = wdup(&empty);
         *ss = t;
+        return 0;
+    }
+
+    if (!strcmp(tok[0], "process")) {
+        server_t *sv = &g.srv[*cur];
+        proc_t pr;
+        int have_session = 0, have_pid = 0, rc = 0;
+        memset(&pr, 0, sizeof pr);
+        for (i = 1; i < nt && !rc; i++) {
+            if ((v = kv(tok[i], "session"))) { rc = p_u32(v, &pr.session); have_session = 1; }
+            else if ((v = kv(tok[i], "pid"))) { rc = p_u32(v, &pr.pid); have_pid = 1; }
+            else if ((v = kv(tok[i], "name"))) rc = p_wstr(v, &pr.name);
+            else rc = -1;
+        }
+        if (rc || !have_session || !have_pid || pr.session >= WTS_ANY_SESSION) {
+            free(pr.name);
+            return -1;
+        }
+        if (!pr.name) {
+            WCHAR empty = 0;
+            pr.name = wdup(&empty);
+        }
+        GROW(sv->procs, sv->nprocs, sv->capprocs);
+        sv->procs[sv->nprocs++] = pr;
         return 0;
     }
 
@@ -1484,11 +1716,15 @@ static uint32_t pre_check(const ctx_t *c)
 
 /* Rights for logoff/disconnect/message: own session on the local server,
  * or full control; session 0 always needs full control. */
+static int full_control(const ctx_t *c)
+{
+    return c->srv == 0 ? (g.caller_fullcontrol && g.srv[0].fullcontrol)
+                       : g.srv[c->srv].fullcontrol;
+}
 static int has_rights(const ctx_t *c, const sess_t *ss)
 {
     int own = c->srv == 0 && ss->id == g.caller_session;
-    int full = c->srv == 0 ? (g.caller_fullcontrol && g.srv[0].fullcontrol)
-                           : g.srv[c->srv].fullcontrol;
+    int full = full_control(c);
     return ss->id == 0 ? full : (own || full);
 }
 
@@ -1689,11 +1925,119 @@ WTS_EXPORT BOOL WINAPI WTSFreeMemoryExW(WTS_TYPE_CLASS WTSTypeClass, PVOID pMemo
     call_enter(&c);
     if ((err = pre_check(&c)) == 0) {
         int kind = t_free(pMemory, &count);
-        if (kind != K_EX || WTSTypeClass != WTSTypeSessionInfoLevel1 ||
-            count != NumberOfEntries) {
+        int want = kind == K_EX ? WTSTypeSessionInfoLevel1
+                 : kind == K_EXPROC0 ? WTSTypeProcessInfoLevel0 : -1;
+        if (want < 0 || (int)WTSTypeClass != want || count != NumberOfEntries) {
             g.bad_frees++; /* a known buffer was still freed: no leak too */
             err = ERR_PARAM;
         }
+    }
+    call_leave(&c, !err, PRE_ERR(err), NULL);
+    return !err;
+}
+
+/* Whether process p of server c->srv is listed for session `only`
+ * (WTS_ANY_SESSION: all) to a caller with (`all`) or without full control. */
+static int proc_listed(const ctx_t *c, const proc_t *p, uint32_t only, int all)
+{
+    return (only == WTS_ANY_SESSION || p->session == only) &&
+           sess_find(&g.srv[c->srv], p->session) &&
+           (all || (c->srv == 0 && p->session == g.caller_session));
+}
+
+/* The processes of server c->srv the caller may see, of session `only`,
+ * as one allocation of `kind` (K_PLAIN or K_EXPROC0): the array, one SID,
+ * then the names.  Returns the count. */
+static DWORD processes_alloc(const ctx_t *c, uint32_t only, int kind,
+                             WTS_PROCESS_INFOW **out)
+{
+    /* S-1-5-18 (LocalSystem): revision 1, one sub-authority, authority 5 */
+    static const unsigned char system_sid[12] = { 1, 1, 0, 0, 0, 0, 0, 5,
+                                                  18, 0, 0, 0 };
+    server_t *s = &g.srv[c->srv];
+    int all = full_control(c);
+    size_t i, n = 0, k = 0, chars = 0;
+    WTS_PROCESS_INFOW *a;
+    unsigned char *sid;
+    WCHAR *str;
+    for (i = 0; i < s->nprocs; i++) {
+        if (proc_listed(c, &s->procs[i], only, all)) {
+            n++;
+            chars += wlen(s->procs[i].name) + 1;
+        }
+    }
+    a = t_alloc(n * sizeof *a + sizeof system_sid + chars * sizeof(WCHAR), kind,
+                (uint32_t)n);
+    sid = memcpy((unsigned char *)(a + n), system_sid, sizeof system_sid);
+    str = (WCHAR *)(sid + sizeof system_sid);
+    for (i = 0; i < s->nprocs; i++) {
+        const proc_t *p = &s->procs[i];
+        size_t len;
+        if (!proc_listed(c, p, only, all))
+            continue;
+        len = wlen(p->name) + 1;
+        a[k].SessionId = p->session;
+        a[k].ProcessId = p->pid;
+        a[k].pProcessName = memcpy(str, p->name, len * sizeof(WCHAR));
+        a[k].pUserSid = sid;
+        str += len;
+        k++;
+    }
+    *out = a;
+    return (DWORD)n;
+}
+
+WTS_EXPORT BOOL WINAPI WTSEnumerateProcessesW(HANDLE hServer, DWORD Reserved, DWORD Version,
+                                              PWTS_PROCESS_INFOW *ppProcessInfo, DWORD *pCount)
+{
+    ctx_t c;
+    uint32_t err;
+    ctx_init(&c, F_ENUMPROC, HK_HANDLE, hServer);
+    call_enter(&c);
+    if ((err = pre_check(&c)) != 0) {
+    } else if (Reserved != 0 || Version != 1) {
+        err = ERR_PARAM;
+    } else if (!ppProcessInfo || !pCount) {
+        err = ERR_USERBUF;
+    } else if (c.status) {
+        err = c.status;
+    } else {
+        *pCount = processes_alloc(&c, WTS_ANY_SESSION, K_PLAIN, ppProcessInfo);
+    }
+    call_leave(&c, !err, PRE_ERR(err), NULL);
+    return !err;
+}
+
+WTS_EXPORT BOOL WINAPI WTSEnumerateProcessesExW(HANDLE hServer, DWORD *pLevel, DWORD SessionId,
+                                                LPWSTR *ppProcessInfo, DWORD *pCount)
+{
+    ctx_t c;
+    uint32_t err;
+    ctx_init(&c, F_ENUMPROCEX, HK_HANDLE, hServer);
+    call_enter(&c);
+    sb_printf(&g.extra, "level=%ld;session=%lu", pLevel ? (long)*pLevel : -1L,
+              (unsigned long)SessionId);
+    if ((err = pre_check(&c)) != 0) {
+    } else if (!pLevel) {
+        err = ERR_PARAM;
+    } else if (*pLevel > 1) {
+        *pLevel = 1; /* documented: set to one, and an error */
+        err = ERR_PARAM;
+    } else if (*pLevel != 0) {
+        err = ERR_PARAM; /* level 1 (WTS_PROCESS_INFO_EXW) is not modelled */
+    } else if (!ppProcessInfo || !pCount) {
+        err = ERR_USERBUF;
+    } else if (c.status) {
+        err = c.status;
+    } else if (g.srv[c.srv].noex) {
+        err = ERR_NOTIMPL;
+    } else {
+        WTS_PROCESS_INFOW *a;
+        uint32_t only = SessionId;
+        if (only == WTS_CURRENT_SESSION && c.srv == 0)
+            only = g.caller_session;
+        *pCount = processes_alloc(&c, only, K_EXPROC0, &a);
+        *ppProcessInfo = (LPWSTR)a;
     }
     call_leave(&c, !err, PRE_ERR(err), NULL);
     return !err;
@@ -1748,6 +2092,36 @@ WTS_EXPORT BOOL WINAPI WTSQuerySessionInformationW(HANDLE hServer, DWORD Session
         case WTSUserName: str = ss->user; break;
         case WTSDomainName: str = ss->domain; break;
         case WTSWinStationName: str = ss->name; break;
+        case WTSClientName: str = ss->client; break;
+        case WTSClientAddress: {
+            WTS_CLIENT_ADDRESS *ca = t_alloc(bytes = sizeof(WTS_CLIENT_ADDRESS), K_PLAIN, 0);
+            ca->AddressFamily = ss->af;
+            /* Address[0..1]: the port in [MS-TSTS]; 0 here */
+            if (ss->af == WIN_AF_INET)
+                memcpy(&ca->Address[2], ss->addr, 4);
+            else if (ss->af == WIN_AF_INET6)
+                memcpy(&ca->Address[2], ss->addr, 16); /* UNVERIFIED offset */
+            buf = ca;
+            break;
+        }
+        case WTSSessionInfoEx: {
+            WTSINFOEXW *x = t_alloc(bytes = sizeof(WTSINFOEXW), K_PLAIN, 0);
+            WTSINFOEX_LEVEL1_W *l = &x->Data.WTSInfoExLevel1;
+            x->Level = 1;
+            l->SessionId = ss->id;
+            l->SessionState = (WTS_CONNECTSTATE_CLASS)ss->state;
+            l->SessionFlags = (LONG)ss->lockflags;
+            copy_trunc(l->WinStationName, sizeof l->WinStationName / sizeof(WCHAR), ss->name);
+            copy_trunc(l->UserName, sizeof l->UserName / sizeof(WCHAR), ss->user);
+            copy_trunc(l->DomainName, sizeof l->DomainName / sizeof(WCHAR), ss->domain);
+            LI_SET(l->LogonTime, ss->logon);
+            LI_SET(l->ConnectTime, ss->connect);
+            LI_SET(l->DisconnectTime, ss->disconnect);
+            LI_SET(l->LastInputTime, ss->input);
+            LI_SET(l->CurrentTime, g.srv[c.srv].clock);
+            buf = x;
+            break;
+        }
         case WTSSessionInfo: {
             WTSINFOW *wi = t_alloc(bytes = sizeof(WTSINFOW), K_PLAIN, 0);
             wi->State = (WTS_CONNECTSTATE_CLASS)ss->state;
@@ -1812,10 +2186,13 @@ static BOOL end_session(int func, HANDLE hServer, DWORD SessionId, BOOL bWait)
         server_t *s = &g.srv[c.srv];
         post.gen = g.gen;
         if (func == F_DISC) {
-            ss->state = WTSDisconnected;
-            ss->disconnect = s->clock;
-            if (bWait)
-                post.ms = ss->logoff_ms;
+            /* see "disconnect" in the top comment */
+            if (ss->state != WTSDisconnected) {
+                ss->state = WTSDisconnected;
+                ss->disconnect = s->clock;
+                if (bWait)
+                    post.ms = ss->logoff_ms;
+            }
         } else {
             /* "sometimes blocks indefinitely (even after a session has been
              * logged off)": the field-facts note, Logoff */

@@ -1,0 +1,506 @@
+"""Black-box tests for the one-coordinator rewrite of logoff.py: a server is
+judged only by how long it takes to answer, never by how long we take to
+write, print or schedule; a server given up gets nothing more; the run's
+record (/json, /log) is whole whatever happens.
+
+Each test runs logoff.py as a real child process against the test double
+(tests/wtsdouble.c), so none depends on the module's internals.  The ones
+that stall our own writes or starve us of threads preload
+tests/coordshim.c (Linux only; they skip elsewhere).  Nothing here asserts
+a duration: waits and latencies only set the scene, and the assertions are
+on the double's call log, its in-flight count at exit, and the output.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import farm as farmlib
+from farm import ACTIVE, CLOCK, DAY, DISCONNECTED, HOUR, MINUTE, Farm
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+LINUX = sys.platform.startswith("linux")
+SHIM_SOURCE = os.path.join(HERE, "coordshim.c")
+GIVEN_UP = 1460                 # ERROR_TIMEOUT: "no answer within ..."
+HUNG_CALL_CAP = 256             # the rewrite's bound on calls left hanging
+# The keys every /log line has had so far; new kinds of line keep them.
+AUDIT_KEYS = {"time", "run", "seq", "phase", "operator", "server", "session",
+              "user", "domain", "action", "result", "error", "message",
+              "warned"}
+
+
+# --- Helpers -----------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def shim(tmp_path_factory):
+    """``shim(**settings)``: the environment that preloads coordshim.c with
+    COORDSHIM_<KEY>=value for each setting (see the top of coordshim.c)."""
+    if not LINUX:
+        pytest.skip("the LD_PRELOAD shim is Linux-only")
+    path = farmlib.build(str(tmp_path_factory.mktemp("coordshim")),
+                         source=SHIM_SOURCE)
+
+    def env(**settings):
+        out = {"LD_PRELOAD": " ".join(
+            p for p in (path, os.environ.get("LD_PRELOAD", "")) if p)}
+        for key, value in settings.items():
+            out["COORDSHIM_" + key.upper()] = str(value)
+        return out
+    return env
+
+
+def disc_farm(servers, n, first_id=10):
+    """Each server with ``n`` disconnected sessions (ids from first_id) of
+    users named after it; the caller sits in session 2 on the local one."""
+    farm = Farm(caller=2)
+    for name in servers:
+        srv = farm.server(name)
+        for i in range(n):
+            srv.session(first_id + i, "", DISCONNECTED,
+                        "%s-u%d" % (name.strip(".") or "local", i), "CORP",
+                        logon=CLOCK - 5 * HOUR, disconnect=CLOCK - HOUR,
+                        input=CLOCK - HOUR)
+    return farm
+
+
+def calls(entries, func="WTSLogoffSession", server=None, ok=None):
+    """(server, session) of each call of ``func`` the double saw."""
+    return [(e.server, e.session) for e in entries
+            if e.func == func and (server is None or e.server == server)
+            and (ok is None or e.ok == ok)]
+
+
+def read_lines(path):
+    with open(str(path), "rb") as f:
+        return [json.loads(x) for x in f.read().decode("utf-8").splitlines()
+                if x.strip()]
+
+
+def results(doc):
+    return {(s["server"], s["id"]): s for s in doc["sessions"]}
+
+
+def paused_run(double_path, tmp_path, farm, *args, pause_stdout=0.0,
+               pause_stderr=0.0, env=None, timeout=60):
+    """logoff.py as a child whose stdout and stderr are pipes; each pipe's
+    reader waits ``pause_*`` seconds before reading, then reads it all.
+    Returns (exit code, stdout, stderr, the double's call log, #exit)."""
+    farm_file = farm.write(str(tmp_path / "paused-farm.txt"))
+    log_file = str(tmp_path / "paused-calls.log")
+    full_env = dict(os.environ, WTSAPI32_DLL=double_path,
+                    WTSDOUBLE_FARM=farm_file, WTSDOUBLE_LOG=log_file,
+                    PYTHONIOENCODING="utf-8")
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "logoff.py")] + list(args),
+        cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    got = {}
+
+    def drain(name, stream, pause):
+        if pause:
+            threading.Event().wait(pause)      # the reader looks away
+        got[name] = stream.read()
+    readers = [threading.Thread(target=drain, args=a) for a in (
+        ("out", proc.stdout, pause_stdout),
+        ("err", proc.stderr, pause_stderr))]
+    for r in readers:
+        r.start()
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for r in readers:
+            r.join()
+    with open(log_file, encoding="utf-8") as f:
+        entries, stats = farmlib.parse_log(f.read())
+    return (code, got["out"].decode("utf-8", "replace"),
+            got["err"].decode("utf-8", "replace"), entries, stats)
+
+
+# --- 1. Our own audit sink is never charged to a server ---------------------------
+
+# Defect 1: a stalled audit write (3 s) gives up healthy servers under /timeout.
+def test_a_stalled_audit_write_gives_up_no_server(run_process, shim,
+                                                  tmp_path):
+    farm = disc_farm(["A", "B"], 5)
+    log = tmp_path / "audit.jsonl"
+    r = run_process(farm, "/state:disc", "/server:A,B", "/timeout:0.5",
+                    "/log:%s" % log, "/json",
+                    env=shim(write_path=log, write_match='"intent"',
+                             write_nth=3, write_ms=3000))
+    doc = json.loads(r.out)
+    assert doc["server_errors"] == [], r.err
+    assert sorted(s["result"] for s in doc["sessions"]) == \
+        ["logged-off"] * 10
+    assert doc["exit_code"] == r.code == 0
+    assert sorted(calls(r.log, ok=True)) == sorted(
+        (srv, sid) for srv in ("A", "B") for sid in range(10, 15))
+    lines = read_lines(log)
+    intents = {(x["server"], x["session"]) for x in lines
+               if x["phase"] == "intent" and x["action"] == "logoff"}
+    outcomes = {(x["server"], x["session"]) for x in lines
+                if x["phase"] == "outcome" and x["result"] == "logged-off"}
+    assert intents == outcomes == set(calls(r.log, ok=True))
+
+
+# --- 2. Nor is our own output --------------------------------------------------------
+
+# Defect 2: /v to a stdout pipe whose reader pauses gives up healthy servers.
+def test_a_paused_stdout_pipe_gives_up_no_server(double_path, tmp_path):
+    names = ["RDS%02d" % i for i in range(20)]
+    farm = disc_farm(names, 100)
+    code, out, err, entries, _ = paused_run(
+        double_path, tmp_path, farm, "/state:disc", "/v", "/timeout:0.5",
+        "/server:" + ",".join(names), pause_stdout=3.0)
+    assert "no answer within" not in err
+    assert "not attempted" not in err
+    assert code == 0, err
+    assert sorted(calls(entries, ok=True)) == sorted(
+        (n, sid) for n in names for sid in range(10, 110))
+    assert len(out.encode("utf-8")) > 1 << 16      # more than a pipe holds
+
+
+# Defect 2: failures reported to a stderr pipe whose reader pauses give up
+# the servers that report them.
+def test_a_paused_stderr_pipe_gives_up_no_server(double_path, tmp_path):
+    names = ["RDS%02d" % i for i in range(10)]
+    denied = names[:5]
+    farm = disc_farm(names, 100)
+    for name in denied:
+        farm.fail(name, "WTSLogoffSession", 5)          # access denied
+    code, out, err, entries, _ = paused_run(
+        double_path, tmp_path, farm, "/state:disc", "/timeout:0.5",
+        "/server:" + ",".join(names), pause_stderr=3.0)
+    assert "no answer within" not in err
+    assert "not attempted" not in err
+    # Every session was tried once: the denied ones failed, the rest went.
+    everyone = sorted((n, sid) for n in names for sid in range(10, 110))
+    assert sorted(calls(entries)) == everyone
+    assert sorted(calls(entries, ok=True)) == sorted(
+        (n, sid) for n in names if n not in denied for sid in range(10, 110))
+    assert code == 2
+    assert len(err.encode("utf-8")) > 1 << 16      # more than a pipe holds
+
+
+# --- 3. A server given up gets nothing more -----------------------------------------
+
+# Defect 3: a server whose change was still being recorded when the run gave
+# it up (and moved on to the next server) still gets that change afterwards.
+def test_no_state_change_on_a_server_after_the_run_moved_on(run_process,
+                                                            shim, tmp_path):
+    # /parallel:1: NEXT is worked on only once STALL is done or given up.
+    # /warn (to disconnected sessions: no message goes out) makes each
+    # server's work after the grace start with a fresh read of it.
+    farm = disc_farm(["STALL", "NEXT"], 3)
+    log = tmp_path / "audit.jsonl"
+    r = run_process(farm, "/state:disc", "/server:STALL,NEXT", "/parallel:1",
+                    "/warn:maintenance", "/grace:0", "/timeout:0.5",
+                    "/log:%s" % log, "/json",
+                    env=shim(write_path=log,
+                             write_match='"intent"|"STALL"', write_nth=1,
+                             write_ms=3000))
+    json.loads(r.out)
+    reads = [i for i, e in enumerate(r.log)
+             if e.func in ("WTSEnumerateSessionsExW", "WTSEnumerateSessionsW")
+             and e.server == "NEXT"]
+    assert len(reads) >= 2, r.log          # the plan's, then after the grace
+    moved_on = reads[1]
+    late = [(e.func, e.session) for e in r.log[moved_on:]
+            if e.server == "STALL" and e.func in farmlib.Double.STATE_CHANGING]
+    assert late == []
+
+
+# --- 4. Hung calls are bounded, and threads are a server's problem --------------------
+
+def hung_farm(healthy, hung, sessions=2):
+    farm = disc_farm(healthy + hung, sessions)
+    for name in hung:
+        farm.latency(name, "WTSEnumerateSessionsExW", 20000)
+    return farm
+
+
+# Defect 4: calls hung on given-up servers are never bounded (one per server).
+def test_calls_left_hanging_on_given_up_servers_are_bounded(run_process):
+    healthy = ["OK%d" % i for i in range(5)]
+    hung = ["HUNG%03d" % i for i in range(300)]
+    r = run_process(hung_farm(healthy, hung), "/state:disc", "/json",
+                    "/timeout:0.3", "/parallel:256",
+                    "/server:" + ",".join(healthy + hung), timeout=120)
+    doc = json.loads(r.out)
+    # The calls still hanging when the process ended.
+    assert r.exit_stats["inflight"] <= HUNG_CALL_CAP
+    # Every healthy server is done.
+    done = results(doc)
+    for name in healthy:
+        assert [done[(name, sid)]["result"] for sid in (10, 11)] == \
+            ["logged-off"] * 2
+    # Every hung server failed: given up, or not attempted because too many
+    # calls hang already.
+    errors = {e["server"]: e for e in doc["server_errors"]}
+    assert set(errors) == set(hung)
+    assert all("no answer within" in e["message"]
+               or "not attempted" in e["message"] for e in errors.values())
+    assert any("not attempted" in e["message"] for e in errors.values())
+    assert doc["exit_code"] == r.code == 2
+
+
+# Defect 4: "can't start new thread" ends the whole run (no JSON, healthy
+# servers never logged off) instead of failing the server that needed it.
+def test_a_server_that_cannot_get_a_thread_fails_alone(run_process, shim):
+    healthy = ["OK%d" % i for i in range(5)]
+    hung = ["HUNG%03d" % i for i in range(300)]
+    r = run_process(hung_farm(healthy, hung), "/state:disc", "/json",
+                    "/timeout:0.3", "/parallel:64",
+                    "/server:" + ",".join(healthy + hung), timeout=120,
+                    env=shim(max_threads=300))
+    assert "internal error" not in r.err
+    doc = json.loads(r.out)
+    done = results(doc)
+    for name in healthy:
+        assert [done[(name, sid)]["result"] for sid in (10, 11)] == \
+            ["logged-off"] * 2
+    errors = {e["server"]: e for e in doc["server_errors"]}
+    assert set(errors) == set(hung)
+    assert all(e["message"] for e in errors.values())
+    assert r.exit_stats["inflight"] <= HUNG_CALL_CAP
+    assert doc["exit_code"] == r.code == 2
+
+
+# --- 5. /timeout is the wait for one answer ------------------------------------------
+
+# Defect 5: a server that answers every call in 200 ms is given up under
+# /timeout:0.5 because all its calls together take longer.
+def test_a_server_that_answers_every_call_is_not_given_up(run_process):
+    farm = disc_farm(["SLOW"], 40)
+    farm.latency("SLOW", "WTSLogoffSession", 200)
+    r = run_process(farm, "/state:disc", "/server:SLOW", "/timeout:0.5",
+                    "/json")
+    doc = json.loads(r.out)
+    assert doc["server_errors"] == []
+    assert sorted(s["result"] for s in doc["sessions"]) == \
+        ["logged-off"] * 40
+    assert sorted(calls(r.log, ok=True)) == [("SLOW", i)
+                                             for i in range(10, 50)]
+    assert doc["exit_code"] == r.code == 0
+
+
+# --- 6, 7. After the grace, the same session means the same logon ---------------------
+
+def warn_farm():
+    farm = Farm(caller=2)
+    rds = farm.server("RDS")
+    rds.session(3, "RDP-Tcp#3", ACTIVE, "alice", "CORP",
+                logon=CLOCK - 3 * HOUR, connect=CLOCK - 3 * HOUR,
+                input=CLOCK - 30 * MINUTE)
+    rds.session(4, "", DISCONNECTED, "bob", "CORP",
+                logon=CLOCK - 9 * HOUR, connect=CLOCK - 9 * HOUR,
+                disconnect=CLOCK - 3 * HOUR, input=CLOCK - 3 * HOUR)
+    return farm
+
+
+# Defect 6: a user who logs off and on again into the same session id during
+# the grace (a new logon time) is logged off without having been warned.
+def test_a_new_logon_in_the_same_session_during_the_grace_is_spared(
+        run_process):
+    farm = warn_farm()
+    farm.mutate("WTSSendMessageW:1", "RDS", 3, logon=CLOCK - MINUTE,
+                connect=CLOCK - MINUTE, input=CLOCK - MINUTE)
+    r = run_process(farm, "/user:alice", "/server:RDS", "/warn:maintenance",
+                    "/grace:0", "/json")
+    doc = json.loads(r.out)
+    alice = results(doc)[("RDS", 3)]
+    assert alice["result"] == "spared", alice
+    assert re.search(r"logon|logged on", alice["message"] or "", re.I), alice
+    assert calls(r.log, "WTSSendMessageW") == [("RDS", 3)]
+    assert calls(r.log) == []
+    assert doc["exit_code"] == r.code == 0
+
+
+# Defect 7: a disconnected session that reconnects and drops again during the
+# grace (a new DisconnectTime) is logged off although it changed.
+def test_a_disconnected_session_that_came_back_during_the_grace_is_spared(
+        run_process):
+    farm = warn_farm()
+    # Alice's warning is the moment: bob reconnects and drops again.
+    farm.mutate("WTSSendMessageW:1", "RDS", 4, disconnect=CLOCK - MINUTE,
+                input=CLOCK - MINUTE, connect=CLOCK - 2 * MINUTE)
+    r = run_process(farm, "/user:alice,bob", "/server:RDS",
+                    "/warn:maintenance", "/grace:0", "/json")
+    doc = json.loads(r.out)
+    got = results(doc)
+    bob = got[("RDS", 4)]
+    assert bob["warned"] is False
+    assert bob["result"] == "spared", bob
+    assert got[("RDS", 3)]["result"] == "logged-off"
+    assert calls(r.log) == [("RDS", 3)]
+    assert doc["exit_code"] == r.code == 0
+
+
+# --- 8, 9. Which names are the same host, and which are this one ----------------------
+
+def alias_farm(*aliases):
+    farm = disc_farm([".", "RDS1"], 2)
+    local = farm.server(".")
+    for alias in aliases:
+        local.flags["alias=%s" % alias] = True   # several alias= words
+    return farm
+
+
+# Defect 8: one host under two names ("." and localhost) is two jobs: /max
+# counts its sessions twice and each is logged off twice.
+def test_one_host_under_two_names_is_one_job(run_process):
+    farm = alias_farm("localhost")
+    r = run_process(farm, "/state:disc", "/server:.,localhost,RDS1",
+                    "/max:4")
+    assert r.code == 0, r.err
+    # Each session once, on the host as the double knows it ("."); RDS1,
+    # which shares nothing with the others, on its own.
+    assert sorted(calls(r.log)) == [(".", 10), (".", 11), ("RDS1", 10),
+                                    ("RDS1", 11)]
+    named = [line for line in r.err.splitlines() if "localhost" in line]
+    assert len(named) == 1, r.err
+    assert re.search(r"(^|[\s'\"(:,=\[])\.($|[\s'\",):;\]])", named[0]), named
+    assert "RDS1" not in r.err
+
+
+# Defect 8: localhost and 127.0.0.1 are one host: each session is listed,
+# warned and logged off once.
+def test_localhost_and_its_address_are_one_job(run_process):
+    farm = alias_farm("localhost", "127.0.0.1")
+    r = run_process(farm, "/state:disc", "/server:localhost,127.0.0.1",
+                    "/json")
+    doc = json.loads(r.out)
+    assert len(doc["sessions"]) == 2, doc["sessions"]
+    assert sorted(s["id"] for s in doc["sessions"]) == [10, 11]
+    assert all(s["result"] == "logged-off" for s in doc["sessions"])
+    assert sorted(calls(r.log)) == [(".", 10), (".", 11)]
+    assert doc["exit_code"] == r.code == 0
+
+
+# Defect 9: a host NAME starting with "127." is taken for this machine, so a
+# session there with the caller's session id is excluded as the caller's own.
+def test_a_127_prefixed_host_name_is_not_this_machine(run_process):
+    farm = Farm(caller=2)
+    far = farm.server("127.rds.example")
+    far.session(2, "", DISCONNECTED, "zed", "CORP", logon=CLOCK - DAY,
+                disconnect=CLOCK - HOUR)
+    r = run_process(farm, "/user:zed", "/server:127.rds.example", "/json")
+    doc = json.loads(r.out)
+    assert [(s["server"], s["id"], s["own"], s["result"])
+            for s in doc["sessions"]] == \
+        [("127.rds.example", 2, False, "logged-off")]
+    assert calls(r.log) == [("127.rds.example", 2)]
+    assert doc["exit_code"] == r.code == 0
+
+
+
+# --- 10. /json: one document, whatever happens ----------------------------------------
+
+def failed_early(doc):
+    assert set(doc) == {"sessions", "server_errors", "error", "exit_code"}
+    assert doc["sessions"] == [] and doc["server_errors"] == []
+    assert isinstance(doc["error"], str) and doc["error"]
+    assert doc["exit_code"] == 1
+
+
+# Defect 10: a /log that cannot be opened prints no JSON document at all.
+def test_json_when_the_log_cannot_be_opened(run_process, tmp_path):
+    r = run_process(disc_farm(["RDS1"], 2), "/state:disc", "/server:RDS1",
+                    "/log:%s" % tmp_path, "/json")
+    failed_early(json.loads(r.out))
+    assert r.code == 1
+    assert calls(r.log) == []
+
+
+# Defect 10: a wtsapi32 that cannot be loaded prints no JSON document.
+def test_json_when_the_library_cannot_be_loaded(run_process, tmp_path):
+    missing = str(tmp_path / "no-such-wtsapi32.dll")
+    r = run_process(disc_farm(["RDS1"], 2), "/state:disc", "/server:RDS1",
+                    "/json", env={"WTSAPI32_DLL": missing})
+    failed_early(json.loads(r.out))
+    assert r.code == 1
+
+
+# Defect 10: the document has no "error": a run that went well says null.
+def test_json_error_is_null_when_nothing_failed_as_a_whole(run_process):
+    r = run_process(disc_farm(["RDS1"], 2), "/state:disc", "/server:RDS1",
+                    "/json")
+    doc = json.loads(r.out)
+    assert doc["error"] is None
+    assert doc["exit_code"] == r.code == 0
+
+
+# Defect 10: an audit log that fails mid-run is not in the document.
+def test_json_error_names_an_audit_failure_mid_run(run_process, shim,
+                                                   tmp_path):
+    log = tmp_path / "audit.jsonl"
+    r = run_process(disc_farm(["RDS1"], 6), "/state:disc", "/server:RDS1",
+                    "/log:%s" % log, "/json",
+                    env=shim(write_path=log, write_nth=3, write_errno=28))
+    doc = json.loads(r.out)
+    assert isinstance(doc["error"], str) and doc["error"], doc
+    assert str(log) in doc["error"] or "log" in doc["error"]
+    assert 0 < len(calls(r.log)) < 6
+    assert doc["exit_code"] == r.code == 2
+
+
+# --- 11. /log is the whole record ------------------------------------------------------
+
+def check_summary(line, run):
+    assert AUDIT_KEYS <= set(line), line
+    assert line["run"] == run
+    assert isinstance(line["counts"], dict)
+    assert "warned" in line["counts"] and "server-errors" in line["counts"]
+
+
+# Defect 11: a run whose only server is down leaves an empty /log: no line
+# for the server's failure, no summary.
+def test_log_records_a_down_server_and_a_summary(run_process, tmp_path):
+    farm = Farm(caller=2)
+    farm.server("DOWN", unreachable=True)
+    log = tmp_path / "audit.jsonl"
+    r = run_process(farm, "/state:disc", "/server:DOWN", "/log:%s" % log)
+    assert r.code == 1
+    lines = read_lines(log)
+    servers = [x for x in lines if x["phase"] == "server"]
+    assert len(servers) == 1, lines
+    down = servers[0]
+    assert AUDIT_KEYS <= set(down), down
+    assert (down["server"], down["error"], down["result"]) == \
+        ("DOWN", 1722, "failed")
+    assert isinstance(down["message"], str) and down["message"]
+    summary = lines[-1]
+    assert summary["phase"] == "summary", lines
+    check_summary(summary, down["run"])
+    assert summary["counts"]["server-errors"] == 1
+    assert summary["exit_code"] == 1
+
+
+# Defect 11: with one server done and one down, the summary counts both.
+def test_log_summary_counts_what_was_done_and_what_failed(run_process,
+                                                          tmp_path):
+    farm = disc_farm(["RDS1"], 3)
+    farm.server("DOWN", unreachable=True)
+    log = tmp_path / "audit.jsonl"
+    r = run_process(farm, "/state:disc", "/server:RDS1,DOWN",
+                    "/log:%s" % log)
+    assert r.code == 2
+    lines = read_lines(log)
+    assert [(x["server"], x["phase"]) for x in lines
+            if x["phase"] == "server"] == [("DOWN", "server")]
+    summary = lines[-1]
+    assert summary["phase"] == "summary", lines
+    check_summary(summary, lines[0]["run"])
+    assert summary["counts"]["logged-off"] == 3
+    assert summary["counts"]["server-errors"] == 1
+    assert summary["counts"]["warned"] == 0
+    assert summary["exit_code"] == 2
