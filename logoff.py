@@ -908,13 +908,14 @@ def _names_this_machine(server):
     name = server.lower()
     if name in (".", "localhost") or _is_loopback(name):
         return True
-    return name in _own_names()
+    return name in [n for n in _own_names() if n]
 
 
 _OWN_NAMES = None
 
 
 def _own_names():
+    """This machine's names, lower case: its host name first."""
     global _OWN_NAMES
     if _OWN_NAMES is None:
         import socket
@@ -922,9 +923,8 @@ def _own_names():
             host = socket.gethostname().lower()
         except OSError:
             host = ""
-        _OWN_NAMES = {n for n in (host, host.split(".")[0],
-                                  os.environ.get("COMPUTERNAME", "").lower())
-                      if n}
+        _OWN_NAMES = [host, host.split(".")[0],
+                      os.environ.get("COMPUTERNAME", "").lower()]
     return _OWN_NAMES
 
 
@@ -2411,29 +2411,36 @@ class Pool:
             self.sink.join()
 
 
+def _addresses(name):
+    """On a worker: the addresses ``name`` resolves to, asked once per
+    family (glibc's parallel A and AAAA queries time out behind some
+    NATs and firewalls); none where it does not resolve."""
+    import socket
+    found = set()
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            found.update(a[4][0] for a in socket.getaddrinfo(name, None,
+                                                             family))
+        except OSError:
+            pass
+    return sorted(found)
+
+
 def resolve_step(run, job):
-    """The addresses a server name stands for (none where it does not
-    resolve in time): the local machine needs no lookup."""
+    """The addresses a server name stands for ("LOCAL" for this machine).
+    Names a replacement library serves (WTSAPI32_DLL) are not hosts and
+    are not looked up."""
     if job.local or _is_loopback(job.server):
         job.names = ["LOCAL"]
-        return
-    import socket
-    try:
-        found = yield Call(socket.getaddrinfo, job.server, None)
-    except OSError:
-        found = []
-    job.names = sorted({a[4][0] for a in found})
+    elif not wtsapi.replaced():
+        job.names = yield Call(_addresses, job.server)
+    else:
+        job.names = []
 
 
-def merge_hosts(run):
+def merge_hosts(run, mine):
     """One host given under several names is one job: names that are this
     machine, or that share an address.  The first name given stays."""
-    import socket
-    try:
-        mine = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(),
-                                                     None)}
-    except OSError:
-        mine = set()
     owner, kept = {}, []
     for job in run.jobs:
         keys = ["LOCAL" if a in mine or _is_loopback(a) else a
@@ -2441,18 +2448,16 @@ def merge_hosts(run):
         first = next((owner[k] for k in keys if k in owner), None)
         if first is None:
             kept.append(job)
-            first = job
-            first.names = [job.server]
+            first, job.names = job, [job.server]
         else:
             first.names.append(job.server)
         for k in keys:
             owner.setdefault(k, first)
     for job in kept:
-        job.local = job.local or "LOCAL" in [
-            k for k, j in owner.items() if j is job]
+        job.local = job.local or owner.get("LOCAL") is job
         if len(job.names) > 1:
-            run.complain(Text("%(names)s name the same host; it is worked "
-                              "on once, as %(name)s.", names=", ".join(
+            run.complain(Text("%(names)s are one host; it is worked on "
+                              "once, under the name %(name)s", names=", ".join(
                                   job.names), name=job.server))
     run.jobs = kept
 
@@ -2462,8 +2467,10 @@ def execute(run):
     ctx, drive = run.ctx, run.driver.phase
     drive([Job(None)], own_step)
     if len(run.jobs) > 1:
-        drive(run.jobs, resolve_step, soft=True)
-        merge_hosts(run)
+        me = Job(None)              # this machine's own addresses
+        me.server, me.local = _own_names()[0], False
+        drive(run.jobs + [me], resolve_step, soft=True)
+        merge_hosts(run, set(me.names) - {"LOCAL"})
     drive(run.jobs, plan_step, "plan")
     if ctx.kind == LIST or ctx.preview:
         for t in run.targets():

@@ -412,6 +412,12 @@ class _Api:
 _api = None
 
 
+def replaced():
+    """True when WTSAPI32_DLL names a replacement library: server names are
+    then that library's own, not hosts on the network."""
+    return bool(os.environ.get("WTSAPI32_DLL"))
+
+
 def _load():
     global _api
     if _api is not None:
