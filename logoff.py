@@ -1,21 +1,17 @@
 """logoff.py: log users off Remote Desktop Session Host sessions.
 
-A drop-in for Windows' ``logoff.exe``, plus selection by user, state and idle
-time, warn-then-logoff, many servers at once, JSON output and an audit log:
+A drop-in for Windows' ``logoff.exe``, plus selection, warn-then-logoff,
+many servers at once, JSON output and an audit trail:
 
     python logoff.py [<SessionName> | <SessionID>] [/server:<ServerName>] [/v]
 
-Standard library only; the Windows calls live in ``wtsapi.py`` beside this
-file.  The module reads top to bottom as the program runs: tables and text,
-language, parse, names, failures, the audit trail, plan, act, the
-coordinator, report, then ``main(argv=None) -> int``.
-
-One thread owns the run: the plan, every result, the audit trail and the
-screen.  The work on a server is a generator (a *step*) that yields what
-takes time (a Windows call, a batch of them, an audit write, a pause) and
-is resumed with the answer; between two yields nothing else runs, so no
-state needs a lock.  Worker threads only make the calls.  The drop-in forms
-run the same steps inline, on the main thread, with no thread at all.
+Standard library only; the Windows calls live in ``wtsapi.py``.  One thread
+owns the run: the plan, every result, the audit trail and the screen.  A
+server's work is a generator (a *step*) that yields what takes time (a
+call, a batch of calls, an audit write, a pause) and is resumed with the
+answer; between two yields nothing else runs, so no state needs a lock.
+Worker threads only call Windows.  The drop-in forms run the same steps
+inline, with no thread at all.
 """
 
 import io
@@ -24,6 +20,7 @@ import stat
 import sys
 import threading
 import time
+from collections import namedtuple
 
 try:
     import wtsapi
@@ -151,9 +148,8 @@ _WARNING = wtsapi.EVENTLOG_WARNING_TYPE
 _ERROR = wtsapi.EVENTLOG_ERROR_TYPE
 
 # Every audit record by (phase, action, result): its /eventlog event ID
-# (1-1000, which EventCreate.exe's message table prints as is), its level,
-# and the sentence before its JSON (English, as /json and /log are).  The
-# README lists them.
+# (1-1000: EventCreate.exe's message table prints it as is), its level, and
+# the sentence before its JSON (English, as /json and /log are).
 RECORDS = {
     ("intent", "logoff", None): (100, _INFORMATION, "Logging off %(who)s."),
     ("outcome", "logoff", DONE): (101, _INFORMATION, "Logged off %(who)s."),
@@ -182,33 +178,17 @@ _fitting = {}                 # msgid -> its translation, where it fits
 
 
 def _(msgid):
-    """The reader's language for a message of ours.  A translation whose
-    placeholders differ from the message's is never used: English is."""
+    """The reader's language for a message of ours; English where the
+    translation's placeholders do not fit the message."""
     if _translations is None or not msgid:
         return msgid
     text = _fitting.get(msgid)
     if text is None:
-        text = _translations.gettext(msgid)
-        if _placeholders(text) != _placeholders(msgid):
-            text = msgid
-        _fitting[msgid] = text
+        import re
+        text, find = _translations.gettext(msgid), re.compile(
+            r"%(?:\([^)]*\))?[-#0 +.\d]*[a-zA-Z%]").findall
+        _fitting[msgid] = text = text if find(text) == find(msgid) else msgid
     return text
-
-
-def _placeholders(text):
-    """The %-placeholders of a message, in order (%% excluded)."""
-    out, i = [], text.find("%")
-    while i >= 0:
-        j = i + 1
-        if text[j:j + 1] == "(":
-            j = text.find(")", j) + 1
-            if j == 0:
-                return None
-        while j < len(text) and text[j] in "#0- +.0123456789":
-            j += 1
-        out.append(text[i:j + 1])
-        i = text.find("%", j + 1)
-    return [p for p in out if p != "%%"]
 
 
 # --- Languages: which one the screen speaks --------------------------------------
@@ -1900,24 +1880,19 @@ def _wait_gone(run, job, issued):
 # --- The coordinator: one thread owns the run -----------------------------------
 
 class Run:
-    """The run's state: the plan (its jobs), each target's result, the
-    trail and the screen, all owned by the coordinating thread."""
+    """The run's state, owned by the coordinating thread: the plan (its
+    jobs), each target's result, the trail and the screen."""
 
     def __init__(self, ctx, screen):
         self.ctx, self.screen = ctx, screen
         self.jobs = [Job(s) for s in (ctx.servers or [None])]
-        self.own = Own()
-        self.trail = Trail(None)
-        self.sinks = None             # Sinks, with /log or /eventlog
-        self.driver = None
+        self.own, self.trail = Own(), Trail(None)
+        self.sinks = self.driver = self.signal = None
         self.error = None             # Failure: the run's own, if any
         self.reason = None            # Text: why nothing more is changed
-        self.shown = False            # the error is on the screen already
-        self.signal = None
-        self.stopping = False
+        self.shown = self.stopping = False
 
-    # The screen (never with /json: stdout is the document then).
-    def say(self, text):
+    def say(self, text):              # never with /json: stdout is the doc
         if self.ctx.verbose:
             self.screen.out(str(text))
 
@@ -1941,14 +1916,12 @@ class Run:
     def targets(self):
         return [t for job in self.jobs for t in job.targets]
 
-    # The trail: records numbered here, written by the driver's sink.
     def note(self, **fields):
         if self.sinks is not None:
             self.driver.note([self.trail.record(**fields)])
 
     def intent(self, t, action):
-        t.pending = action
-        s = t.session
+        s, t.pending = t.session, action
         record = self.trail.record(phase="intent", server=t.server,
                                    session=s.id, user=s.user,
                                    domain=s.domain, action=action)
@@ -1956,15 +1929,14 @@ class Run:
         return record
 
     def outcome(self, t, result, failure=None, message=None):
-        """The outcome of ``t``'s pending action (logoff by default); a
-        target never begun gets none for not-attempted."""
-        action, seq = t.pending or "logoff", t.seq
+        """The outcome of ``t``'s pending action (logoff by default); none
+        for a target never begun and not attempted."""
+        action, seq, s = t.pending or "logoff", t.seq, t.session
         t.pending = t.seq = None
         if seq is None and result == SKIPPED:
             return
         message = failure.message if failure is not None else (
             message or (t.note if action == "logoff" else None))
-        s = t.session
         self.note(seq=seq, phase="outcome", server=t.server, session=s.id,
                   user=s.user, domain=s.domain, action=action, result=result,
                   error=failure.code if failure else None,
@@ -1987,12 +1959,10 @@ class Run:
 
     def failed(self, t, failure):
         if self.settle(t, FAILED, failure):
+            why = failure.screen(self.screen.hints)
             self.complain(Text("could not log off %(who)s: %(why)s",
-                               who=t.who(),
-                               why=failure.screen(self.screen.hints))
-                          if t.action == "logoff" else
-                          Text("%(who)s: %(why)s", who=t.who(),
-                               why=failure.screen(self.screen.hints)))
+                               who=t.who(), why=why) if t.action == "logoff"
+                          else Text("%(who)s: %(why)s", who=t.who(), why=why))
 
     def logged_off(self, t):
         if self.settle(t, DONE):
@@ -2007,10 +1977,10 @@ class Run:
                       error=failure.code, message=failure.en())
 
     def close_out(self, job):
-        """Every target of the job still open gets its result: a logoff
-        that went out has an unknown outcome; anything else was not
-        attempted (a warning whose fate is unknown may not have been
-        read, so its session is not logged off)."""
+        """Every open target of the job gets its result: a logoff that went
+        out has an unknown outcome; anything else was not attempted (a
+        warning whose fate is unknown may not have been read, so its
+        session is not logged off)."""
         why = self.why_stopped(job)
         for t in job.targets:
             if t.result is not None:
@@ -2029,97 +1999,7 @@ class Run:
     def why_stopped(self, job):
         if job.failure is not None and not job.given_up:
             return job.failure.message
-        if self.reason is not None:
-            return self.reason
-        return Text("the server ran out of time")
-
-
-def _advance(run, job, gen, value=None, error=None):
-    """Resume a step with an answer (or raise ``error`` at its yield);
-    its next request, or None once it ended.  A WTSError or a refusal it
-    lets through is its server's failure; anything else is a bug and
-    ends the run."""
-    try:
-        return gen.throw(error) if error is not None else gen.send(value)
-    except (StopIteration, Stopped):
-        return None
-    except (wtsapi.WTSError, Refused) as e:
-        run.server_failed(job, describe(e, job.server))
-        return None
-
-
-def _call_all(calls):
-    """A batch, one call after another, each answer a value or the
-    exception it raised."""
-    out = []
-    for call in calls:
-        try:
-            out.append(call.fn(*call.args))
-        except Exception as e:
-            out.append(e)
-    return out
-
-
-class Inline:
-    """The drop-in forms' driver: the steps' calls made on the main
-    thread, one after another, as logoff.exe makes them: no thread, no
-    /timeout."""
-
-    def __init__(self, run):
-        self.run = run
-
-    def phase(self, jobs, step, label=None, soft=False):
-        run = self.run
-        for job in jobs:
-            if run.stopping:
-                return
-            gen, value, error = step(run, job), None, None
-            while True:
-                req = _advance(run, job, gen, value, error)
-                value = error = None
-                if req is None:
-                    break
-                if isinstance(req, Write):
-                    value = self.write(req.records)
-                elif isinstance(req, Pause):
-                    if not self.wait(req.seconds):
-                        error = Stopped()
-                elif run.stopping:
-                    error = Stopped()
-                elif isinstance(req, list):
-                    value = _call_all(req)
-                else:
-                    value = _call_all([req])[0]
-                    if isinstance(value, Exception):
-                        value, error = None, value
-
-    def write(self, records):
-        if self.run.sinks is None:
-            return len(records)
-        written, error = self.run.sinks.write(records)
-        self.run.audit_failed(error)
-        return written
-
-    note = write
-
-    def flush(self, records):
-        self.write(records)
-
-    def wait(self, seconds):
-        """Sleep, seeing a signal within a tenth of a second."""
-        end = time.monotonic() + seconds
-        while not self.run.stopping:
-            left = end - time.monotonic()
-            if left <= 0:
-                return True
-            time.sleep(min(left, 0.1))
-        return False
-
-    def wake(self):
-        pass
-
-    def close(self):
-        pass
+        return self.reason or Text("the server ran out of time")
 
 
 def _worker(calls, answers):
@@ -2136,26 +2016,21 @@ def _worker(calls, answers):
 
 def _sink_loop(sinks, inbox, answers):
     """The only code on the sink thread: records written in the order the
-    coordinator numbered them; a write it waits for is acknowledged, and
-    the first failure of any is reported."""
+    coordinator numbered them; a write waited for is acknowledged, and the
+    first failure of any is reported."""
     told = False
-    while True:
-        item = inbox.get()
-        if item is None:
-            return
-        ticket, records = item
+    for ticket, records in iter(inbox.get, None):
         written, error = sinks.write(records)
         if ticket is not None or error is not None and not told:
             told = told or error is not None
             answers.put((ticket or _SINK, (written, error)))
 
 
-_SINK = object()            # an answer from the sink about no one's write
-_WAKE = object()            # a signal arrived
+_SINK, _WAKE = object(), object()   # the sink's own news; a signal came
 
 
 class _Ticket:
-    """A call or a write a task waits for."""
+    """A call or a write that a task waits for."""
     __slots__ = ("task", "index", "deadline", "sent", "done")
 
     def __init__(self, task, index, deadline):
@@ -2164,57 +2039,57 @@ class _Ticket:
 
 
 class _Task:
-    """A step in progress on one job, as the coordinator drives it."""
+    """A step in progress on one job."""
     __slots__ = ("job", "gen", "calls", "results", "next", "left", "batch",
                  "flying", "wake", "write", "dead")
 
     def __init__(self, job, gen):
-        self.job, self.gen = job, gen
-        self.calls, self.results, self.batch = [], [], False
-        self.next = self.left = 0
-        self.flying = set()
+        self.job, self.gen, self.flying = job, gen, set()
+        self.calls, self.results, self.batch, self.next, self.left = \
+            [], [], False, 0, 0
         self.wake = self.write = None
         self.dead = False
 
 
-class Pool:
-    """The coordinator's loop over the steps of every job, at most
-    /parallel jobs at once and IN_FLIGHT calls per job, with worker
-    threads that only call Windows and one sink thread that only writes
-    the audit trail.  A job whose call has not answered within /timeout
-    is given up: its step is closed, its open targets closed out, and a
-    late answer is noted, never acted on.  Hung calls keep a thread each
-    (workers are daemons: they never hold up the exit); past MAX_HUNG of
-    them no new server is started."""
+class Driver:
+    """Drives the steps of every job: at most /parallel jobs at once and
+    IN_FLIGHT calls per job.  With ``threads``, daemon workers only call
+    Windows and one sink thread only writes the trail; a job whose call has
+    not answered within /timeout is given up (its step closed, its open
+    targets closed out, a late answer never acted on); hung calls keep a
+    thread each: no new server is contacted once MAX_HUNG of them, counting
+    a call for each server being worked on, could hang.  Without
+    (the drop-in forms), each call is made on this thread in turn, as
+    logoff.exe makes it: no thread, no /timeout."""
 
-    def __init__(self, run):
-        import queue
-        self.run, self._empty = run, queue.Empty
-        self.calls, self.answers = queue.SimpleQueue(), queue.SimpleQueue()
-        self.threads = self.busy = self.hung = 0
-        self.live = {}
-        self.soft = False
-        self.told_wait = False
+    def __init__(self, run, threads):
+        self.run, self.threads = run, threads
+        self.workers = self.busy = self.hung = 0
+        self.live, self.soft, self.told = {}, False, False
         self.sink_in = None
-        if run.sinks is not None:
-            self.sink_in = queue.SimpleQueue()
-            self.sink = threading.Thread(
-                target=_sink_loop, args=(run.sinks, self.sink_in,
-                                         self.answers), daemon=True)
-            self.sink.start()
+        if threads:
+            import queue
+            self._empty = queue.Empty
+            self.calls, self.answers = queue.SimpleQueue(), queue.SimpleQueue()
+            if run.sinks is not None:
+                self.sink_in = queue.SimpleQueue()
+                self.sink = threading.Thread(target=_sink_loop, daemon=True,
+                                             args=(run.sinks, self.sink_in,
+                                                   self.answers))
+                self.sink.start()
 
     def wake(self):
-        self.answers.put((_WAKE, None))     # SimpleQueue.put is reentrant
+        if self.threads:
+            self.answers.put((_WAKE, None))     # SimpleQueue.put is reentrant
 
-    # -- the loop --
     def phase(self, jobs, step, label=None, soft=False):
-        run, ctx = self.run, self.run.ctx
+        run = self.run
         waiting, self.live, self.soft = list(reversed(jobs)), {}, soft
-        stop_at = None
+        parallel, stop_at = run.ctx.parallel if self.threads else 1, None
         while waiting or self.live:
             if run.stopping:
-                waiting = []
-                now = time.monotonic()
+                # Calls in flight may answer for a moment; then given up.
+                waiting, now = [], time.monotonic()
                 if stop_at is None:
                     stop_at = now + INTERRUPT_BOUND
                     for task in list(self.live.values()):
@@ -2224,27 +2099,23 @@ class Pool:
                         t.flying or t.write for t in self.live.values()):
                     for task in list(self.live.values()):
                         self._drop(task, timed_out=False)
-                    break
-            while waiting and len(self.live) < ctx.parallel:
+                    return
+            while waiting and len(self.live) < parallel:
                 job = waiting.pop()
-                if self.hung >= MAX_HUNG:
+                if job.srv is None and self.hung and \
+                        self.hung + len(self.live) >= MAX_HUNG:
                     run.server_failed(job, Failure(None, Text(
                         "not attempted: %(n)d calls to servers that were "
                         "given up are still hung", n=self.hung)))
                     continue
-                task = self.live[job] = _Task(job, step(run, job))
+                self.live[job] = task = _Task(job, step(run, job))
                 self._resume(task)
-            self._pump(self._next_event(stop_at))
+            events = [t for task in self.live.values() for t in
+                      [task.wake, stop_at] + [k.deadline for k in task.flying]
+                      if t is not None]
+            self._pump(min(events, default=time.monotonic() + 0.25))
             self._expire()
             run.screen.progress(label, run)
-
-    def _next_event(self, stop_at):
-        times = [t for task in self.live.values() for t in
-                 [task.wake] + [k.deadline for k in task.flying]
-                 if t is not None]
-        if stop_at is not None:
-            times.append(stop_at)
-        return min(times, default=time.monotonic() + 0.25)
 
     def _expire(self):
         now = time.monotonic()
@@ -2254,31 +2125,28 @@ class Pool:
             elif task.wake is not None and task.wake <= now:
                 task.wake = None
                 self._resume(task)
-        if self.run.ctx.log and not self.told_wait and any(
-                now - k.sent > 1.0 for k in self._writes()):
-            self.told_wait = True
+        if self.run.ctx.log and not self.told and any(
+                t.write is not None and now - t.write.sent > 1.0
+                for t in self.live.values()):
+            self.told = True
             self.run.complain(Text(
                 "waiting for the log file %(file)s (another run may be "
                 "writing to it, or its share is slow)...",
                 file=self.run.ctx.log))
 
-    def _writes(self):
-        return [t.write for t in self.live.values() if t.write is not None]
-
     def _pump(self, until):
-        """Take the answers that arrived, waiting for the first until
-        ``until`` (a quarter second at most: signals are seen between)."""
-        wait = min(until - time.monotonic(), 0.25)
+        """Take the answers that came, waiting for the first until ``until``
+        (a quarter second at most: signals are seen between)."""
+        wait = max(0.0, min(until - time.monotonic(), 0.25))
+        if not self.threads:
+            return time.sleep(min(wait, 0.1))
         try:
-            item = self.answers.get(timeout=max(0.0, wait))
-        except self._empty:
-            return
-        for _ in range(1000):
-            self._answer(*item)
-            try:
+            item = self.answers.get(timeout=wait)
+            for _ in range(1000):
+                self._answer(*item)
                 item = self.answers.get_nowait()
-            except self._empty:
-                return
+        except self._empty:
+            pass
 
     def _answer(self, ticket, value):
         if ticket is _WAKE:
@@ -2292,8 +2160,7 @@ class Pool:
                     self._resume(ticket.task, written)
             return
         self.busy -= 1
-        ticket.done = True
-        task = ticket.task
+        ticket.done, task = True, ticket.task
         if task.dead:                       # a given-up server: noted only
             self.hung -= 1
             return
@@ -2302,32 +2169,39 @@ class Pool:
         task.left -= 1
         self._feed(task)
 
-    # -- a task --
     def _resume(self, task, value=None, error=None):
-        run = self.run
+        """Resume a step with an answer (or raise ``error`` at its yield)
+        and start what it asks for next.  A WTSError or a refusal it lets
+        through is its server's failure; anything else is a bug and ends
+        the run."""
+        run, job = self.run, task.job
         while True:
-            req = _advance(run, task.job, task.gen, value, error)
+            try:
+                req = task.gen.throw(error) if error is not None else \
+                    task.gen.send(value)
+            except (StopIteration, Stopped):
+                req = None
+            except (wtsapi.WTSError, Refused) as e:
+                run.server_failed(job, describe(e, job.server))
+                req = None
             value = error = None
             if req is None:
                 task.dead = True
-                del self.live[task.job]
+                del self.live[job]
                 return
             if isinstance(req, Write):
                 if self.sink_in is None:
-                    value = len(req.records)
+                    value = self._write(req.records)
                     continue
                 task.write = _Ticket(task, None, None)
                 self.sink_in.put((task.write, req.records))
                 return
-            if isinstance(req, Pause):
-                if run.stopping:
-                    error = Stopped()
-                    continue
-                task.wake = time.monotonic() + req.seconds
-                return
             if run.stopping:
                 error = Stopped()
                 continue
+            if isinstance(req, Pause):
+                task.wake = time.monotonic() + req.seconds
+                return
             task.batch = isinstance(req, list)
             task.calls = req if task.batch else [req]
             task.results = [None] * len(task.calls)
@@ -2337,12 +2211,19 @@ class Pool:
             value = []
 
     def _feed(self, task):
-        """Dispatch the task's next calls, IN_FLIGHT at once; resume it
-        once every call of its request has answered."""
+        """Start the task's next calls, IN_FLIGHT at once; resume it once
+        every call of its request has answered."""
         while task.next < len(task.calls) and len(task.flying) < IN_FLIGHT:
             i, task.next = task.next, task.next + 1
             call = task.calls[i]
-            if self.busy >= self.threads:
+            if not self.threads:            # inline: the call, here, now
+                try:
+                    task.results[i] = call.fn(*call.args)
+                except Exception as e:
+                    task.results[i] = e
+                task.left -= 1
+                continue
+            if self.busy >= self.workers:
                 try:
                     threading.Thread(target=_worker, daemon=True, args=(
                         self.calls, self.answers)).start()
@@ -2352,7 +2233,7 @@ class Pool:
                         why=str(e)))
                     task.left -= 1
                     continue
-                self.threads += 1
+                self.workers += 1
             ticket = _Ticket(task, i, time.monotonic() + self.run.ctx.timeout
                              + call.slack)
             task.flying.add(ticket)
@@ -2366,8 +2247,8 @@ class Pool:
 
     def _drop(self, task, timed_out):
         """Give a job up: its step ends where it is, its calls in flight
-        are left to hang (their answers will be noted, never acted on),
-        its handle closes when they return."""
+        are left to hang (their answers never acted on), and its handle
+        closes when they return."""
         run, job = self.run, task.job
         task.dead = True
         self.hung += len(task.flying)
@@ -2384,26 +2265,34 @@ class Pool:
         if job.srv is not None:
             job.srv.close()
 
+    def _write(self, records):
+        if self.run.sinks is None:
+            return len(records)
+        written, error = self.run.sinks.write(records)
+        self.run.audit_failed(error)
+        return written
+
+    def note(self, records):
+        if self.sink_in is None:
+            return self._write(records)
+        self.sink_in.put((None, records))
+
+    def flush(self, records):
+        """Write ``records`` and wait until they are written."""
+        if self.sink_in is None:
+            return self._write(records)
+        ticket = _Ticket(_Task(None, None), None, None)
+        ticket.task.dead = True
+        self.sink_in.put((ticket, records))
+        while not ticket.done:
+            self._pump(time.monotonic() + 0.25)
+
     def wait(self, seconds):
         """The grace period: answers and signals are still taken."""
         end = time.monotonic() + seconds
         while not self.run.stopping and time.monotonic() < end:
             self._pump(end)
         return not self.run.stopping
-
-    def note(self, records):
-        if self.sink_in is not None:
-            self.sink_in.put((None, records))
-
-    def flush(self, records):
-        """Write ``records`` and wait until they are written."""
-        if self.sink_in is None:
-            return
-        ticket = _Ticket(_Task(None, None), None, None)
-        ticket.task.dead = True
-        self.sink_in.put((ticket, records))
-        while not ticket.done:
-            self._pump(time.monotonic() + 0.25)
 
     def close(self):
         if self.sink_in is not None:
@@ -2898,11 +2787,9 @@ def main(argv=None):
             if opts.log or opts.eventlog is not None:
                 _open_sinks(run, opts)
                 run.trail.operator = wtsapi.process_account()
-            if run.ctx.inline:
-                run.driver = Inline(run)
-            else:
+            if not run.ctx.inline:
                 screen.start(len(run.jobs) > 1 and not opts.json)
-                run.driver = Pool(run)
+            run.driver = Driver(run, threads=not run.ctx.inline)
             execute(run)
         except Refused as e:
             run.fail(describe(e), e.text)
@@ -2918,7 +2805,7 @@ def main(argv=None):
             run.fail(Failure(None, Text("the run was interrupted")),
                      Text("the run was interrupted"), show=False)
         if run.driver is None:
-            run.driver = Inline(run)
+            run.driver = Driver(run, threads=False)
         return report(run)
     finally:
         restore()
