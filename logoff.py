@@ -192,103 +192,91 @@ def _(msgid):
 
 
 # --- Languages: which one the screen speaks --------------------------------------
-# Catalogues are locale/<name>/LC_MESSAGES/logoff.mo (compiled from the .po
-# beside it), <name> as gettext spells it: ja, zh_CN.  A new language is a
-# new folder; nothing here changes.
+# Catalogues are locale/<name>/LC_MESSAGES/logoff.mo, <name> as gettext
+# spells it (ja, zh_CN): a new language is a new folder.  Singapore and the
+# Hans script read Simplified Chinese; Traditional Chinese (zh-TW, zh-HK,
+# zh-MO, zh-Hant) is never shown zh_CN, and gets English.
 
 LOCALE_DOMAIN = "logoff"
-# Tags that mean another catalogue: Singapore and the Hans script read
-# Simplified Chinese.  Traditional Chinese (zh-TW, zh-HK, zh-MO, zh-Hant)
-# means none of ours: it is never shown zh_CN, and gets English.
 _LANGUAGE_ALIASES = {"zh_SG": "zh_CN", "zh_Hans": "zh_CN"}
 
 
 def _requested_languages():
-    """The languages asked for, most wanted first.  LOGOFF_LANG on every
-    system; on Windows the display languages (never the POSIX variables,
-    which are not the language there); elsewhere gettext's variables in
-    gettext's order."""
+    """The languages asked for, most wanted first: LOGOFF_LANG; on Windows
+    the display languages (the POSIX variables are not the language
+    there); elsewhere gettext's variables in gettext's order."""
     forced = os.environ.get("LOGOFF_LANG", "").strip()
     if forced:
         return [forced]
     if sys.platform == "win32":
         return wtsapi.ui_languages()
     for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
-        value = os.environ.get(name)
-        if value:
-            return value.split(":")
+        if os.environ.get(name):
+            return os.environ[name].split(":")
     return []
 
 
 def _catalogue_names(tag):
     """Folder names that may hold ``tag``'s catalogue, best first
-    ('ja-JP' -> ja_JP, ja; 'zh_SG.UTF-8' -> zh_SG, zh_CN, zh), or None where
-    the tag asks for English (en, en-US, C, POSIX).  A tag is a language,
-    never a path: anything else gives no name."""
-    tag = tag.split(".")[0].split("@")[0].replace("-", "_")
-    parts = [p for p in tag.split("_") if p]
-    if not parts:
-        return []
-    if parts[0].lower() in ("c", "posix", "en"):
+    ('zh_SG.UTF-8' -> zh_SG, zh_CN, zh); None for English.  A tag is a
+    language, never a path: anything else names nothing."""
+    parts = [p for p in tag.split(".")[0].split("@")[0].replace(
+        "-", "_").split("_") if p]
+    if parts and parts[0].lower() in ("c", "posix", "en"):
         return None
-    lang = parts[0].lower()
+    lang = parts[0].lower() if parts else ""
     if not (2 <= len(lang) <= 3 and lang.isascii() and lang.isalpha()):
         return []
-    regions = [p.upper() for p in parts[1:] if p.isascii() and (
-        len(p) == 2 and p.isalpha() or len(p) == 3 and p.isdigit())]
-    scripts = [p.title() for p in parts[1:]
-               if len(p) == 4 and p.isascii() and p.isalpha()]
+    subs = [p.upper() for p in parts[1:] if p.isascii() and (
+        len(p) == 2 and p.isalpha() or len(p) == 3 and p.isdigit())] + [
+        p.title() for p in parts[1:]
+        if len(p) == 4 and p.isascii() and p.isalpha()]
     names = []
-    for name in ["%s_%s" % (lang, sub) for sub in regions + scripts]:
-        names.append(name)
-        if name in _LANGUAGE_ALIASES:
-            names.append(_LANGUAGE_ALIASES[name])
+    for name in ["%s_%s" % (lang, sub) for sub in subs]:
+        names += [name] + ([_LANGUAGE_ALIASES[name]]
+                           if name in _LANGUAGE_ALIASES else [])
     return names + [lang]
 
 
 def _locale_dirs():
-    """Where catalogues may be, and nowhere else: locale/ beside this file
-    (a copied folder), and share/logoff-py/locale under the data folder of
-    the install scheme whose library folder holds this file (a wheel's
-    data files).  Never a parent folder: under C:\\ any user may create
-    one."""
+    """Where catalogues may be, and nowhere else: locale/ beside this file,
+    and share/logoff-py/locale under the data folder of the install scheme
+    whose library folder holds this file (a wheel's data files).  Never a
+    parent folder: under C:\\ any user may create one."""
     import sysconfig
     here = os.path.dirname(os.path.abspath(__file__))
-    dirs = [os.path.join(here, "locale")]
-    key = os.path.normcase(os.path.realpath(here))
+    dirs, key = [os.path.join(here, "locale")], os.path.normcase(
+        os.path.realpath(here))
     for scheme in sysconfig.get_scheme_names():
         try:
             paths = sysconfig.get_paths(scheme, expand=True)
         except (KeyError, ValueError):
             continue
-        libs = {os.path.normcase(os.path.realpath(paths[k]))
-                for k in ("purelib", "platlib") if k in paths}
-        if key in libs and "data" in paths:
+        if "data" in paths and key in {
+                os.path.normcase(os.path.realpath(paths[k]))
+                for k in ("purelib", "platlib") if k in paths}:
             data = os.path.join(paths["data"], "share", "logoff-py", "locale")
-            if data not in dirs:
-                dirs.append(data)
+            dirs += [data] if data not in dirs else []
     return dirs
 
 
 def _read_catalogue(path):
-    """A catalogue's bytes, or None: only a regular file, at most
-    MAX_CATALOGUE bytes, opened so that a FIFO cannot hang us."""
+    """A catalogue's bytes, or None: a regular file only (opened so that a
+    FIFO cannot hang us), of at most MAX_CATALOGUE bytes."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)
                      | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CATALOGUE:
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_CATALOGUE + 1)
-        return data if len(data) <= MAX_CATALOGUE else None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    with os.fdopen(fd, "rb") as f:
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_CATALOGUE:
+                data = f.read(MAX_CATALOGUE + 1)
+                return data if len(data) <= MAX_CATALOGUE else None
+        except OSError:
+            pass
+    return None
 
 
 def find_catalogue(tags):
@@ -301,27 +289,23 @@ def find_catalogue(tags):
         if names is None:
             return None
         dirs = dirs or _locale_dirs()
-        for name in names:
-            for folder in dirs:
-                data = _read_catalogue(os.path.join(
-                    folder, name, "LC_MESSAGES", LOCALE_DOMAIN + ".mo"))
-                if data is None:
-                    continue
+        for path in [os.path.join(d, n, "LC_MESSAGES", LOCALE_DOMAIN + ".mo")
+                     for n in names for d in dirs]:
+            data = _read_catalogue(path)
+            if data is not None:
                 import gettext
                 try:
                     return gettext.GNUTranslations(io.BytesIO(data))
                 except (OSError, ValueError, LookupError, UnicodeError):
-                    continue
+                    pass
     return None
 
 
 def set_language():
-    """Choose the screen's language for this run (see _requested_languages)
-    and the LANGID that asks FormatMessageW for the same one (the
-    catalogue's X-Windows-LANGID header)."""
+    """The screen's language for this run, and the LANGID that asks
+    FormatMessageW for the same one (the X-Windows-LANGID header)."""
     global _translations, _langid
-    catalogue = find_catalogue(_requested_languages())
-    langid = LANG_ENGLISH
+    catalogue, langid = find_catalogue(_requested_languages()), LANG_ENGLISH
     if catalogue is not None:
         try:
             langid = int(catalogue.info().get("x-windows-langid", ""), 16)
@@ -332,31 +316,27 @@ def set_language():
 
 
 class Text:
-    """A message of ours, kept as its English source and its arguments, so
-    that it is rendered in English for /json and /log and in the reader's
-    language on the screen."""
-
+    """A message of ours, kept as its English source and its arguments:
+    English for /json and /log, the reader's language on the screen."""
     __slots__ = ("msgid", "args")
 
     def __init__(self, msgid, **args):
-        self.msgid = msgid
-        self.args = args
+        self.msgid, self.args = msgid, args
+
+    def _render(self, text, how):
+        args = {k: how(v) if isinstance(v, (Text, SystemText)) else v
+                for k, v in self.args.items()}
+        return text % args if args else text
 
     def en(self):
-        args = {k: v.en() if isinstance(v, (Text, SystemText)) else v
-                for k, v in self.args.items()}
-        return self.msgid % args if args else self.msgid
+        return self._render(self.msgid, lambda v: v.en())
 
     def __str__(self):
-        args = {k: str(v) if isinstance(v, (Text, SystemText)) else v
-                for k, v in self.args.items()}
-        text = _(self.msgid)
-        return text % args if args else text
+        return self._render(_(self.msgid), str)
 
 
 class SystemText:
     """The system's text for a Win32 error code, in either language."""
-
     __slots__ = ("code",)
 
     def __init__(self, code):
@@ -367,12 +347,11 @@ class SystemText:
 
     def __str__(self):
         text = wtsapi.error_text(self.code, _langid)
-        if _translations is None:
-            return text
         # Where the system had no text (off Windows, Wine's 7000 range, a
-        # language pack without it) wtsapi gives its built-in English:
-        # the catalogue has those.  The system's own texts pass through.
-        if text == "Unknown error %d." % self.code:
+        # missing language pack) wtsapi gives its built-in English, which
+        # the catalogue has; the system's own texts pass through.
+        if _translations is not None and \
+                text == "Unknown error %d." % self.code:
             return _("Unknown error %d.") % self.code
         return _(text)
 
@@ -382,25 +361,22 @@ class UsageError(Exception):
 
 
 class Refused(Exception):
-    """A request this tool will not carry out; ``code`` is the Win32 error
+    """A request this tool will not carry out; ``code``: the Win32 error
     code that best describes it, if any."""
 
     def __init__(self, text, code=None):
         super().__init__(text)
-        self.text = text
-        self.code = code
+        self.text, self.code = text, code
 
 
 class AuditError(Exception):
-    """A record could not be written to the audit log or the event log;
-    ``sink`` is the one that failed."""
-
+    """A record the audit log or the event log (``sink``) did not take."""
     sink = None
 
 
 class Stopped(Exception):
-    """Thrown into a step that asks for a change (or any call) once the run
-    is stopping: it ends there, and its open targets are closed out."""
+    """Thrown into a step that asks for a call once the run is stopping:
+    it ends there, and its open targets are closed out."""
 
 
 # --- Parse --------------------------------------------------------------------
@@ -408,20 +384,19 @@ class Stopped(Exception):
 def parse_duration(text, what):
     """'90s', '15m', '2h', '1d' or a bare number of seconds -> seconds."""
     t = text.strip().lower()
-    factor = _UNITS.get(t[-1:], None)
-    number = t[:-1] if factor else t
-    factor = factor or 1
-    value = -1.0
+    factor = _UNITS.get(t[-1:])
+    number, value = t[:-1] if factor else t, -1.0
     if 0 < len(number) <= 20 and number.lstrip("0123456789.") == "":
         try:
             value = float(number)
         except ValueError:
             pass
-    if not 0 <= value * factor <= 10 ** 9:
+    value *= factor or 1
+    if not 0 <= value <= 10 ** 9:
         raise UsageError(Text(
             "%(switch)s: %(value)r is not a duration (such as 90s, 15m, 2h, "
             "1d)", switch=what, value=text))
-    return value * factor
+    return value
 
 
 def _is_number(text):
@@ -449,12 +424,10 @@ def _split_list(text):
 def _decode_server_file(data):
     """Text of a server file: UTF-8 (BOM or not) or UTF-16 (BOM, or the NUL
     pattern of ASCII text written as UTF-16 by PowerShell 5 or Notepad)."""
-    if data.startswith(b"\xff\xfe"):
-        return data[2:].decode("utf-16-le")
-    if data.startswith(b"\xfe\xff"):
-        return data[2:].decode("utf-16-be")
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8")
+    for bom, codec in ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"),
+                       (b"\xef\xbb\xbf", "utf-8")):
+        if data.startswith(bom):
+            return data[len(bom):].decode(codec)
     if len(data) >= 2 and b"\0" in data:
         even, odd = data[0::2], data[1::2]
         if odd.count(0) * 2 >= len(odd) and even.count(0) == 0:
@@ -472,26 +445,22 @@ def _read_server_file(path):
                                   "give server names on standard input with "
                                   "/server:@-", file=path))
         with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+            return _server_names(f.read(MAX_FILE_BYTES + 1), path)
     except OSError as e:
         raise UsageError(Text("/server:@%(file)s: cannot read the file: "
                               "%(why)s", file=path, why=e.strerror or e))
-    return _server_names(data, path)
 
 
 def _read_server_stdin():
-    """/server:@-: server names from standard input, read as bytes, in a
-    server file's format: whatever a PowerShell pipe was given
-    ($OutputEncoding: ASCII in 5.1, UTF-8 in 7, or UTF-16) and a UTF-16
-    file redirected in decode alike.  No stdin at all (pythonw.exe, a
-    closed descriptor) or a closed one is an invalid parameter, never a
-    hang or a traceback."""
+    """/server:@-: server names from standard input, read as bytes in a
+    server file's format (a PowerShell pipe brings ASCII in 5.1, UTF-8 in
+    7, or UTF-16).  No stdin at all (pythonw.exe, a closed descriptor) is
+    an invalid parameter, never a hang or a traceback."""
     stream = getattr(sys.stdin, "buffer", None)
     try:
-        missing = stream is None or stream.closed
+        if stream is None or stream.closed:
+            raise ValueError
     except (AttributeError, ValueError):
-        missing = True
-    if missing:
         raise UsageError(Text("/server:@- reads server names from standard "
                               "input, but there is none"))
     try:
@@ -516,13 +485,11 @@ def _server_names(data, path):
     names = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if _has_control(line):
+        if line and _has_control(line):
             raise UsageError(Text(
                 "/server:@%(file)s: line %(line)d holds a control character",
                 file=path, line=number))
-        names.append(line)
+        names += [line] if line else []
         if len(names) > MAX_SERVERS:
             break
     return names
@@ -535,8 +502,8 @@ def _parse_servers(value):
             if not item[1:]:
                 raise UsageError(Text("/server:@ needs a file name"))
             # "@-" is standard input; a file named - is "@.\-" or "@./-".
-            names.extend(_read_server_stdin() if item == "@-"
-                         else _read_server_file(item[1:]))
+            names += (_read_server_stdin() if item == "@-"
+                      else _read_server_file(item[1:]))
         else:
             names.append(item)
         if len(names) > MAX_SERVERS:
@@ -546,42 +513,25 @@ def _parse_servers(value):
     for name in names:
         name = name.lstrip("\\")          # \\SERVER is how admins write it
         if (not name or len(name) > MAX_NAME or _has_control(name)
-                or any(c in name for c in " \t\\/,:")) and \
-                not _is_ipv6(name):
+                or any(c in name for c in " \t\\/,:")):
             raise UsageError(Text("/server: %(name)r is not a server name",
                                   name=name[:80]))
-        key = fold(name)
-        if key not in seen:
-            seen.add(key)
+        if fold(name) not in seen:
+            seen.add(fold(name))
             out.append(name)
     if not out:
         raise UsageError(Text("/server: needs a server name"))
     return out
 
 
-def _is_ipv6(name):
-    return ":" in name and len(name) <= 45 and all(
-        c in "0123456789abcdefABCDEF:." for c in name)
-
-
 class Options:
     """What the command line asks for."""
-
-    def __init__(self):
-        self.session = None          # int id, str name, or None (own)
-        self.servers = []            # [] = the local server
-        self.verbose = self.query = self.whatif = self.json = False
-        self.help = False
-        self.users = self.states = None
-        self.idle = None
-        self.warn = None
-        self.grace = 300.0
-        self.wait = None             # seconds to wait for logoffs, or None
-        self.max = None
-        self.parallel = 16
-        self.timeout = 60.0
-        self.log = None
-        self.eventlog = None         # /eventlog: the event source's name
+    session = None                    # int id, str name, or None (own)
+    servers = ()                      # () = the local server
+    verbose = query = whatif = json = help = False
+    users = states = idle = warn = wait = max = log = None
+    eventlog = None                   # /eventlog: the event source's name
+    grace, parallel, timeout = 300.0, 16, 60.0
 
     @property
     def selecting(self):
@@ -590,33 +540,29 @@ class Options:
 
 
 def parse_args(argv):
-    opts = Options()
-    seen = set()
-    positional = []
+    opts, seen, positional = Options(), set(), []
     for arg in argv:
-        if arg[:1] in ("/", "-") and len(arg) > 1:
-            name, colon, value = arg[1:].partition(":")
-            name = name.lower()
-            if name not in _SWITCHES:
-                raise UsageError(Text("unknown switch %(switch)s",
-                                      switch=arg.partition(":")[0][:40]))
-            if name in seen:
-                raise UsageError(Text("/%(switch)s is given twice",
-                                      switch=name))
-            seen.add(name)
-            policy = _SWITCHES[name]
-            if policy is None and colon:
-                raise UsageError(Text("/%(switch)s takes no value",
-                                      switch=name))
-            if policy is True and not value.strip():
-                raise UsageError(Text("/%(switch)s needs a value "
-                                      "(/%(switch)s:...)", switch=name))
-            if policy is False and colon and not value.strip():
-                raise UsageError(Text("/%(switch)s: needs a value after the "
-                                      "colon", switch=name))
-            _apply_switch(opts, name, value if colon else None)
-        else:
+        if arg[:1] not in ("/", "-") or len(arg) == 1:
             positional.append(arg)
+            continue
+        name, colon, value = arg[1:].partition(":")
+        name = name.lower()
+        if name not in _SWITCHES:
+            raise UsageError(Text("unknown switch %(switch)s",
+                                  switch=arg.partition(":")[0][:40]))
+        if name in seen:
+            raise UsageError(Text("/%(switch)s is given twice", switch=name))
+        seen.add(name)
+        policy = _SWITCHES[name]
+        if policy is None and colon:
+            raise UsageError(Text("/%(switch)s takes no value", switch=name))
+        if policy is True and not value.strip():
+            raise UsageError(Text("/%(switch)s needs a value "
+                                  "(/%(switch)s:...)", switch=name))
+        if policy is False and colon and not value.strip():
+            raise UsageError(Text("/%(switch)s: needs a value after the "
+                                  "colon", switch=name))
+        _apply_switch(opts, name, value if colon else None)
     if opts.help:
         return opts
     if len(positional) > 1:
@@ -644,8 +590,14 @@ def _parse_session(arg):
 
 
 def _apply_switch(opts, name, value):
-    if name in ("?", "v", "query", "whatif", "json"):
+    if _SWITCHES[name] is None:
         setattr(opts, {"?": "help", "v": "verbose"}.get(name, name), True)
+    elif name in ("idle", "grace", "timeout") or name == "wait" and value:
+        setattr(opts, name, parse_duration(value, "/" + name))
+        if name == "timeout" and opts.timeout <= 0:
+            raise UsageError(Text("/timeout: must be more than 0"))
+    elif name == "wait":
+        opts.wait = DEFAULT_WAIT
     elif name == "server":
         opts.servers = _parse_servers(value)
     elif name == "user":
@@ -657,29 +609,21 @@ def _apply_switch(opts, name, value):
     elif name == "state":
         opts.states = set()
         for word in _split_list(value):
-            state = _STATE_WORDS.get(word.lower())
-            if state is None:
-                if word.lower() == "listen":
-                    raise UsageError(Text("/state: listener sessions are "
-                                          "never selected"))
+            if word.lower() == "listen":
+                raise UsageError(Text("/state: listener sessions are never "
+                                      "selected"))
+            if word.lower() not in _STATE_WORDS:
                 raise UsageError(Text(
                     "/state: unknown state %(word)r (use %(words)s)",
                     word=word[:40], words=", ".join(sorted(_STATE_WORDS))))
-            opts.states.add(state)
+            opts.states.add(_STATE_WORDS[word.lower()])
         if not opts.states:
             raise UsageError(Text("/state: needs a state name"))
-    elif name == "idle":
-        opts.idle = parse_duration(value, "/idle")
     elif name == "warn":
         if len(value) > MAX_TEXT or "\0" in value:
             raise UsageError(Text("/warn: the text is longer than %(n)d "
                                   "characters or holds a NUL", n=MAX_TEXT))
         opts.warn = value
-    elif name == "grace":
-        opts.grace = parse_duration(value, "/grace")
-    elif name == "wait":
-        opts.wait = (DEFAULT_WAIT if value is None
-                     else parse_duration(value, "/wait"))
     elif name == "max":
         opts.max = _small_number(value, 0, 10 ** 9)
         if opts.max is None:
@@ -690,18 +634,13 @@ def _apply_switch(opts, name, value):
         if opts.parallel is None:
             raise UsageError(Text("/parallel: %(value)r is not a number from "
                                   "1 to 256", value=value[:40]))
-    elif name == "timeout":
-        opts.timeout = parse_duration(value, "/timeout")
-        if opts.timeout <= 0:
-            raise UsageError(Text("/timeout: must be more than 0"))
     elif name == "log":
         opts.log = value
-    elif name == "eventlog":
+    else:
         source = DEFAULT_SOURCE if value is None else value.strip()
         # A source is a registry key's name under the log: never
         # hierarchical (no backslash).
-        if (len(source) > MAX_NAME or _has_control(source)
-                or "\\" in source):
+        if len(source) > MAX_NAME or _has_control(source) or "\\" in source:
             raise UsageError(Text("/eventlog: %(value)r is not an event "
                                   "source name", value=source[:80]))
         opts.eventlog = source
@@ -731,44 +670,22 @@ def _check_combination(opts, seen):
                               "combined with /warn, /wait, /whatif or /max"))
 
 
-class Context:
-    """The run as main decided it, frozen: the phases read this, never the
-    command line."""
+# The run as main decided it, once, frozen: the phases read this, never the
+# command line.  ``kind``: LIST, OWN, NAMED or SELECT; ``preview``: /whatif.
+Context = namedtuple("Context", "kind preview session servers warn grace wait "
+                     "max parallel timeout verbose json idle states users "
+                     "listing_all log")
 
-    __slots__ = ("kind", "session", "servers", "warn", "grace", "wait",
-                 "max", "parallel", "timeout", "verbose", "json", "idle",
-                 "states", "users", "listing_all", "log", "preview")
 
-    def __init__(self, opts):
-        if opts.query:
-            kind = LIST
-        elif opts.session is not None:
-            kind = NAMED
-        elif not opts.selecting:
-            kind = OWN
-        else:
-            kind = SELECT
-        values = dict(
-            kind=kind, session=opts.session, servers=list(opts.servers),
-            warn=opts.warn, grace=opts.grace, wait=opts.wait, max=opts.max,
-            parallel=opts.parallel, timeout=opts.timeout,
-            verbose=opts.verbose and not opts.json, json=opts.json,
-            idle=opts.idle, states=opts.states,
-            users=_user_matcher(opts.users) if opts.users else None,
-            listing_all=opts.query and not opts.selecting, log=opts.log)
-        for key, value in values.items():
-            object.__setattr__(self, key, value)
-        # /whatif is a plan with no change: the kind of what it previews
-        # stays (OWN, NAMED or SELECT); `preview` says it changes nothing.
-        object.__setattr__(self, "preview", opts.whatif)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("the run's context is frozen")
-
-    @property
-    def inline(self):
-        """The drop-in forms run on the main thread alone."""
-        return self.kind in (OWN, NAMED)
+def context(opts):
+    kind = (LIST if opts.query else NAMED if opts.session is not None
+            else SELECT if opts.selecting else OWN)
+    return Context(
+        kind, opts.whatif, opts.session, list(opts.servers), opts.warn,
+        opts.grace, opts.wait, opts.max, opts.parallel, opts.timeout,
+        opts.verbose and not opts.json, opts.json, opts.idle, opts.states,
+        _user_matcher(opts.users) if opts.users else None,
+        opts.query and not opts.selecting, opts.log)
 
 
 # --- Names, states and times as Windows compares and shows them ---------------
@@ -1052,10 +969,10 @@ def describe(exc, server=None):
 # --- The audit trail: records, and the sinks that take them ---------------------
 
 class Audit:
-    """The /log file: JSON lines, written ahead.  Before each state change a
-    line says what is about to be done; after it, a line with the outcome,
-    paired by ``run`` and ``seq``.  Several runs may append at once: on POSIX
-    one O_APPEND write of a whole line is atomic; Windows emulates O_APPEND
+    """The /log file: JSON lines, written ahead: before each change a line
+    says what is about to be done, after it a line with the outcome, paired
+    by ``run`` and ``seq``.  Several runs may append at once: on POSIX one
+    O_APPEND write of a whole line is atomic; Windows emulates O_APPEND
     with a seek, so there a byte-range lock serialises the writers, waited
     for in the kernel for as long as it takes."""
 
@@ -1063,26 +980,22 @@ class Audit:
 
     def __init__(self, path):
         import json
-        self._json = json
-        self.path = path
-        self.fd = None
+        self._json, self.path, self.fd = json, path, None
         try:
-            st = os.stat(path)
+            regular = stat.S_ISREG(os.stat(path).st_mode)
         except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISREG(st.st_mode):
-                raise AuditError(Text("%(file)s is not a regular file",
-                                      file=path))
+            regular = True
         # O_NONBLOCK: a FIFO that appears after the check must not hang us.
-        flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT |
-                 getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
         try:
-            fd = os.open(path, flags, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
+                         getattr(os, "O_BINARY", 0) |
+                         getattr(os, "O_NONBLOCK", 0), 0o644) \
+                if regular else None
         except OSError as e:
             raise AuditError(Text("%(why)s", why=e.strerror or str(e)))
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
+        if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
+            if fd is not None:
+                os.close(fd)
             raise AuditError(Text("%(file)s is not a regular file",
                                   file=path))
         self.fd = fd
@@ -1092,22 +1005,20 @@ class Audit:
                     file=self.path, why=why)
 
     def append(self, record):
-        """Append one record as a line.  Raises AuditError."""
-        # A lone surrogate in a name cannot be UTF-8: escape it, as JSON
-        # itself would, rather than lose the line.
+        # A lone surrogate in a name cannot be UTF-8: escaped, as JSON
+        # itself would, rather than the line lost.
         data = (self._json.dumps(record, ensure_ascii=False) + "\n"
                 ).encode("utf-8", "backslashreplace")
         try:
-            if sys.platform == "win32":
-                handle = wtsapi.file_handle(self.fd)
-                wtsapi.lock_byte(handle, self.LOCK_OFFSET, wait=True)
-                try:
-                    os.lseek(self.fd, 0, os.SEEK_END)
-                    self._write_all(data)
-                finally:
-                    wtsapi.unlock_byte(handle, self.LOCK_OFFSET)
-            else:
+            if sys.platform != "win32":
+                return self._write_all(data)
+            handle = wtsapi.file_handle(self.fd)
+            wtsapi.lock_byte(handle, self.LOCK_OFFSET, wait=True)
+            try:
+                os.lseek(self.fd, 0, os.SEEK_END)
                 self._write_all(data)
+            finally:
+                wtsapi.unlock_byte(handle, self.LOCK_OFFSET)
         except OSError as e:
             raise AuditError(Text("%(why)s", why=e.strerror or str(e)))
 
@@ -1118,11 +1029,11 @@ class Audit:
 
     def close(self):
         fd, self.fd = self.fd, None
-        if fd is not None:
-            try:
+        try:
+            if fd is not None:
                 os.close(fd)
-            except OSError:     # a share's deferred error at close: the
-                pass            # run is over, and it must not traceback
+        except OSError:     # a share's deferred error: the run is over
+            pass
 
 
 def _event_failure(e):
@@ -1139,43 +1050,38 @@ def _event_sentence(record):
     if record["phase"] == "summary":
         counts = ", ".join("%d %s" % (n, k) for k, n in
                            sorted(record["counts"].items()) if n)
-        args = dict(run=record["run"], code=record["exit_code"],
-                    counts=counts or Text("nothing done"),
-                    why=record["message"])
         text = Text("Run %(run)s ended with exit code %(code)d "
                     "(%(counts)s): %(why)s" if record["message"] else
                     "Run %(run)s ended with exit code %(code)d "
-                    "(%(counts)s).", **args).en()
+                    "(%(counts)s).", run=record["run"],
+                    code=record["exit_code"], why=record["message"],
+                    counts=counts or Text("nothing done")).en()
     else:
         account = record["user"] or ""
         if account and record["domain"]:
             account = "%s\\%s" % (record["domain"], account)
         server = server_label(record["server"])
-        who = (Text("session %(id)s (%(account)s) on %(server)s",
-                    id=record["session"], account=account, server=server)
-               if account else
-               Text("session %(id)s on %(server)s", id=record["session"],
-                    server=server))
-        key = (record["phase"], record["action"], record["result"])
-        text = Text(RECORDS[key][2], who=who, server=server,
+        who = Text("session %(id)s (%(account)s) on %(server)s",
+                   id=record["session"], account=account, server=server) \
+            if account else Text("session %(id)s on %(server)s",
+                                 id=record["session"], server=server)
+        text = Text(RECORDS[(record["phase"], record["action"],
+                             record["result"])][2], who=who, server=server,
                     why=record["message"] or record["result"]).en()
     # One line, so that the JSON is always what follows the first CR LF.
     return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
 
 
 class EventLog:
-    """The /eventlog sink: each record of the trail as one event in the
-    Application log of this machine (``wtsapi.EventSource``): a fixed
-    event ID per action and outcome (RECORDS), its level to match, the
-    operator's SID from the process token in lpUserSid (none off Windows),
-    and one insertion string: a sentence, CR LF, then the record as the
-    /log line's JSON object in ASCII.  Registering the source when made
-    raises OSError if it cannot be done."""
+    """The /eventlog sink: each record as one event in this machine's
+    Application log: a fixed ID per action and outcome (RECORDS), its
+    level to match, the operator's SID from the process token (none off
+    Windows), and one string: a sentence, CR LF, the record as ASCII JSON.
+    Registering the source raises OSError if it cannot be done."""
 
     def __init__(self, source):
         import json
-        self._json = json
-        self.source = source
+        self._json, self.source = json, source
         self.sid = wtsapi.process_sid()
         self.src = wtsapi.EventSource(source)
 
@@ -1184,7 +1090,6 @@ class EventLog:
                     "%(why)s", source=self.source, why=why)
 
     def append(self, record):
-        """Report one record as an event.  Raises AuditError."""
         if record["phase"] == "summary":
             event_id = EVENT_SUMMARY
             level = _SUMMARY_LEVELS.get(record["exit_code"], _ERROR)
@@ -1206,35 +1111,31 @@ class EventLog:
 
 
 class Sinks:
-    """The audit sinks of a run (the /log file, then the /eventlog source),
-    written by one thread at a time: the sink thread, or the main thread in
-    a drop-in run.  A record goes to every sink under one ``seq``.  After
-    the first failure no intent is written any more (the run is stopping);
-    outcomes are still offered to every sink.  An intent that one sink
-    refused gets its ``not-attempted`` outcome at once in the sinks that
-    took it: no intent is left looking as if its change were in flight."""
+    """The run's sinks (the /log file, then the /eventlog source), written
+    by one thread: the sink thread, or the main thread in a drop-in run.
+    A record goes to every sink under one ``seq``.  After the first failure
+    no intent is written any more (the run is stopping); outcomes are still
+    offered to every sink.  An intent one sink refused gets its
+    not-attempted outcome at once in the sinks that took it: no intent is
+    left looking as if its change were in flight."""
 
     def __init__(self, sinks):
-        self.sinks = sinks
-        self.failed = None
+        self.sinks, self.failed = sinks, None
 
     def write(self, records):
-        """Write ``records`` in order; returns how many intents at the head
-        were written, and the first failure (an AuditError) or None."""
-        written = 0
-        for record in records:
+        """Write in order; returns how many records at the head were
+        written (all, unless a sink failed) and the first failure."""
+        for n, record in enumerate(records):
             intent = record["phase"] == "intent"
             if intent and self.failed is not None:
-                return written, self.failed
+                return n, self.failed
             taken = []
             for sink in self.sinks:
                 try:
                     sink.append(record)
                     taken.append(sink)
                 except AuditError as e:
-                    e.sink = sink
-                    if self.failed is None:
-                        self.failed = e
+                    e.sink, self.failed = sink, self.failed or e
                     if intent:
                         break
             if intent and self.failed is not None:
@@ -1246,9 +1147,8 @@ class Sinks:
                         sink.append(closing)
                     except AuditError:
                         pass        # that sink's own failure is reported
-                return written, self.failed
-            written += intent
-        return written, self.failed
+                return n, self.failed
+        return len(records), self.failed
 
     def close(self):
         for sink in self.sinks:
@@ -1257,31 +1157,27 @@ class Sinks:
 
 def _stopped_by(error):
     """Why nothing more is changed, naming the sink that failed."""
-    if isinstance(error.sink, EventLog):
-        return Text("the event log cannot be written")
-    return Text("the audit log cannot be written")
+    return Text("the event log cannot be written" if isinstance(
+        error.sink, EventLog) else "the audit log cannot be written")
 
 
 class Trail:
-    """The run's audit records: each numbered once (``seq``) by the owner
-    of the run, in the order they are sent to the sinks."""
+    """The run's audit records, each numbered once (``seq``) by the owner
+    of the run, in the order they go to the sinks."""
 
     def __init__(self, operator):
-        self.run_id = os.urandom(6).hex()
-        self.operator = operator
-        self.seq = 0
+        self.run_id, self.operator, self.seq = os.urandom(6).hex(), operator, 0
 
     def record(self, seq=None, **fields):
         if seq is None:
             self.seq += 1
             seq = self.seq
         now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        record = dict(time="%s.%03dZ" % (stamp, int(now % 1 * 1000)),
-                      run=self.run_id, seq=seq, phase=None,
-                      operator=self.operator, server=None, session=None,
-                      user=None, domain=None, action=None, result=None,
-                      error=None, message=None, warned=None)
+        record = dict(time="%s.%03dZ" % (time.strftime(
+            "%Y-%m-%dT%H:%M:%S", time.gmtime(now)), int(now % 1 * 1000)),
+            run=self.run_id, seq=seq, phase=None, operator=self.operator,
+            server=None, session=None, user=None, domain=None, action=None,
+            result=None, error=None, message=None, warned=None)
         record.update(fields)
         return record
 
@@ -2414,21 +2310,18 @@ def _check_max(run):
 class Console:
     """stdout or stderr, written by one thread.  What its encoding cannot
     hold becomes '?', alike on both.  A failed write (a closed pipe, a full
-    disk, no stream at all under pythonw.exe) drops the stream for the rest
-    of the run: output is never a reason to stop logging off or
-    auditing."""
+    disk, no stream under pythonw.exe) drops the stream for the rest of
+    the run: output is never a reason to stop logging off or auditing."""
 
     def __init__(self, name):
-        self.name = name
-        self.dead = False
+        self.name, self.dead = name, False
 
     def stream(self):
         return None if self.dead else getattr(sys, self.name, None)
 
     def isatty(self):
-        s = self.stream()
         try:
-            return bool(s is not None and s.isatty())
+            return bool(self.stream() is not None and self.stream().isatty())
         except (OSError, ValueError, AttributeError):
             return False
 
@@ -2445,7 +2338,7 @@ class Console:
         except (OSError, ValueError, AttributeError, UnicodeError,
                 LookupError):
             self.dead = True
-            # Python flushes sys.stdout once more at exit; point a broken
+            # Python flushes sys.stdout once more at exit: point a broken
             # descriptor at the null device so that flush cannot fail.
             try:
                 null = os.open(os.devnull, os.O_WRONLY)
@@ -2458,16 +2351,13 @@ class Console:
 class Screen:
     """stdout and stderr.  In a run with workers one printer thread writes
     them from a queue, so a paused console or pipe never holds up the
-    coordinator; the progress line is one updating line on a console's
-    stderr while several servers are worked on."""
+    coordinator.  While several servers are worked on, a console's stderr
+    shows one updating progress line."""
 
     def __init__(self):
         self.consoles = {"out": Console("stdout"), "err": Console("stderr")}
-        self.queue = None
-        self.hints = set()            # hints shown: each once a run
-        self.progress_on = False
-        self.shown = ""
-        self.next_progress = 0.0
+        self.queue, self.hints = None, set()     # hints: each shown once
+        self.progress_on, self.shown, self.next_progress = False, "", 0.0
 
     def start(self, progress):
         import queue
@@ -2490,31 +2380,23 @@ class Screen:
         self._clear()
         self._put("err", line + "\n")
 
-    def write(self, text):
-        self._put("out", text)
-
     def progress(self, label, run):
         now = time.monotonic()
         if not self.progress_on or label is None or now < self.next_progress:
             return
-        self.next_progress = now + 0.25
-        jobs = run.jobs
+        self.next_progress, jobs, targets = now + 0.25, run.jobs, run.targets()
         done = sum(1 for j in jobs if j.failure is not None or j.given_up or
                    j.targets and all(t.result is not None for t in j.targets))
-        if label == "plan":
-            text = str(Text("reading servers %(done)d/%(all)d",
-                            done=done, all=len(jobs)))
-        else:
-            targets = run.targets()
-            text = str(Text(
-                "servers %(done)d/%(all)d, %(off)d logged off, %(failed)d "
-                "failed", done=done, all=len(jobs),
-                off=sum(1 for t in targets if t.result == DONE),
-                failed=sum(1 for t in targets if t.result in _FAILED_RESULTS)
-                + sum(1 for j in jobs if j.failure is not None)))
+        text = str(Text("reading servers %(done)d/%(all)d", done=done,
+                        all=len(jobs)) if label == "plan" else Text(
+            "servers %(done)d/%(all)d, %(off)d logged off, %(failed)d "
+            "failed", done=done, all=len(jobs),
+            off=sum(1 for t in targets if t.result == DONE),
+            failed=sum(1 for t in targets if t.result in _FAILED_RESULTS)
+            + sum(1 for j in jobs if j.failure is not None)))
         if text != self.shown:
-            pad = " " * max(0, len(self.shown) - len(text))
-            self._put("err", "\r%s%s" % (text, pad))
+            self._put("err", "\r%s%s" % (text, " " * max(
+                0, len(self.shown) - len(text))))
             self.shown = text
 
     def _clear(self):
@@ -2525,22 +2407,18 @@ class Screen:
     def _print(self):
         """The printer thread: what is queued, in order; of several
         progress lines waiting, only the last."""
-        while True:
-            items = [self.queue.get()]
-            while True:
-                try:
-                    items.append(self.queue.get_nowait())
-                except Exception:
-                    break
+        for item in iter(self.queue.get, None):
+            items = [item]
+            while items[-1] is not None and not self.queue.empty():
+                items.append(self.queue.get())
             for i, item in enumerate(items):
                 if item is None:
                     return
-                where, text = item
-                if text.startswith("\r") and not text.endswith("\r") and \
-                        any(t[1].startswith("\r") for t in items[i + 1:]
-                            if t is not None):
-                    continue
-                self.consoles[where].write(text)
+                if not (item[1].startswith("\r") and
+                        not item[1].endswith("\r") and any(
+                            t is not None and t[1].startswith("\r")
+                            for t in items[i + 1:])):
+                    self.consoles[item[0]].write(item[1])
 
     def close(self):
         """The rest of the output is written out."""
@@ -2552,8 +2430,7 @@ class Screen:
 
 
 def tally(run):
-    """Each result's count, the warned sessions and the failed servers:
-    the summary's counts and the exit code's ground."""
+    """Each result's count, the warned sessions and the failed servers."""
     counts = {"warned": 0, "server-errors": 0}
     for t in run.targets():
         counts[t.result] = counts.get(t.result, 0) + 1
@@ -2563,57 +2440,41 @@ def tally(run):
 
 
 def exit_code(run, counts):
-    """0 all done (or nothing to do); 1 nothing done; 2 partly done.  The
-    one place it is decided: the screen, /json, /log and /eventlog all
-    report this."""
+    """0 all done (or nothing to do); 1 nothing done; 2 partly done: the
+    one place it is decided, for the screen, /json, /log and /eventlog."""
     done = sum(counts.get(k, 0) for k in _DONE_RESULTS)
     failed = (sum(counts.get(k, 0) for k in _FAILED_RESULTS)
               + counts["server-errors"] + (run.error is not None))
-    if not failed:
-        return 0
-    return 2 if done else 1
-
-
-def _json_document(doc):
-    """One session or server error a line: readable, and written by the C
-    encoder (``indent`` would use the pure-Python one, ten times slower
-    at 10,000 sessions).  ASCII: lossless on any stdout encoding (cp1252,
-    cp932, a WinRM pipe)."""
-    import json
-
-    def items(rows):
-        if not rows:
-            return "[]"
-        return "[\n    %s\n  ]" % ",\n    ".join(
-            json.dumps(r, ensure_ascii=True) for r in rows)
-    return ('{\n  "sessions": %s,\n  "server_errors": %s,\n  "error": %s,\n'
-            '  "exit_code": %d\n}' % (
-                items(doc["sessions"]), items(doc["server_errors"]),
-                json.dumps(doc["error"], ensure_ascii=True),
-                doc["exit_code"]))
+    return 0 if not failed else 2 if done else 1
 
 
 def report(run):
     """The summary record, then server errors (stderr), listings and
     what-ifs (stdout), or the JSON document; returns the exit code."""
-    ctx = run.ctx
-    counts = tally(run)
-    code = exit_code(run, counts)
+    ctx, counts = run.ctx, tally(run)
     if run.sinks is not None:
         run.driver.flush([run.trail.record(
-            phase="summary", counts=counts, exit_code=code,
+            phase="summary", counts=counts, exit_code=exit_code(run, counts),
             message=run.error.en() if run.error else None)])
-        code = exit_code(run, counts)         # the summary may have failed
+    code = exit_code(run, counts)     # a failed summary counts too
     failed_jobs = [j for j in run.jobs if j.failure is not None]
     if ctx.json:
-        run.screen.out(_json_document({
-            "sessions": [t.record() for t in run.targets()],
-            "server_errors": [
-                {"server": j.server, "function": j.failure.function,
-                 "error": j.failure.code, "message": j.failure.en()}
-                for j in failed_jobs],
-            "error": run.error.en() if run.error else None,
-            "exit_code": code}))
+        import json
+
+        def rows(items):          # one a line, by the C encoder; ASCII is
+            return "[\n    %s\n  ]" % ",\n    ".join(   # lossless anywhere
+                json.dumps(r, ensure_ascii=True) for r in items) \
+                if items else "[]"
+        run.screen.out('{\n  "sessions": %s,\n  "server_errors": %s,\n  '
+                       '"error": %s,\n  "exit_code": %d\n}' % (
+                           rows([t.record() for t in run.targets()]),
+                           rows([{"server": j.server,
+                                  "function": j.failure.function,
+                                  "error": j.failure.code,
+                                  "message": j.failure.en()}
+                                 for j in failed_jobs]),
+                           json.dumps(run.error.en() if run.error else None),
+                           code))
         return code
     if run.error is not None and not run.shown:
         run.complain(run.error.screen(run.screen.hints))
@@ -2627,35 +2488,31 @@ def report(run):
     if ctx.kind == LIST:
         _print_table(run)
     elif ctx.preview:
-        _print_whatif(run)
+        for t in run.targets():
+            run.screen.out(str(_what_if(ctx, t)))
     if not run.targets() and not failed_jobs and ctx.kind in (SELECT, LIST):
         run.say(Text("No session matches the selection."))
     return code
 
 
-def _print_whatif(run):
-    ctx = run.ctx
-    for t in run.targets():
-        if ctx.kind == OWN:
-            text = Text("What if: log off session %(id)d, the current "
-                        "session.", id=t.session.id)
-        elif ctx.warn is not None and t.session.state == State.WTSActive:
-            text = Text("What if: warn %(who)s, wait %(grace)s, then log it "
-                        "off if it still matches.", who=t.who(),
-                        grace=seconds_label(ctx.grace))
-        elif ctx.warn is not None:
-            text = Text("What if: wait %(grace)s, then log off %(who)s if it "
-                        "is still %(state)s (a warning cannot reach it).",
-                        who=t.who(), grace=seconds_label(ctx.grace),
-                        state=state_word(t.session.state))
-        else:
-            text = Text("What if: log off %(who)s.", who=t.who())
-        run.screen.out(str(text))
+def _what_if(ctx, t):
+    if ctx.kind == OWN:
+        return Text("What if: log off session %(id)d, the current session.",
+                    id=t.session.id)
+    if ctx.warn is None:
+        return Text("What if: log off %(who)s.", who=t.who())
+    if t.session.state == State.WTSActive:
+        return Text("What if: warn %(who)s, wait %(grace)s, then log it off "
+                    "if it still matches.", who=t.who(),
+                    grace=seconds_label(ctx.grace))
+    return Text("What if: wait %(grace)s, then log off %(who)s if it is "
+                "still %(state)s (a warning cannot reach it).", who=t.who(),
+                grace=seconds_label(ctx.grace),
+                state=state_word(t.session.state))
 
 
 def _width(text):
-    """Columns a string takes in a terminal: East Asian wide characters
-    take two."""
+    """Columns a string takes in a terminal: East Asian wide ones two."""
     if text.isascii():
         return len(text)
     from unicodedata import east_asian_width
@@ -2664,36 +2521,32 @@ def _width(text):
 
 def _print_table(run):
     """The listing, as quser shows it in the reader's language; each row
-    formatted once."""
+    formatted once, measured on what is printed (what the encoding cannot
+    hold becomes '?')."""
     rows = [("", _("SERVER"), _("ID"), _("SESSIONNAME"), _("USERNAME"),
              _("STATE"), _("IDLE TIME"), _("LOGON TIME"))]
     local, states, minutes = _("(local)"), {}, {}
     for t in run.targets():
         s = t.session
-        state = states.get(s.state)
-        if state is None:
-            state = states[s.state] = str(state_text(s.state))
+        if s.state not in states:
+            states[s.state] = str(state_text(s.state))
         rows.append((">" if t.own else "", t.server or local, str(s.id),
-                     s.name, s.account, state, format_idle(t.idle),
+                     s.name, s.account, states[s.state], format_idle(t.idle),
                      _local_minute(t.times, minutes) if t.times else ""))
-    stream = run.screen.consoles["out"].stream()
-    enc = getattr(stream, "encoding", None) or "utf-8"
-    cells, sizes = [], []
-    for r in rows:
+    enc = getattr(run.screen.consoles["out"].stream(), "encoding",
+                  None) or "utf-8"
+    sizes = []
+    for i, r in enumerate(rows):
         if "".join(r).isascii():            # the common row: C speed
-            cells.append(r)
             sizes.append(tuple(map(len, r)))
         else:
-            # Measured on what is printed: what the encoding cannot hold
-            # becomes '?'.
-            r = tuple(c.encode(enc, "replace").decode(enc, "replace")
-                      for c in r)
-            cells.append(r)
+            rows[i] = r = tuple(c.encode(enc, "replace").decode(
+                enc, "replace") for c in r)
             sizes.append(tuple(map(_width, r)))
     widths = [max(col) for col in zip(*sizes)]
-    run.screen.write("".join(
+    run.screen._put("out", "".join(
         " ".join(c + " " * (w - n) for c, n, w in zip(r, ns, widths))
-        .rstrip() + "\n" for r, ns in zip(cells, sizes)))
+        .rstrip() + "\n" for r, ns in zip(rows, sizes)))
 
 
 # --- The command -------------------------------------------------------------------
@@ -2701,21 +2554,20 @@ def _print_table(run):
 def _prog():
     """The command as it was run, for the help: never LOGOFF, which starts
     Windows' own logoff.exe."""
-    main_module = sys.modules.get("__main__")
-    spec = getattr(main_module, "__spec__", None)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     python = "py" if sys.platform == "win32" else "python3"
     if spec is not None and spec.name in ("logoff", "logoff.__main__"):
         return "%s -m logoff" % python
-    base = os.path.basename(sys.argv[0] if sys.argv else "")
-    if base.lower().startswith("pylogoff"):
+    if os.path.basename(sys.argv[0] if sys.argv else "").lower().startswith(
+            "pylogoff"):
         return "pylogoff"
     return "%s logoff.py" % python
 
 
 def _on_signal(run):
-    """Ctrl+C, SIGTERM, Ctrl+Break and a closed console window (which the C
-    runtime reports as SIGBREAK) only post a stop: no new change starts,
-    and the report is still made."""
+    """Ctrl+C, SIGTERM, Ctrl+Break and a closed console window (SIGBREAK to
+    the C runtime) only post a stop: no new change starts, and the report
+    is still made."""
     import signal
 
     def handler(signum, frame):
@@ -2723,54 +2575,44 @@ def _on_signal(run):
         if run.driver is not None:
             run.driver.wake()
     saved = []
-    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
-        num = getattr(signal, name, None)
-        if num is None:
-            continue
+    for num in [getattr(signal, n, None)
+                for n in ("SIGINT", "SIGTERM", "SIGBREAK")]:
         try:
-            saved.append((num, signal.signal(num, handler)))
+            if num is not None:
+                saved.append((num, signal.signal(num, handler)))
         except (ValueError, OSError):   # not the main thread
             pass
-
-    def restore():
-        for num, old in saved:
-            try:
-                signal.signal(num, old)
-            except (ValueError, OSError, TypeError):
-                pass
-    return restore
+    return lambda: [signal.signal(*s) for s in saved]
 
 
 def _open_sinks(run, opts):
     """The /log file and the /eventlog source; a failure is the run's."""
-    sinks = []
-    run.sinks = Sinks(sinks)
+    run.sinks = Sinks([])
     if opts.log:
         try:
-            sinks.append(Audit(opts.log))
+            run.sinks.sinks.append(Audit(opts.log))
         except AuditError as e:
             raise Refused(Text("cannot open the log file %(file)s: %(why)s",
                                file=opts.log, why=e.args[0]))
     if opts.eventlog is not None:
         try:
-            sinks.append(EventLog(opts.eventlog))
+            run.sinks.sinks.append(EventLog(opts.eventlog))
         except (OSError, ValueError) as e:
             raise Refused(Text("cannot register the event source "
                                "%(source)s: %(why)s", source=opts.eventlog,
                                why=_event_failure(e)))
+    run.trail.operator = wtsapi.process_account()
 
 
 def main(argv=None):
     """Run the command; return the exit code (0, 1 or 2)."""
-    if argv is None:
-        argv = sys.argv[1:]
     set_language()
     screen = Screen()
     try:
-        opts = parse_args(argv)
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as e:
         screen.err(str(Text("Invalid parameter(s): %(why)s", why=e.args[0])))
-        screen.consoles["err"].write(_(USAGE_BASIC) % {"prog": _prog()})
+        screen._put("err", _(USAGE_BASIC) % {"prog": _prog()})
         screen.err(str(Text("Type %(prog)s /? for every switch.",
                             prog=_prog())))
         return 1
@@ -2778,25 +2620,25 @@ def main(argv=None):
         screen.err(_("logoff: interrupted."))
         return 1
     if opts.help:
-        screen.write(_(USAGE_BASIC) % {"prog": _prog()} + _(USAGE_MORE))
+        screen._put("out", _(USAGE_BASIC) % {"prog": _prog()} +
+                    _(USAGE_MORE))
         return 0
-    run = Run(Context(opts), screen)
+    run = Run(context(opts), screen)
+    threads = run.ctx.kind not in (OWN, NAMED)     # the drop-in forms: none
     restore = _on_signal(run)
     try:
         try:
             if opts.log or opts.eventlog is not None:
                 _open_sinks(run, opts)
-                run.trail.operator = wtsapi.process_account()
-            if not run.ctx.inline:
+            if threads:
                 screen.start(len(run.jobs) > 1 and not opts.json)
-            run.driver = Driver(run, threads=not run.ctx.inline)
+            run.driver = Driver(run, threads)
             execute(run)
         except Refused as e:
             run.fail(describe(e), e.text)
-        except OSError as e:
-            # The library could not be loaded, or a local call failed.
+        except OSError as e:        # no library, or a local call failed
             run.fail(describe(e), Text("the run failed"))
-        except Exception as e:        # a bug of ours: one line, no traceback
+        except Exception as e:      # a bug of ours: one line, no traceback
             if os.environ.get("LOGOFF_DEBUG"):
                 import traceback
                 traceback.print_exc()
@@ -2804,8 +2646,7 @@ def main(argv=None):
         if run.signal is not None and run.error is None:
             run.fail(Failure(None, Text("the run was interrupted")),
                      Text("the run was interrupted"), show=False)
-        if run.driver is None:
-            run.driver = Driver(run, threads=False)
+        run.driver = run.driver or Driver(run, threads=False)
         return report(run)
     finally:
         restore()
