@@ -1370,6 +1370,8 @@ def selects(ctx, session):
 def _same_account(times, session):
     """The time record names the enumerated session's user (WTSINFOW holds
     at most 20 characters of it and 16 of the domain)."""
+    if times.user == session.user and times.domain == session.domain:
+        return True
     for got, want, width in ((times.user, session.user, 20),
                              (times.domain, session.domain, 16)):
         got, want = fold(got), fold(want)
@@ -1922,7 +1924,8 @@ def _sink_loop(sinks, inbox, answers):
             answers.put((ticket or _SINK, (written, error)))
 
 
-_SINK, _WAKE = object(), object()   # the sink's own news; a signal came
+# The sink's own news; a signal came; a handle was closed.
+_SINK, _WAKE, _CLOSED = object(), object(), object()
 
 
 class _Ticket:
@@ -2006,6 +2009,8 @@ class Driver:
                     continue
                 self.live[job] = task = _Task(job, step(run, job))
                 self._resume(task)
+            if not self.live:
+                continue
             events = [t for task in self.live.values() for t in
                       [task.wake, stop_at] + [k.deadline for k in task.flying]
                       if t is not None]
@@ -2045,7 +2050,8 @@ class Driver:
             pass
 
     def _answer(self, ticket, value):
-        if ticket is _WAKE:
+        if ticket is _WAKE or ticket is _CLOSED:
+            self.busy -= ticket is _CLOSED
             return
         if ticket is _SINK or ticket.index is None:
             written, error = value
@@ -2190,6 +2196,28 @@ class Driver:
             self._pump(end)
         return not self.run.stopping
 
+    def release(self, servers):
+        """Close the handles on workers, at once (on a remote server a
+        close may be a round trip), waiting a moment for them."""
+        for srv in servers:
+            if not self.threads:
+                srv.close()
+                continue
+            if self.busy >= self.workers:
+                try:
+                    threading.Thread(target=_worker, daemon=True, args=(
+                        self.calls, self.answers)).start()
+                except RuntimeError:
+                    srv.close()
+                    continue
+                self.workers += 1
+            self.busy += 1
+            self.calls.put((_CLOSED, srv.close, ()))
+        end = time.monotonic() + INTERRUPT_BOUND
+        while self.threads and self.busy > self.hung and \
+                time.monotonic() < end:
+            self._pump(end)
+
     def close(self):
         if self.sink_in is not None:
             self.sink_in.put(None)
@@ -2267,8 +2295,8 @@ def execute(run):
         drive(_live(run), act_step, "act")
     for job in run.jobs:
         run.close_out(job)
-        if job.srv is not None:
-            job.srv.close()
+    run.driver.release([j.srv for j in run.jobs
+                        if j.srv is not None and not j.given_up])
 
 
 def _live(run):
