@@ -1186,86 +1186,60 @@ class Trail:
 # A step is a generator run by the coordinator: it yields a Call (one
 # Windows call on a worker), a list of Calls (a batch, at most IN_FLIGHT in
 # flight; answered with a list of values or exceptions), a Write (audit
-# records, answered once written) or a Pause, and is resumed with the
-# answer, or has the call's exception raised at its yield.
+# records; answered once written, with how many were) or a Pause, and is
+# resumed with the answer, or has the call's exception raised at its yield.
+# Once the run is stopping, any call or pause raises Stopped instead.
 
 class Call:
-    """``fn(*args)`` on a worker.  ``changes``: a state change (refused once
-    the run is stopping, like any call then).  ``slack``: seconds the call
-    may take beyond /timeout (a batch of reads answers within
-    READ_BUDGET)."""
+    """``fn(*args)`` on a worker; ``slack``: seconds it may take beyond
+    /timeout (a batch of reads answers within READ_BUDGET)."""
+    __slots__ = ("fn", "args", "slack")
 
-    __slots__ = ("fn", "args", "changes", "slack")
-
-    def __init__(self, fn, *args, changes=False, slack=0.0):
-        self.fn, self.args, self.changes, self.slack = fn, args, changes, slack
+    def __init__(self, fn, *args, slack=0.0):
+        self.fn, self.args, self.slack = fn, args, slack
 
 
-class Write:
-    """Audit records, in order; answered with how many intents were
-    written (all of them unless a sink failed)."""
-
-    __slots__ = ("records",)
-
-    def __init__(self, records):
-        self.records = records
-
-
-class Pause:
-    __slots__ = ("seconds",)
-
-    def __init__(self, seconds):
-        self.seconds = seconds
+Write = namedtuple("Write", "records")
+Pause = namedtuple("Pause", "seconds")
 
 
 class Job:
     """One server's share of the work: its name (None: the local server),
     its one handle, kept across phases (on a remote server a new handle is
     a new RPC connection), its targets and how it ended."""
-
     __slots__ = ("server", "local", "srv", "targets", "failure", "given_up",
                  "read_at", "names")
 
     def __init__(self, server):
-        self.server = server
-        self.local = _names_this_machine(server)
-        self.srv = None
-        self.targets = []
-        self.failure = None
-        self.given_up = False
+        self.server, self.local = server, _names_this_machine(server)
+        self.srv, self.targets, self.failure, self.given_up = None, [], None, \
+            False
         self.read_at = 0.0           # monotonic time of the last enumeration
         self.names = [server]
 
 
 class Target:
     """A session chosen for action, and what happened to it.  ``times``:
-    its SessionTimes when read (the logon that a warning went to);
-    ``pending``: the action whose intent is written and whose outcome is
-    not; ``issued``: that action's call went out."""
-
+    its SessionTimes when read (the logon a warning went to); ``pending``:
+    the action whose intent is written and whose outcome is not;
+    ``issued``: that action's call went out."""
     __slots__ = ("server", "session", "times", "idle", "own", "action",
                  "result", "error", "message", "warned", "note", "seq",
                  "pending", "issued", "read_at")
 
     def __init__(self, server, session, action, own=False):
-        self.server = server
-        self.session = session
-        self.action = action
-        self.own = own
+        self.server, self.session, self.action, self.own = \
+            server, session, action, own
         self.times = self.idle = self.result = self.error = None
-        self.message = None         # Text: why it failed or was spared
-        self.warned = None
-        self.note = None            # Text: why no warning was sent
+        # message: why it failed or was spared; note: why it was not warned
+        self.message = self.note = self.warned = None
         self.seq = self.pending = None
-        self.issued = False
-        self.read_at = 0.0          # monotonic time its times were read
+        self.issued, self.read_at = False, 0.0
 
     def who(self):
         s = self.session
-        parts = [s.name] if s.name else []
-        if s.account:
-            parts.append(s.account)
-        parts.append(str(state_text(s.state)))
+        parts = ([s.name] if s.name else []) + (
+            [s.account] if s.account else []) + [str(state_text(s.state))]
         if self.idle is not None:
             parts.append(str(Text("idle %(idle)s",
                                   idle=format_idle(self.idle) or ".")))
@@ -1273,8 +1247,7 @@ class Target:
                     what=", ".join(parts), server=server_label(self.server))
 
     def record(self):
-        s = self.session
-        message = self.message or self.note
+        s, message = self.session, self.message or self.note
         logon = self.times.logon if self.times is not None else None
         return {
             "server": self.server, "id": s.id, "name": s.name,
@@ -1285,16 +1258,14 @@ class Target:
                            if logon else None),
             "own": self.own, "action": self.action, "result": self.result,
             "warned": self.warned, "error": self.error,
-            "message": message.en() if message is not None else None,
-        }
+            "message": message.en() if message is not None else None}
 
 
 class Own:
     """The caller's own session: its ID on the local server (read once a
-    run; None where it cannot be read, with ``error``), and its details
+    run; None where it cannot be, with ``error``), and its details
     (SessionTimes; False where they cannot be read), read only when a
     session elsewhere has that ID."""
-
     __slots__ = ("id", "error", "details")
 
     def __init__(self):
@@ -1309,13 +1280,12 @@ def own_step(run, job):
 
 
 def _own_details(run):
-    own = run.own
-    if own.details is None:
+    if run.own.details is None:
         try:
-            own.details = yield Call(wtsapi.own_session)
+            run.own.details = yield Call(wtsapi.own_session)
         except wtsapi.WTSError:
-            own.details = False
-    return own.details
+            run.own.details = False
+    return run.own.details
 
 
 def is_own(run, job, session):
@@ -1326,15 +1296,12 @@ def is_own(run, job, session):
     own = run.own
     if own.id is None:
         return None if job.local else False
-    if session.id != own.id:
-        return False
-    if job.local:
-        return True
+    if session.id != own.id or job.local:
+        return session.id == own.id
     details = yield from _own_details(run)
     if not details:
         return None
-    if (fold(session.user), fold(session.domain)) != (
-            fold(details.user), fold(details.domain)):
+    if not _same_user(session, details):
         return False
     try:
         times = yield Call(job.srv.times, session.id)
@@ -1622,7 +1589,7 @@ def warn_step(run, job):
             run.say(Text("Warning %(who)s.", who=t.who()))
         sent = yield from _issue(run, job, batch, "warn", lambda t: Call(
             job.srv.send_message, t.session.id, title, ctx.warn, timeout,
-            False, changes=True))
+            False))
         failures = []
         for t, answer in sent:
             t.issued = False
@@ -1735,7 +1702,7 @@ def act_step(run, job):
                 run.say(Text("Logging off %(who)s.", who=t.who()))
         sent = yield from _issue(run, job, batch, "logoff", lambda t: Call(
             job.srv.logoff, wtsapi.WTS_CURRENT_SESSION if ctx.kind == OWN
-            else t.session.id, False, changes=True))
+            else t.session.id, False))
         failures = []
         for t, answer in sent:
             if isinstance(answer, wtsapi.WTSError):
