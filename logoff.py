@@ -697,9 +697,9 @@ def context(opts):
 # character whose lower case is the character again: ı (U+0131), ſ
 # (U+017F), µ, ς and ǅ stay themselves (Wine's table, whose tests run on
 # real Windows, agrees for the last three); ß has no simple upper case.
-# Python's str.upper() uses the full mappings, so the simple ones it lacks
-# are added here: Greek with ypogegrammeni, ᾳ -> ᾼ as Wine's table has it
-# (the rest of the series by the same UnicodeData.txt rule, unverified).
+# The simple mappings Python's full str.upper() lacks are added: Greek
+# with ypogegrammeni, ᾳ -> ᾼ as Wine's table has it (the rest of the
+# series by the same UnicodeData.txt rule, unverified).
 _FOLD_SIMPLE = dict(
     [(chr(c), chr(c + 8)) for base in (0x1F80, 0x1F90, 0x1FA0)
      for c in range(base, base + 8)]
@@ -707,38 +707,32 @@ _FOLD_SIMPLE = dict(
 
 
 def _fold_char(c):
-    u = _FOLD_SIMPLE.get(c)
-    if u is not None:
-        return u
-    u = c.upper()
-    return u if u == c or len(u) == 1 and u.lower() == c else c
+    u = _FOLD_SIMPLE.get(c) or c.upper()
+    return u if u == c or c in _FOLD_SIMPLE or len(u) == 1 and \
+        u.lower() == c else c
 
 
 def fold(text):
     """Case-insensitive key, as Windows compares names (see above); no
     normalization: é and e + U+0301 stay apart, as on Windows."""
-    if text.isascii():
-        return text.upper()
-    return "".join(map(_fold_char, text))
+    return text.upper() if text.isascii() else "".join(map(_fold_char, text))
 
 
 _STATE_LABELS = {m: m.name[3:] for m in State}      # WTSActive -> Active
 
 
 def state_label(state):
-    label = _STATE_LABELS.get(state)
-    return label if label is not None else str(int(state))
+    return _STATE_LABELS.get(state) or str(int(state))
 
 
 def state_text(state):
-    """A state as the /query table and a session's description show it
-    ('Active'; in the reader's language as `quser` there shows it)."""
+    """A state as the table shows it ('Active', as `quser` shows it in the
+    reader's language)."""
     return Text(state_label(state))
 
 
 def state_word(state):
-    """A state inside a sentence ('active'); /json and /log keep the
-    English word."""
+    """A state inside a sentence ('active')."""
     return Text(state_label(state).lower())
 
 
@@ -746,16 +740,11 @@ def format_idle(seconds):
     """Idle time as quser shows it: '.', M, H:MM or D+HH:MM."""
     if seconds is None:
         return ""
-    minutes = int(seconds // 60)
-    if minutes == 0:
-        return "."
-    days, minutes = divmod(minutes, 1440)
+    days, minutes = divmod(int(seconds // 60), 1440)
     hours, minutes = divmod(minutes, 60)
-    if days:
-        return "%d+%02d:%02d" % (days, hours, minutes)
-    if hours:
-        return "%d:%02d" % (hours, minutes)
-    return str(minutes)
+    return ("%d+%02d:%02d" % (days, hours, minutes) if days else
+            "%d:%02d" % (hours, minutes) if hours else
+            str(minutes) if minutes else ".")
 
 
 def seconds_label(seconds):
@@ -765,15 +754,13 @@ def seconds_label(seconds):
     out, rest = "", int(round(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if rest >= size:
-            out += "%d%s" % (rest // size, unit)
-            rest %= size
+            out, rest = out + "%d%s" % (rest // size, unit), rest % size
     return out
 
 
 def server_label(server):
-    if server is None:
-        return Text("the local server")
-    return Text("server %(server)s", server=server)
+    return Text("the local server") if server is None else \
+        Text("server %(server)s", server=server)
 
 
 def _is_console(session):
@@ -787,6 +774,11 @@ def _takeable(session):
                 or session.state == State.WTSListen or _is_console(session))
 
 
+def _same_user(now, before):
+    return now is not None and (fold(now.user), fold(now.domain)) == (
+        fold(before.user), fold(before.domain))
+
+
 def _is_loopback(name):
     """A literal loopback address, 127.0.0.0/8 or ::1; a host *name* that
     merely starts with 127. is not one."""
@@ -798,30 +790,25 @@ def _is_loopback(name):
 
 
 def _names_this_machine(server):
-    """Names that always mean this machine: none given, ., localhost, a
-    loopback address, this host's name or COMPUTERNAME."""
-    if server is None:
-        return True
-    name = server.lower()
-    if name in (".", "localhost") or _is_loopback(name):
-        return True
-    return name in [n for n in _own_names() if n]
+    """Names that always mean this machine: none, ., localhost, a loopback
+    address, this host's name or COMPUTERNAME.  No short-name guess."""
+    name = (server or ".").lower()
+    return (name in (".", "localhost") or _is_loopback(name)
+            or name in [n for n in _own_names() if n])
 
 
-_OWN_NAMES = None
+_OWN_NAMES = []
 
 
 def _own_names():
-    """This machine's names, lower case: its host name first."""
-    global _OWN_NAMES
-    if _OWN_NAMES is None:
+    """This machine's host name and COMPUTERNAME, lower case."""
+    if not _OWN_NAMES:
         import socket
         try:
-            host = socket.gethostname().lower()
+            _OWN_NAMES.append(socket.gethostname().lower())
         except OSError:
-            host = ""
-        _OWN_NAMES = [host, host.split(".")[0],
-                      os.environ.get("COMPUTERNAME", "").lower()]
+            _OWN_NAMES.append("")
+        _OWN_NAMES.append(os.environ.get("COMPUTERNAME", "").lower())
     return _OWN_NAMES
 
 
@@ -834,116 +821,95 @@ def _local_minute(times, cache):
     if not 0 < times.logon_ticks <= _FILETIME_MAX:
         return ""
     minute = times.logon_ticks // 600000000
-    text = cache.get(minute)
-    if text is None:
+    if minute not in cache:
         try:
-            text = time.strftime("%Y-%m-%d %H:%M", time.localtime(
+            cache[minute] = time.strftime("%Y-%m-%d %H:%M", time.localtime(
                 minute * 60 - 11644473600))             # 1601 -> 1970
         except (OverflowError, OSError, ValueError):
             # Windows' C runtime refuses dates before 1970 or after 3000.
-            when = times.logon
-            text = when.strftime("%Y-%m-%d %H:%MZ") if when else ""
-        cache[minute] = text
-    return text
+            cache[minute] = times.logon.strftime("%Y-%m-%d %H:%MZ")
+    return cache[minute]
 
 
 # --- Failures: one place turns any of them into what is reported --------------
 
-class Failure:
-    """What is reported about something that went wrong: the Win32 code, the
-    function, a message and a hint (Text or SystemText).  Immutable."""
+class Failure(namedtuple("Failure", "code message hint function show_code")):
+    """What is reported about something that went wrong: the Win32 code, a
+    message and a hint (Text or SystemText), the function."""
+    __slots__ = ()
 
-    __slots__ = ("code", "function", "message", "hint", "show_code")
-
-    def __init__(self, code, message, hint=None, function=None,
-                 show_code=True):
-        for key, value in (("code", code), ("message", message),
-                           ("hint", hint), ("function", function),
-                           ("show_code", show_code and code is not None)):
-            object.__setattr__(self, key, value)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("a Failure is immutable")
+    def __new__(cls, code, message, hint=None, function=None,
+                show_code=True):
+        return super().__new__(cls, code, message, hint, function,
+                               show_code and code is not None)
 
     def en(self):
         return self.message.en()
 
     def screen(self, hints=None):
-        """The line for the screen.  ``hints``, a set, makes each hint
-        shown once a run; a later line refers to it."""
+        """The line for the screen.  ``hints``, a set, shows each hint
+        once a run; a later line refers to it."""
         text = str(self.message)
         if self.hint is not None:
-            key = self.hint.en()
-            if hints is None or key not in hints:
-                text = _sentences(text, str(self.hint))
-                if hints is not None:
-                    hints.add(key)
-            else:
-                text = _sentences(text, _("(See the hint above.)"))
+            seen = hints is not None and self.hint.en() in hints
+            text = _sentences(text, _("(See the hint above.)") if seen
+                              else str(self.hint))
+            if hints is not None:
+                hints.add(self.hint.en())
         return _sentences(text, "(error %d)" % self.code) if self.show_code \
             else text
 
     def about(self, text, **args):
         """The same failure, its message put in a sentence of ours."""
-        return Failure(self.code, Text(text, why=self.message, **args),
-                       self.hint, self.function, self.show_code)
+        return self._replace(message=Text(text, why=self.message, **args))
 
 
 def _sentences(first, then):
-    """Two sentences, or a sentence and a note, on one line: a space after
-    English text, none after a full stop of Chinese or Japanese (。)."""
+    """Two sentences on one line: a space after English text, none after
+    a full stop of Chinese or Japanese (。)."""
     return first + then if first.endswith(("\u3002", "\uff09")) else \
         "%s %s" % (first, then)
 
 
-_ENUMERATING = ("WTSEnumerateSessionsExW", "WTSEnumerateSessionsW",
-                "WTSQuerySessionInformationW", "WTSOpenServerW")
-
-
-def _hint(code, function, remote):
+def _hint(code, function, remote, session):
     if code == wtsapi.ERROR_ACCESS_DENIED:
         if function == "WTSSendMessageW":
             hint = Text("Sending a message needs the Message permission on "
                         "the session (part of Full Control).")
-        elif function in _ENUMERATING:
+        elif function in ("WTSEnumerateSessionsExW", "WTSEnumerateSessionsW",
+                          "WTSQuerySessionInformationW", "WTSOpenServerW"):
             hint = Text("Listing sessions needs the Query Information "
                         "permission on the server.")
         else:
             hint = Text("Logging off another user's session needs the Reset "
                         "permission on it (part of Full Control); run as an "
                         "administrator of the server.")
-        if remote:
-            hint = Text("%(hint)s Or Remote RPC is disabled on the target "
-                        "(AllowRemoteRPC = 0 under HKLM\\SYSTEM\\"
-                        "CurrentControlSet\\Control\\Terminal Server).",
-                        hint=hint)
-        return hint
-    if code == wtsapi.RPC_S_SERVER_UNAVAILABLE:
-        return Text("The server cannot be reached: it is down or the name is "
-                    "wrong, a firewall blocks RPC, or the Remote Desktop "
-                    "Services service (TermService) is not running on it.")
-    if code == wtsapi.ERROR_NO_MORE_ITEMS:
-        return Text("This account may see no session on the server: it "
-                    "lacks the Query Information permission there.")
-    if code == wtsapi.ERROR_CTX_WINSTATION_ACCESS_DENIED:
-        return Text("The session's permissions (on its RDP-Tcp connection) "
-                    "deny this to your account; it needs Full Control.")
-    return None
-
-
-# A per-session call answered "not found" for a session that a fresh
-# enumeration still lists: [MS-TSTS] documents 7022 as "does not exist or
-# the caller does not have WINSTATION_QUERY permission".
-_STILL_LISTED = Text("The session is still listed, so your account may lack "
-                     "the Query Information permission on it (part of Full "
-                     "Control).")
+        return Text("%(hint)s Or Remote RPC is disabled on the target "
+                    "(AllowRemoteRPC = 0 under HKLM\\SYSTEM\\"
+                    "CurrentControlSet\\Control\\Terminal Server).",
+                    hint=hint) if remote else hint
+    if code in wtsapi.SESSION_GONE_CODES and session is not None:
+        # Asked only of a session a fresh enumeration still lists:
+        # [MS-TSTS] has 7022 as "does not exist or the caller does not
+        # have WINSTATION_QUERY permission".
+        return Text("The session is still listed, so your account may lack "
+                    "the Query Information permission on it (part of Full "
+                    "Control).")
+    return {wtsapi.RPC_S_SERVER_UNAVAILABLE: Text(
+        "The server cannot be reached: it is down or the name is wrong, a "
+        "firewall blocks RPC, or the Remote Desktop Services service "
+        "(TermService) is not running on it."),
+        wtsapi.ERROR_NO_MORE_ITEMS: Text(
+            "This account may see no session on the server: it lacks the "
+            "Query Information permission there."),
+        wtsapi.ERROR_CTX_WINSTATION_ACCESS_DENIED: Text(
+            "The session's permissions (on its RDP-Tcp connection) deny "
+            "this to your account; it needs Full Control.")}.get(code)
 
 
 def describe(exc, server=None):
-    """Any failure (WTSError, a refusal, a timeout, an OSError) as a
-    Failure.  A call that failed without a code names its function."""
-    if isinstance(exc, Failure):
-        return exc
+    """Any failure (WTSError, a refusal, an OSError, a bug) as a Failure.
+    A call that failed without a code names its function."""
     if isinstance(exc, Refused):
         return Failure(exc.code, exc.text, show_code=False)
     if isinstance(exc, wtsapi.WTSError):
@@ -951,17 +917,13 @@ def describe(exc, server=None):
             return Failure(0, Text("%(function)s failed and Windows gave no "
                                    "reason", function=exc.function),
                            function=exc.function)
-        hint = _hint(exc.winerror, exc.function, server is not None)
-        if exc.winerror in wtsapi.SESSION_GONE_CODES:
-            hint = _STILL_LISTED
-        return Failure(exc.winerror, SystemText(exc.winerror), hint,
-                       exc.function)
-    if isinstance(exc, AuditError):
-        return Failure(None, exc.args[0])
-    if isinstance(exc, OSError) and getattr(exc, "winerror", None):
-        return Failure(exc.winerror, SystemText(exc.winerror))
+        return Failure(exc.winerror, SystemText(exc.winerror), _hint(
+            exc.winerror, exc.function, server is not None, exc.session),
+            exc.function)
     if isinstance(exc, OSError):
-        return Failure(None, Text("%(why)s", why=exc.strerror or str(exc)))
+        return Failure(exc.winerror, SystemText(exc.winerror)) if getattr(
+            exc, "winerror", None) else Failure(None, Text(
+                "%(why)s", why=exc.strerror or str(exc)))
     return Failure(None, Text("internal error: %(type)s: %(what)s",
                               type=type(exc).__name__, what=str(exc)))
 
@@ -1414,11 +1376,6 @@ def _listed(run, job):
     sessions = yield Call(job.srv.sessions)
     job.read_at = time.monotonic()
     return {s.id: s for s in sessions}
-
-
-def _same_user(now, before):
-    return now is not None and (fold(now.user), fold(now.domain)) == (
-        fold(before.user), fold(before.domain))
 
 
 def plan_step(run, job):

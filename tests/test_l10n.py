@@ -1,22 +1,31 @@
 """Languages: English, Simplified Chinese (zh_CN) and Japanese (ja).
 
-The catalogues (locale/<lang>/LC_MESSAGES/logoff.po and the .mo compiled from
-it by locale/build.py) against logoff.py's messages; how the language is
-chosen; the screen in each language against the test double; /json and /log
-the same bytes in every language; a copied folder, the installed wheel and,
-under Wine, genuine Windows CPython choosing the language from the Windows
-display language.
+The catalogues (locale/<lang>/LC_MESSAGES/logoff.po, and the .mo that
+locale/build.py compiles from it with Babel) against logoff.py's messages;
+each translation against its message (placeholders, terms, code pages); how
+the language is chosen and where a catalogue may be read from; the screen
+in each language against the test double; /json and /log the same bytes in
+every language; a copied folder, the installed wheel and, under Wine,
+genuine Windows CPython choosing the language from the Windows display
+language.
+
+The tests that run Babel (tests/requirements.txt) need it everywhere but in
+the Windows leg, which installs only pytest: there they skip, and the host's
+run has checked the same files.  Every other test reads the committed .mo
+files with the standard library's gettext, as logoff.py does.
 """
 
 import ast
 import gettext
 import importlib.util
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -37,40 +46,96 @@ TAG = {"zh_CN": "zh-CN", "ja": "ja-JP"}
 CODEPAGE = {"zh_CN": "gbk", "ja": "cp932"}
 LANGID = {"zh_CN": 0x0804, "ja": 0x0411}
 
+try:
+    import babel  # noqa: F401
+except ImportError:
+    babel = None
 
-def _load_build():
+needs_babel = pytest.mark.skipif(
+    WINDOWS and babel is None,
+    reason="Babel (the catalogue tooling) is not in the Windows leg; the "
+    "host's run checks the same catalogues")
+
+# A Python %-placeholder, as the % operator reads one: %(name)s, %d, %r,
+# %%.  FormatMessage's inserts (%1, %2 in a system text) are not: they are
+# never %-formatted, and are kept as they are.
+PLACEHOLDER = re.compile(
+    r"%(?:\((\w+)\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa%]")
+INSERT = re.compile(r"%\d")
+
+
+def placeholders(text):
+    """(named, positional): the named placeholders sorted (a translation may
+    put them in any order), the positional ones in order; %% left out."""
+    named, positional = [], []
+    for m in PLACEHOLDER.finditer(text):
+        if m.group(0) == "%%":
+            continue
+        (named if m.group(1) else positional).append(m.group(0))
+    return sorted(named), positional
+
+
+def _build():
+    """locale/build.py, imported (it imports Babel)."""
     name = "logoff_locale_build"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(
             name, os.path.join(LOCALE, "build.py"))
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
     return sys.modules[name]
 
 
-build = _load_build()
-MESSAGES = build.all_messages()
+def messages():
+    """The msgids that Babel extracts from logoff.py now (with build.py's
+    options), as a set."""
+    return {m.id for m in _build().extract() if m.id}
 
 
-def po(lang):
-    return build.read_po(os.path.join(LOCALE, lang, "LC_MESSAGES",
-                                      "logoff.po"))
+def po_path(lang):
+    return os.path.join(LOCALE, lang, "LC_MESSAGES", "logoff.po")
 
 
-def live(lang):
-    return {e.msgid: e.msgstr for e in po(lang)
-            if not e.obsolete and e.msgid}
+def mo_path(lang):
+    return os.path.join(LOCALE, lang, "LC_MESSAGES", "logoff.mo")
 
 
 def catalogue(lang):
-    path = os.path.join(LOCALE, lang, "LC_MESSAGES", "logoff.mo")
-    with open(path, "rb") as f:
+    with open(mo_path(lang), "rb") as f:
         return gettext.GNUTranslations(f)
+
+
+def live(lang):
+    """{msgid: translation} of the committed .mo (the .po compiled: the
+    tests below check that it is)."""
+    return {k: v for k, v in catalogue(lang)._catalog.items() if k}
 
 
 def tr(lang, msgid):
     return catalogue(lang).gettext(msgid)
+
+
+def prog():
+    """The command's name in the help, as the in-process runs show it."""
+    return logoff._prog()
+
+
+# ... and as a script run from its folder shows it.
+SCRIPT_PROG = ("py" if WINDOWS else "python3") + " logoff.py"
+
+
+def help_text(lang, name):
+    """The whole help (/?) in ``lang`` (None: English), the command shown
+    as ``name``."""
+    basic, more = logoff.USAGE_BASIC, logoff.USAGE_MORE
+    if lang is not None:
+        basic, more = tr(lang, basic), tr(lang, more)
+    return basic % {"prog": name} + more
 
 
 @pytest.fixture(autouse=True)
@@ -82,6 +147,7 @@ def english_afterwards(monkeypatch):
     yield
     logoff._translations = None
     logoff._langid = logoff.LANG_ENGLISH
+    logoff._fitting.clear()
 
 
 @pytest.fixture
@@ -92,58 +158,162 @@ def lang(monkeypatch):
     return _set
 
 
-# --- The catalogues against the source -------------------------------------------
+# --- The catalogues against the source (Babel) -------------------------------------
 
-def test_every_message_is_translated_and_every_mo_is_current():
-    assert build.problems() == []
-    assert set(build.po_files()) == set(LANGS)
+@needs_babel
+def test_build_check_passes():
+    """`python3 locale/build.py --check`: the .pot, every .po and .mo are what
+    the build writes from logoff.py now, and every message is translated
+    (after a change of messages: run `python3 locale/build.py`, translate)."""
+    assert _build().build(check=True) == []
+    p = subprocess.run([sys.executable, os.path.join(LOCALE, "build.py"),
+                        "--check"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                       timeout=120)
+    assert (p.returncode, p.stderr) == (0, b"")
 
 
+@needs_babel
 @pytest.mark.parametrize("name", LANGS)
-def test_catalogue_holds_exactly_the_messages(name):
-    assert set(live(name)) == set(MESSAGES)
-    assert all(live(name).values())
+def test_po_holds_exactly_the_source_messages(name, tmp_path):
+    """Extract to a fresh .pot with Babel and compare: a message added to
+    logoff.py and not to the .po, or one gone from logoff.py and still in
+    it, fails here.  Nothing untranslated, fuzzy or obsolete is left."""
+    from babel.messages.pofile import read_po, write_po
+    pot = tmp_path / "logoff.pot"
+    with open(str(pot), "wb") as f:
+        write_po(f, _build().extract())
+    with open(str(pot), "rb") as f:
+        source = {m.id for m in read_po(f) if m.id}
+    with open(po_path(name), "rb") as f:
+        po = read_po(f)
+    assert {m.id for m in po if m.id} == source
+    assert not po.obsolete, list(po.obsolete)
+    assert [m.id for m in po if m.id and (m.fuzzy or not m.string)] == []
+    assert source == set(live(name))
 
 
-def test_no_message_escapes_extraction():
-    """A _() or Text() whose message is computed is one of the few that
-    render a message given to them; anything else must be a literal, or
-    the extraction (and so the catalogues) would miss it."""
-    messages, dynamic = build.extract()
-    assert {f for f, _line in dynamic} <= build.DYNAMIC_OK, dynamic
-    assert messages                      # and extraction finds them
+@needs_babel
+@pytest.mark.parametrize("name", LANGS)
+def test_mo_is_its_po_compiled(name, tmp_path):
+    """The committed .mo is the .po compiled by Babel, byte for byte, and
+    gettext reads from it exactly the .po's translations and headers."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+    build = _build()
+    out = tmp_path / "logoff.mo"
+    with open(str(out), "wb") as f:
+        write_mo(f, build.read_po(po_path(name)))
+    with open(mo_path(name), "rb") as f:
+        assert f.read() == out.read_bytes()
+    with open(po_path(name), "rb") as f:
+        po = read_po(f)
+    assert live(name) == {m.id: m.string for m in po
+                          if m.id and m.string and not m.fuzzy}
+    with open(po_path(name), encoding="utf-8") as f:
+        text = f.read()
+    assert '"X-Windows-LANGID: 0x%04X\\n"' % LANGID[name] in text
 
 
-def test_extraction_sees_every_literal():
-    """An independent count: every string literal that is the first
-    argument of _() or Text() in logoff.py is extracted."""
+@needs_babel
+def test_the_build_keeps_the_headers_logoff_reads(tmp_path):
+    """Babel drops headers it does not know; the build keeps them: update
+    and compile a catalogue with X-Windows-LANGID, and gettext reads it."""
+    build = _build()
+    po = tmp_path / "logoff.po"
+    with open(po_path("ja"), "rb") as f:
+        po.write_bytes(f.read())
+    catalog = build.updated(str(po), build.extract())
+    data = build.mo_bytes(catalog)
+    info = gettext.GNUTranslations(io.BytesIO(data)).info()
+    assert int(info["x-windows-langid"], 16) == 0x0411
+    assert b"X-Windows-LANGID: 0x0411" in build.po_bytes(catalog)
+
+
+@needs_babel
+def test_extraction_matches_the_syntax_tree():
+    """An independent count: the string literals that are the message of
+    a keyword's call (a conditional's both strings), the module-level
+    texts passed by name (the help), the state words and the built-in error
+    texts, less the English-only functions' messages: exactly what Babel
+    extracts."""
+    build = _build()
     with open(logoff.__file__, encoding="utf-8") as f:
         tree = ast.parse(f.read())
-    english_only = set()
+    skipped = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and \
                 node.name in build.ENGLISH_ONLY:
-            english_only.update(id(n) for n in ast.walk(node))
-    found = set()
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in ("_", "Text") and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and id(node) not in english_only):
-            found.add(node.args[0].value)
-    assert found <= set(MESSAGES)
-    assert logoff.USAGE_BASIC in MESSAGES and logoff.USAGE_MORE in MESSAGES
+            skipped.update(id(n) for n in ast.walk(node))
+    names = build.module_strings(tree)
+    found, english = set(), set()
+    for node, _name, arg in build.calls(tree):
+        texts = build.literals(arg)
+        if isinstance(arg, ast.Name) and arg.id in names:
+            texts = [names[arg.id]]
+        (english if id(node) in skipped else found).update(texts)
+    extras = {text for text, _file, _comment in build.extra_messages()}
+    assert messages() == found | extras
+    assert logoff.USAGE_BASIC in found and logoff.USAGE_MORE in found
+    assert "Type %(prog)s /? for every switch." in found
+    # The event log's sentences are English only, as /log is.
+    assert english - found and not (english - found) & messages()
 
 
+@needs_babel
+def test_no_message_escapes_extraction():
+    """A keyword's call whose message is computed is one of the few that
+    render a message handed to them (FORWARDERS); any other must be a
+    literal (or a conditional between literals, or a module-level text),
+    or the catalogues would miss it."""
+    build = _build()
+    with open(logoff.__file__, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    functions = build._functions(tree)
+    names = build.module_strings(tree)
+    computed = []
+    for node, name, arg in build.calls(tree):
+        if build.literals(arg) or isinstance(arg, ast.Name) and \
+                arg.id in names:
+            continue
+        where = build._function_at(functions, node.lineno) or ""
+        function = where.rsplit(".", 1)[-1]
+        if function not in build.FORWARDERS | build.ENGLISH_ONLY:
+            computed.append((where, node.lineno, name))
+    assert computed == []
+    # Each forwarder's own callers pass literals: they are keywords.
+    assert {"about", "_sort_gone"} <= set(build.KEYWORDS)
+
+
+@needs_babel
 def test_built_in_error_texts_and_state_words_are_messages():
+    found = messages()
     for text in wtsapi._ERROR_TEXT.values():
-        assert text in MESSAGES
-    assert wtsapi.error_text(0) in MESSAGES
-    assert "Unknown error %d." in MESSAGES
+        assert text in found
+    assert wtsapi.error_text(0) in found
+    assert "Unknown error %d." in found
     for member in wtsapi.WTS_CONNECTSTATE_CLASS:
-        assert logoff.state_label(member) in MESSAGES
-        assert logoff.state_label(member).lower() in MESSAGES
+        assert logoff.state_label(member) in found
+        assert logoff.state_label(member).lower() in found
 
+
+@pytest.mark.skipif(not shutil.which("msgfmt"), reason="no GNU msgfmt here")
+@pytest.mark.parametrize("name", LANGS)
+def test_gnu_msgfmt_agrees(name, tmp_path):
+    """GNU msgfmt --check (which also checks python-format placeholders)
+    accepts each .po, and compiles the same translations as Babel did."""
+    out = tmp_path / "gnu.mo"
+    p = subprocess.run(["msgfmt", "--check", "-o", str(out), po_path(name)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.returncode == 0, p.stderr.decode("utf-8", "replace")
+    with open(str(out), "rb") as f:
+        gnu = gettext.GNUTranslations(f)
+    ours = catalogue(name)
+    assert {k: v for k, v in gnu._catalog.items() if k} == live(name)
+    assert gnu.info() == ours.info()
+
+
+# --- Each translation against its message ---------------------------------------------
 
 def _dummy(placeholder):
     kind = placeholder[-1]
@@ -152,24 +322,127 @@ def _dummy(placeholder):
 
 @pytest.mark.parametrize("name", LANGS)
 def test_placeholders_match_and_format(name):
-    """The same placeholders as the English, so that no translation can
-    make a run fail; FormatMessage inserts (%1) are kept as they are."""
+    """The same placeholders as the English (named ones in any order,
+    positional ones in order), so that no translation can make a run fail;
+    FormatMessage inserts (%1) are kept as they are."""
     for msgid, msgstr in live(name).items():
-        assert build.placeholders(msgstr) == build.placeholders(msgid), msgid
-        assert sorted(re.findall(r"%\d", msgstr)) == sorted(
-            re.findall(r"%\d", msgid)), msgid
-        found = build.PLACEHOLDER.findall(msgid)
-        named = {re.match(r"%\((\w+)\)", p).group(1): _dummy(p)
-                 for p in found if p.startswith("%(")}
-        positional = tuple(_dummy(p) for p in found
-                           if not p.startswith("%(") and p != "%%")
-        if msgid in (logoff.USAGE_BASIC, logoff.USAGE_MORE) or \
-                msgid in wtsapi._ERROR_TEXT.values():
+        assert placeholders(msgstr) == placeholders(msgid), msgid
+        assert sorted(INSERT.findall(msgstr)) == sorted(
+            INSERT.findall(msgid)), msgid
+        if msgid in wtsapi._ERROR_TEXT.values():
             continue                  # shown as they are, never %-formatted
+        named, positional = placeholders(msgid)
         if named:
-            msgid % named, msgstr % named
+            args = {PLACEHOLDER.match(p).group(1): _dummy(p) for p in named}
+            assert msgstr % args and msgid % args
         elif positional:
-            msgid % positional, msgstr % positional
+            args = tuple(_dummy(p) for p in positional)
+            assert msgstr % args and msgid % args
+
+
+def test_the_placeholder_check_catches_a_mismatch():
+    """What the test above compares, on made-up pairs."""
+    assert placeholders("%(b)s then %(a)d") == placeholders("%(a)d; %(b)s")
+    for good, bad in (("%(who)s.", "%(whom)s。"), ("%(n)d left", "%(n)s"),
+                      ("%d of %s", "%s of %d"), ("%(why)s", "why"),
+                      ("Unknown error %d.", "エラー")):
+        assert placeholders(good) != placeholders(bad), (good, bad)
+    assert placeholders("100%% done") == ([], [])
+
+
+# The runtime's own check in logoff._() takes "%1 i" (FormatMessage's
+# insert, a space, a letter) for a placeholder; a translation with the
+# insert before a CJK character is then never used.  Reported to the lead
+# (logoff.py is his); the translation itself is right.
+_RUNTIME_MISREADS = {wtsapi._ERROR_TEXT[317]}
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_the_runtime_uses_every_translation(lang, name):
+    """logoff._() shows each translation (it falls back to English only
+    where placeholders do not fit, and none of ours misfits)."""
+    lang(name)
+    logoff.set_language()
+    unused = {msgid for msgid, msgstr in live(name).items()
+              if logoff._(msgid) != msgstr}
+    assert unused <= _RUNTIME_MISREADS, unused
+    if unused:
+        pytest.xfail("logoff._() misreads FormatMessage inserts: %r" %
+                     sorted(unused))
+
+
+class _Table(gettext.NullTranslations):
+    """A catalogue made of a dict (a translation with a wrong placeholder
+    cannot be compiled by the build: GNU msgfmt and the tests refuse it)."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+
+    def gettext(self, message):
+        return self.table.get(message, message)
+
+
+def _with_table(monkeypatch, table):
+    monkeypatch.setattr(logoff, "_translations", _Table(table))
+    logoff._fitting.clear()
+
+
+def test_a_wrong_placeholder_falls_back_to_english(monkeypatch):
+    """A translation whose placeholders do not fit its message is never
+    used: that message is English, with no error; the others are still
+    translated."""
+    _with_table(monkeypatch, {
+        "Logging off %(who)s.": "%(whom)s をログオフしています。",
+        "Unknown error %d.": "不明なエラー。",
+        "session %(id)d (%(what)s) on %(server)s": "%(id)s %(server)s",
+        "the session has ended": "セッションは終了しました",
+        "Warning %(who)s.": "%(who)s に警告しています。"})
+    assert str(logoff.Text("Logging off %(who)s.", who="x")) == \
+        "Logging off x."
+    assert logoff._("Unknown error %d.") % 5 == "Unknown error 5."
+    assert str(logoff.Text("session %(id)d (%(what)s) on %(server)s", id=3,
+                           what="w", server="s")) == "session 3 (w) on s"
+    assert str(logoff.Text("the session has ended")) == "セッションは終了しました"
+    assert str(logoff.Text("Warning %(who)s.", who="x")) == "x に警告しています。"
+
+
+@pytest.mark.xfail(reason="logoff._() compares placeholders in order: a "
+                   "translation that puts named ones in another order (as "
+                   "Japanese and Chinese often must) falls back to English; "
+                   "reported to the lead", strict=False)
+def test_named_placeholders_may_change_places(monkeypatch):
+    _with_table(monkeypatch, {
+        "could not log off %(who)s: %(why)s":
+            "%(why)s のため %(who)s をログオフできませんでした"})
+    assert str(logoff.Text("could not log off %(who)s: %(why)s", who="A",
+                           why="B")) == "B のため A をログオフできませんでした"
+
+
+@pytest.mark.parametrize("name", LANGS)
+def test_a_wrong_placeholder_in_a_real_catalogue_runs_in_english(
+        cli, load, lang, name, tmp_path, monkeypatch):
+    """End to end: a catalogue beside logoff.py whose "Invalid
+    parameter(s)" line has a wrong placeholder: that line is English, the
+    rest of the run in the language, exit 1 as always, no traceback."""
+    data = bytearray(open(mo_path(name), "rb").read())
+    want = tr(name, "Invalid parameter(s): %(why)s").encode("utf-8")
+    i = data.find(want)
+    assert i > 0
+    bad = want.replace(b"%(why)s", b"%(who)s")
+    data[i:i + len(want)] = bad                    # same length
+    folder = tmp_path / "locale" / name / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    (folder / "logoff.mo").write_bytes(bytes(data))
+    monkeypatch.setattr(logoff, "_locale_dirs",
+                        lambda: [str(tmp_path / "locale")])
+    load(reference_farm())
+    lang(name)
+    r = cli("3", "4")
+    assert r.code == 1 and r.out == ""
+    assert r.err.startswith("Invalid parameter(s): %s\n" % tr(
+        name, "more than one session given")), r.err
+    assert "Traceback" not in r.err
 
 
 @pytest.mark.parametrize("name", LANGS)
@@ -178,8 +451,7 @@ def test_every_translation_encodes_in_its_code_page(name):
     is in that code page; cp932 has no Simplified-only hanzi (销, 话)."""
     for msgid, msgstr in live(name).items():
         msgstr.encode(CODEPAGE[name])
-    header = [e for e in po(name) if e.msgid == ""][0].msgstr
-    header.encode("ascii")
+    catalogue(name)._catalog[""].encode("ascii")
 
 
 @pytest.mark.parametrize("name", LANGS)
@@ -188,20 +460,20 @@ def test_names_are_never_translated(name):
     for msgid, msgstr in live(name).items():
         for switch in re.findall(r"(?<![\w\\])/[A-Za-z?]+", msgid):
             assert switch in msgstr, (msgid, switch)
-        for word in ("LOGOFF", "logoff:", "logoff.exe", "(error",
+        for word in ("%(prog)s", "logoff:", "logoff.exe", "(error",
                      "DOMAIN\\name", "PyLogoff", "TermService",
-                     "AllowRemoteRPC", "RDP-Tcp", "stdout", "JSON", "NUL"):
+                     "AllowRemoteRPC", "RDP-Tcp", "stdout", "JSON", "NUL",
+                     "Windows"):
             if word in msgid:
                 assert word in msgstr, (msgid, word)
 
 
 def _plain(msgid):
     """The words of a message: switches and placeholders taken out."""
-    text = build.PLACEHOLDER.sub(" ", msgid)
-    text = re.sub(r"\bLOGOFF\b|^logoff: ", " ", text)     # the command
+    text = PLACEHOLDER.sub(" ", msgid)
+    text = re.sub(r"^logoff: ", " ", text)            # the command
     text = re.sub(r"HKLM\\[^)]*", " ", text)          # a registry path
     return re.sub(r"(?<![\w\\])/[A-Za-z?]+(:\S*)?", " ", text).lower()
-
 
 TERMS = [  # English word, zh-CN term, ja term (Microsoft's)
     (r"\blog(?:ging|ged)? (?:it |them |users |a user )?off\b|\blogoff\b",
@@ -263,6 +535,9 @@ def test_help_fits_the_console(name):
     from unicodedata import east_asian_width
     for msgid in (logoff.USAGE_BASIC, logoff.USAGE_MORE):
         text = live(name)[msgid]
+        if msgid == logoff.USAGE_BASIC:     # as the longest name shows it
+            text = text % {"prog": "python3 -m logoff"}
+            msgid = msgid % {"prog": "python3 -m logoff"}
         assert text.endswith("\n") and text.count("\n") >= 4
         for line in text.splitlines():
             width = sum(2 if east_asian_width(c) in "WF" else 1 for c in line)
@@ -278,115 +553,10 @@ def test_headers(name):
     info = catalogue(name).info()
     assert int(info["x-windows-langid"], 16) == LANGID[name]
     assert info["language"] == name
-    assert "charset=UTF-8" in info["content-type"]
+    assert "charset=utf-8" in info["content-type"].lower()
+    assert info["plural-forms"].startswith("nplurals=1;")
 
 
-# --- The compiler -------------------------------------------------------------------
-
-SAMPLE_PO = r'''# A translator's comment
-msgid ""
-msgstr ""
-"Content-Type: text/plain; charset=UTF-8\n"
-"Plural-Forms: nplurals=2; plural=n != 1;\n"
-
-#: logoff.py:main
-#, python-format
-msgid "Hello %(who)s"
-msgstr "Hallo %(who)s"
-
-msgid ""
-"two\n"
-"lines \"quoted\" \\ tab\t"
-msgstr ""
-"zwei\n"
-"Zeilen \"zitiert\" \\ Tab\t"
-
-#, fuzzy
-msgid "fuzzy one"
-msgstr "unscharf"
-
-msgid "untranslated"
-msgstr ""
-
-msgctxt "menu"
-msgid "File"
-msgstr "Datei"
-
-msgid "one file"
-msgid_plural "%d files"
-msgstr[0] "eine Datei"
-msgstr[1] "%d Dateien"
-
-msgid "octal \101"
-msgstr "Oktal \101 é"
-
-#~ msgid "gone"
-#~ msgstr "weg"
-'''
-
-
-def test_compiler_as_gettext_reads_it(tmp_path):
-    entries = build.parse_po(SAMPLE_PO)
-    mo = tmp_path / "sample.mo"
-    mo.write_bytes(build.compile_mo(entries))
-    with open(str(mo), "rb") as f:
-        t = gettext.GNUTranslations(f)
-    assert t.gettext("Hello %(who)s") == "Hallo %(who)s"
-    assert t.gettext('two\nlines "quoted" \\ tab\t') == \
-        'zwei\nZeilen "zitiert" \\ Tab\t'
-    assert t.gettext("fuzzy one") == "fuzzy one"        # fuzzy: left out
-    assert t.gettext("untranslated") == "untranslated"
-    assert t.gettext("gone") == "gone"                   # obsolete
-    assert t.pgettext("menu", "File") == "Datei"
-    assert t.gettext("File") == "File"
-    assert t.ngettext("one file", "%d files", 1) == "eine Datei"
-    assert t.ngettext("one file", "%d files", 3) == "%d Dateien"
-    assert t.gettext("octal A") == "Oktal A é"
-    assert t.info()["plural-forms"].startswith("nplurals=2")
-    # The same .po always gives the same bytes.
-    assert build.compile_mo(build.parse_po(SAMPLE_PO)) == mo.read_bytes()
-
-
-def test_compiler_rejects_what_it_cannot_read():
-    for bad in ('msgid "a"\n', 'msgid "a\nmsgstr "b"\n',
-                'msgid "a"\nmsgstr "b\\q"\n', 'msgstr "b"\n',
-                'msgid "a"\nmsgid "b"\nmsgstr ""\n', 'bogus "x"\n'):
-        with pytest.raises(ValueError):
-            build.parse_po(bad)
-
-
-@pytest.mark.parametrize("name", LANGS)
-def test_po_files_are_in_the_builds_own_form(name):
-    """build.py rewrites a .po in one canonical form; the committed ones are
-    in it, so running build.py after a translator's edit changes only what
-    it must (references, new messages)."""
-    path = os.path.join(LOCALE, name, "LC_MESSAGES", "logoff.po")
-    with open(path, encoding="utf-8", newline="") as f:
-        text = f.read()
-    assert "\r" not in text
-    assert build.format_po(build.merge(build.parse_po(text),
-                                       MESSAGES)) == text
-
-
-@pytest.mark.skipif(not shutil.which("msgfmt"), reason="no GNU msgfmt here")
-@pytest.mark.parametrize("name", LANGS)
-def test_compiler_agrees_with_gnu_msgfmt(name, tmp_path):
-    src = os.path.join(LOCALE, name, "LC_MESSAGES", "logoff.po")
-    out = tmp_path / "gnu.mo"
-    p = subprocess.run(["msgfmt", "--check", "-o", str(out), src],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert p.returncode == 0, p.stderr.decode("utf-8", "replace")
-    with open(str(out), "rb") as f:
-        gnu = gettext.GNUTranslations(f)
-    assert gnu._catalog == catalogue(name)._catalog
-
-
-def test_build_check_exits_zero():
-    p = subprocess.run([sys.executable, os.path.join(LOCALE, "build.py"),
-                        "--check"], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                       timeout=120)
-    assert (p.returncode, p.stderr) == (0, b"")
 
 
 # --- Choosing the language -------------------------------------------------------------
@@ -488,69 +658,176 @@ def test_system_texts_are_asked_for_in_the_same_language(lang, name):
     assert logoff._translations.info()["language"] == name
 
 
+# --- Where a catalogue may be read from, and what is read -----------------------------
+
+def _plant(folder, name="ja", data=None):
+    """A catalogue (the real ja one unless ``data``) at
+    folder/<name>/LC_MESSAGES/logoff.mo; returns its path."""
+    if data is None:
+        with open(mo_path("ja"), "rb") as f:
+            data = f.read()
+    target = Path(str(folder)) / name / "LC_MESSAGES"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "logoff.mo").write_bytes(data)
+    return target / "logoff.mo"
+
+
 def test_a_broken_catalogue_means_english(tmp_path, monkeypatch):
-    folder = tmp_path / "locale" / "ja" / "LC_MESSAGES"
-    folder.mkdir(parents=True)
-    (folder / "logoff.mo").write_bytes(b"not a catalogue")
+    with open(mo_path("ja"), "rb") as f:
+        real = f.read()
     monkeypatch.setattr(logoff, "_locale_dirs",
                         lambda: [str(tmp_path / "locale")])
-    monkeypatch.setattr(logoff, "_catalogues", {})
+    for data in (b"not a catalogue", b"", real[:40], real[:len(real) // 2],
+                 b"\xde\x12\x04\x95" + b"\0" * 24):
+        _plant(tmp_path / "locale", data=data)
+        assert logoff.find_catalogue(["ja-JP"]) is None, data[:8]
+    _plant(tmp_path / "locale", data=real)
+    assert logoff.find_catalogue(["ja-JP"]).info()["language"] == "ja"
+
+
+def test_catalogues_are_read_only_beside_logoff_and_in_the_data_folder():
+    """_locale_dirs(): locale/ beside logoff.py, then share/logoff-py/locale
+    under install schemes' data folders; never a parent folder, the
+    current folder or a variable's path."""
+    dirs = logoff._locale_dirs()
+    assert dirs[0] == os.path.join(os.path.dirname(os.path.abspath(
+        logoff.__file__)), "locale")
+    tail = os.path.join("share", "logoff-py", "locale")
+    assert all(d.endswith(tail) for d in dirs[1:]), dirs
+    here = os.path.dirname(os.path.abspath(logoff.__file__))
+    for d in dirs:
+        assert not here.startswith(os.path.dirname(d) + os.sep), d
+
+
+def _run_copy(tools, tmp_path, *args, env=None):
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", **(env or {}))
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        env.pop(name, None)
+    return farmlib.run_child([sys.executable, str(tools / "logoff.py")] +
+                             list(args), cwd=str(tmp_path / "cwd"), env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, timeout=60)
+
+
+def test_a_catalogue_in_a_parent_folder_is_never_read(tmp_path):
+    """A copy of logoff.py with no locale/ of its own: catalogues planted in
+    every parent folder, in the current folder and beside the script (not
+    under locale/) are all ignored: the run is English."""
+    tools = tmp_path / "a" / "b" / "tools"
+    tools.mkdir(parents=True)
+    (tmp_path / "cwd").mkdir()
+    for name in ("logoff.py", "wtsapi.py"):
+        _copy(os.path.join(ROOT, name), str(tools / name))
+    for folder in (tmp_path / "locale", tmp_path / "a" / "locale",
+                   tmp_path / "a" / "b" / "locale", tmp_path / "cwd" /
+                   "locale", tmp_path / "cwd", tools, tmp_path):
+        _plant(folder)
+    r = _run_copy(tools, tmp_path, "/?", env={"LOGOFF_LANG": "ja-JP"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode("utf-8").startswith("Logs off a user")
+    # The same copy with its own locale/ speaks Japanese.
+    _plant(tools / "locale")
+    r = _run_copy(tools, tmp_path, "/?", env={"LOGOFF_LANG": "ja-JP"})
+    assert "ログオフ" in r.stdout.decode("utf-8")
+
+
+def _within(seconds, fn, *args):
+    """fn(*args) on a thread; its result, or a failure if it hangs."""
+    box = []
+    t = threading.Thread(target=lambda: box.append(fn(*args)), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert box, "%s hung" % fn.__name__
+    return box[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_never_read(tmp_path, monkeypatch):
+    """A FIFO where a catalogue would be (no writer: open() or read() on
+    it would wait for ever) is passed over at once: English."""
+    folder = tmp_path / "locale" / "ja" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    fifo = folder / "logoff.mo"
+    os.mkfifo(str(fifo))
+    assert _within(10, logoff._read_catalogue, str(fifo)) is None
+    monkeypatch.setattr(logoff, "_locale_dirs",
+                        lambda: [str(tmp_path / "locale")])
+    assert _within(10, logoff.find_catalogue, ["ja-JP"]) is None
+
+
+def test_a_catalogue_over_1_mib_is_never_read(tmp_path, monkeypatch):
+    """The real catalogue padded past MAX_CATALOGUE (1 MiB) is not ours and
+    is not read; padded to exactly 1 MiB it is."""
+    with open(mo_path("ja"), "rb") as f:
+        real = f.read()
+    assert logoff.MAX_CATALOGUE == 1 << 20
+    monkeypatch.setattr(logoff, "_locale_dirs",
+                        lambda: [str(tmp_path / "locale")])
+    path = _plant(tmp_path / "locale",
+                  data=real + b"\0" * (logoff.MAX_CATALOGUE + 1 - len(real)))
+    assert logoff._read_catalogue(str(path)) is None
+    assert logoff.find_catalogue(["ja-JP"]) is None
+    path.write_bytes(real + b"\0" * (logoff.MAX_CATALOGUE - len(real)))
+    assert len(logoff._read_catalogue(str(path))) == logoff.MAX_CATALOGUE
+    assert logoff.find_catalogue(["ja-JP"]).info()["language"] == "ja"
+
+
+def test_a_folder_is_never_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(logoff, "_locale_dirs",
+                        lambda: [str(tmp_path / "locale")])
+    (tmp_path / "locale" / "ja" / "LC_MESSAGES" / "logoff.mo").mkdir(
+        parents=True)
+    assert logoff._read_catalogue(str(
+        tmp_path / "locale" / "ja" / "LC_MESSAGES" / "logoff.mo")) is None
     assert logoff.find_catalogue(["ja-JP"]) is None
 
 
-def test_an_english_run_imports_nothing_for_localization(tmp_path):
-    code = ("import sys, logoff; before = set(sys.modules); "
+@pytest.mark.parametrize("tag", [
+    "../../x", "..", "../ja", "ja/../../x", "ja-JP/../..", "/etc/ja",
+    "C:\\ja", "\\\\server\\share\\ja", "ja\0", "ja_JP/LC_MESSAGES", "~",
+    "ja_JP.UTF-8/../../../x", "%2e%2e/ja"])
+def test_logoff_lang_is_a_language_never_a_path(tag, monkeypatch, tmp_path):
+    """LOGOFF_LANG=../../x and the like read no path at all (and mean
+    English)."""
+    read = []
+    monkeypatch.setattr(logoff, "_read_catalogue",
+                        lambda path: read.append(path))
+    monkeypatch.setattr(logoff, "_locale_dirs",
+                        lambda: [str(tmp_path / "locale")])
+    monkeypatch.setenv("LOGOFF_LANG", tag)
+    logoff.set_language()
+    assert read == [] and logoff._translations is None
+    assert logoff._langid == logoff.LANG_ENGLISH
+
+
+def test_an_english_run_imports_nothing_for_localization():
+    """English (the default, C or LOGOFF_LANG=en): importing logoff and a
+    run import neither gettext nor sysconfig nor re; a translated run
+    imports gettext to read its catalogue."""
+    code = ("import sys; before = set(sys.modules); import logoff; "
             "logoff.main(['/?']); logoff.main(['/x']); "
-            "print(sorted(set(sys.modules) - before))")
+            "print(sorted(set(sys.modules) - before "
+            "& {'gettext', 'sysconfig', 're', 'locale'}))")
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
     env.pop("LOGOFF_LANG", None)
     if not WINDOWS:
         env.update(LANG="C.UTF-8", LC_ALL="", LANGUAGE="", LC_MESSAGES="")
     else:
         env["LOGOFF_LANG"] = "en"
-    p = farmlib.run_child([sys.executable, "-c", code], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          stdin=subprocess.DEVNULL, timeout=60)
-    assert p.returncode == 0, p.stderr
-    new = p.stdout.decode("ascii", "replace").strip().splitlines()[-1]
-    assert new == "[]"
-    # A translated run reads its catalogue without gettext (nor re, locale).
-    env["LOGOFF_LANG"] = "ja-JP"
-    p = farmlib.run_child([sys.executable, "-c", code], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          stdin=subprocess.DEVNULL, timeout=60)
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.decode("utf-8", "replace").splitlines()[-1] == "[]"
-    assert "ログオフ".encode("utf-8") in p.stdout
-
-
-@pytest.mark.parametrize("name", LANGS)
-def test_the_catalogue_reader_reads_what_gettext_reads(name):
-    path = os.path.join(LOCALE, name, "LC_MESSAGES", "logoff.mo")
-    with open(path, "rb") as f:
-        ours = logoff.Catalogue(f.read())
-    theirs = catalogue(name)
-    assert ours.messages == theirs._catalog
-    assert ours.info() == theirs.info()
-    for msgid in MESSAGES:
-        assert ours.gettext(msgid) == theirs.gettext(msgid)
-    assert ours.gettext("not a message") == "not a message"
-    assert ours.gettext("") == ""
-
-
-def test_the_catalogue_reader_big_endian_and_broken():
-    import struct
-    data = build.compile_mo(build.parse_po(SAMPLE_PO))
-    n = struct.unpack("<I", data[8:12])[0]
-    words = struct.unpack("<%dI" % (7 + 4 * n), data[:28 + 16 * n])
-    swapped = struct.pack(">%dI" % len(words), *words) + data[28 + 16 * n:]
-    little, big = logoff.Catalogue(data), logoff.Catalogue(swapped)
-    assert big.messages == little.messages
-    assert little.gettext("Hello %(who)s") == "Hallo %(who)s"
-    for bad in (b"", b"not a catalogue", data[:40], b"\xde\x12\x04\x95"
-                + b"\0\0\2\0" + data[8:], data[:28 + 16 * n + 3]):
-        with pytest.raises(ValueError):
-            logoff.Catalogue(bad)
+    cases = [("default", env), ("en", dict(env, LOGOFF_LANG="en")),
+             ("ja", dict(env, LOGOFF_LANG="ja-JP"))]
+    for case, case_env in cases:
+        p = farmlib.run_child([sys.executable, "-c", code], cwd=ROOT,
+                              env=case_env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, timeout=60)
+        assert p.returncode == 0, p.stderr
+        last = p.stdout.decode("utf-8", "replace").splitlines()[-1]
+        if case == "ja":
+            assert "gettext" in last
+            assert "ログオフ".encode("utf-8") in p.stdout
+        else:
+            assert last == "[]", (case, last)
 
 
 # --- The screen in each language -------------------------------------------------------
@@ -561,10 +838,10 @@ def test_help(cli, load, lang, name):
     lang(name)
     r = cli("/?")
     assert (r.code, r.err) == (0, "")
-    assert r.out == tr(name, logoff.USAGE_BASIC) + tr(name,
-                                                       logoff.USAGE_MORE)
+    assert r.out == help_text(name, prog())
     assert ("注销" if name == "zh_CN" else "ログオフ") in r.out
-    assert "Logs off" not in r.out and "LOGOFF [sessionname" in r.out
+    assert "Logs off" not in r.out
+    assert "\n%s [sessionname" % prog() in r.out
     r.out.encode(CODEPAGE[name])
 
 
@@ -584,8 +861,10 @@ def test_usage_errors(cli, load, double, lang, name, args, why):
     assert lines[0].startswith(prefix) and "Invalid" not in lines[0]
     if why:
         assert lines[0] == prefix + tr(name, why)
-    assert r.err.endswith(tr(name, logoff.USAGE_BASIC) +
-                          tr(name, "Type LOGOFF /? for every switch.") + "\n")
+    assert r.err.endswith(
+        tr(name, logoff.USAGE_BASIC) % {"prog": prog()} +
+        tr(name, "Type %(prog)s /? for every switch.") % {"prog": prog()}
+        + "\n")
     assert double.calls() == 0
 
 
@@ -771,13 +1050,14 @@ def test_warning_title_and_progress(cli, load, double, lang, name, capsys):
     assert sent[0].fields()["text"] == "Bye"       # the operator's own words
     # The progress line (shown on a console, with several servers).
     logoff.set_language()
-    opts = logoff.parse_args(["/query", "/server:RDS1,RDS2"])
-    run = logoff.Run(opts)
-    progress = logoff.Progress(run)
-    progress.on = True
+    ctx = logoff.Context(logoff.parse_args(["/query", "/server:RDS1,RDS2"]))
+    screen = logoff.Screen()
+    screen.progress_on = True
+    run = logoff.Run(ctx, screen)
     capsys.readouterr()
-    progress.update(logoff.plan_server)
-    progress.update(logoff.act_server)
+    screen.progress("plan", run)
+    screen.next_progress = 0.0
+    screen.progress("act", run)
     err = capsys.readouterr().err
     assert tr(name, "reading servers %(done)d/%(all)d") % dict(
         done=0, all=2) in err
@@ -888,8 +1168,8 @@ def test_a_copied_folder_speaks_japanese(tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=60)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.decode("utf-8").replace("\r\n", "\n") == tr(
-        "ja", logoff.USAGE_BASIC) + tr("ja", logoff.USAGE_MORE)
+    assert p.stdout.decode("utf-8").replace("\r\n", "\n") == help_text(
+        "ja", SCRIPT_PROG)
     # Without locale/ beside it: English, and still working.
     shutil.rmtree(str(dest / "locale"))
     p = farmlib.run_child([sys.executable, str(dest / "logoff.py"), "/?"],
@@ -927,8 +1207,8 @@ def test_installed_wheel_speaks_japanese(venv, elsewhere, how):
     proc = _run(venv.command(how) + ["/?"], cwd=str(elsewhere),
                 env=_clean_env(LOGOFF_LANG="ja-JP", PYTHONIOENCODING="utf-8"))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.decode("utf-8") == tr("ja", logoff.USAGE_BASIC) + \
-        tr("ja", logoff.USAGE_MORE)
+    assert proc.stdout.decode("utf-8") == help_text(
+        "ja", "python3 -m logoff" if how == "module" else "pylogoff")
     proc = _run(venv.command(how) + ["/x"], cwd=str(elsewhere),
                 env=_clean_env(LANG="zh_CN.UTF-8", LC_ALL="", LANGUAGE="",
                                LOGOFF_LANG="", PYTHONIOENCODING="utf-8"))
@@ -993,8 +1273,7 @@ def test_windows_display_language_under_wine(wine, version, name, env,
     r = wine.run_python(version, [script, "/?"], cwd=tmp_path, env=env,
                         bare=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.replace("\r\n", "\n") == tr(name, logoff.USAGE_BASIC) + \
-        tr(name, logoff.USAGE_MORE)
+    assert r.stdout.replace("\r\n", "\n") == help_text(name, "py logoff.py")
     # System texts in the same language: 1722 from FormatMessageW.
     farm_file = standard_farm().write(str(tmp_path / "farm.txt"))
     r = wine.run_python(version, [script, "3", "/server:DOWN"], cwd=tmp_path,
@@ -1009,7 +1288,7 @@ def test_windows_display_language_under_wine(wine, version, name, env,
     r = wine.run_python(version, [script, "/?"], cwd=tmp_path,
                         env=dict(env, LOGOFF_LANG="en"), bare=True,
                         timeout=600)
-    assert r.stdout.replace("\r\n", "\n") == logoff.USAGE
+    assert r.stdout.replace("\r\n", "\n") == help_text(None, "py logoff.py")
 
 
 @pytest.mark.parametrize("name, locale_name", [("ja", "ja_JP.UTF-8"),
@@ -1025,13 +1304,13 @@ def test_redirected_output_in_the_windows_code_page(wine, name, locale_name,
             " p.stdout.hex() or '-', p.stderr.hex() or '-')")
     script = wine.winpath(wine.ROOT / "logoff.py")
     for args, want_out, want_err in (
-            (["/?"], tr(name, logoff.USAGE_BASIC) + tr(name,
-                                                       logoff.USAGE_MORE),
+            (["/?"], help_text(name, "py logoff.py"),
              ""),
             (["3", "4"], "", tr(name, "Invalid parameter(s): %(why)s") % dict(
                 why=tr(name, "more than one session given")) + "\n" +
-             tr(name, logoff.USAGE_BASIC) +
-             tr(name, "Type LOGOFF /? for every switch.") + "\n")):
+             tr(name, logoff.USAGE_BASIC) % {"prog": "py logoff.py"} +
+             tr(name, "Type %(prog)s /? for every switch.") % {
+                 "prog": "py logoff.py"} + "\n")):
         r = wine.run_python("3.13", ["-c", code, script] + args, cwd=tmp_path,
                             env={"LC_ALL": locale_name, "LOGOFF_LANG": ""},
                             bare=True,
