@@ -5,8 +5,9 @@
                                       locale/<lang>/LC_MESSAGES/logoff.po from
                                       it and compile each into logoff.mo
     python3 locale/build.py --check   change nothing; exit 1 if one of those
-                                      files is not what the build writes, or a
-                                      message is untranslated or fuzzy
+                                      files is not what the build writes (the
+                                      references aside), or a message is
+                                      untranslated or fuzzy
 
 Babel (tests/requirements.txt) is a developer's tool: logoff.py reads the
 .mo files with the standard library's gettext.  This script is Babel's
@@ -302,13 +303,19 @@ def _read(path):
 
 
 def _messages(catalog):
-    return [(m.id, [sorted(m.locations), m.auto_comments]) for m in catalog
-            if m.id]
+    return [m.id for m in catalog if m.id]
+
+
+def _without_references(data):
+    """A .po's bytes less its extracted comments and references (#. #:):
+    code moving from one function to another is no reason to rebuild."""
+    return b"".join(line for line in io.BytesIO(data)
+                    if not line.startswith((b"#.", b"#:")))
 
 
 def template():
-    """The template, dated as the committed .pot while its messages are the
-    same (so that an unchanged source changes no file)."""
+    """The template, dated as the committed .pot while its msgids are the
+    same (so that the .mo files change only when a translation does)."""
     pot = extract()
     old = _read(POT)
     if old is not None:
@@ -358,7 +365,10 @@ def build(check=False):
         outputs.append((os.path.join(os.path.dirname(path), DOMAIN + ".mo"),
                         mo_bytes(catalog)))
     for path, data in outputs:
-        if _read(path) == data:
+        old = _read(path)
+        if old == data or check and old is not None and \
+                path.endswith((".po", ".pot")) and \
+                _without_references(old) == _without_references(data):
             continue
         rel = os.path.relpath(path, ROOT)
         if check:
