@@ -1225,9 +1225,9 @@ class Target:
 
 class Own:
     """The caller's own session: its ID on the local server (read once a
-    run; None where it cannot be, with ``error``), and its details
-    (SessionTimes; False where they cannot be read), read only when a
-    session elsewhere has that ID."""
+    run; None where it cannot be, with ``error``, the WTSError), and its
+    details (SessionTimes; False where they cannot be read), read only
+    when a session elsewhere has that ID."""
     __slots__ = ("id", "error", "details")
 
     def __init__(self):
@@ -1238,7 +1238,7 @@ def own_step(run, job):
     try:
         run.own.id = yield Call(wtsapi.current_session_id)
     except wtsapi.WTSError as e:
-        run.own.error = describe(e)
+        run.own.error = e
 
 
 def _own_details(run):
@@ -1406,7 +1406,7 @@ def _plan_own(run, job):
     """logoff with no session: the caller's own, as WTS_CURRENT_SESSION."""
     own = run.own
     if own.id is None:
-        raise Refused(own.error.message, own.error.code)
+        raise own.error
     if own.id == 0:
         # A scheduled task as SYSTEM, a service, a WinRM or Salt command:
         # "my own session" there is the services session.
@@ -1429,7 +1429,7 @@ def _select(run, job, sessions):
     if job.local and run.own.id is None and ctx.kind != LIST:
         raise Refused(Text("cannot tell which session is yours on this "
                            "machine (%(why)s); nothing is selected here",
-                           why=run.own.error.message))
+                           why=describe(run.own.error).message))
     for s in sessions:
         if ctx.listing_all:
             own = False

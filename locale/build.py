@@ -25,13 +25,13 @@ extract, update and compile with the project's options, plus what plain
 * the catalogue headers kept: Babel drops unknown ones, and logoff.py reads
   X-Windows-LANGID (the LANGID that system error texts are asked for in);
 * stable output: references name the function, not the line, and the .pot
-  keeps its date while its messages stay the same, so the files change only
-  when the messages do.
+  keeps its date while its msgids stay the same, so the .mo files change
+  only when a translation does (and --check ignores the references).
 
 Update keeps translations, marks a changed message fuzzy with the old
 translation of the message most like it (for the translator to adapt), adds
-new ones untranslated and removes those no longer used.  Run ``pybabel update`` or
-``pybabel compile`` directly and X-Windows-LANGID is lost: use this script.
+new ones untranslated and removes those no longer used.  ``pybabel update``
+or ``pybabel compile`` run by hand would drop X-Windows-LANGID: use this.
 """
 
 import ast
@@ -93,7 +93,7 @@ class LogoffCatalog(Catalog):
     mime_headers = property(_get_headers, _set_headers)
 
 
-# --- Extract -------------------------------------------------------------------
+# --- Extract --------------------------------------------------------------
 
 def _functions(tree):
     """[(first line, last line, name)] of every function, a method as
@@ -208,12 +208,14 @@ def extract(source=SOURCE):
     base = os.path.basename(source)
     names = module_strings(tree)
     known, by_tree = set(), []      # every literal message; the tree's own
+    conditionals = []               # (first, last line) of such calls
     for node, _name, arg in calls(tree):
         texts = literals(arg)
         known.update(texts)
         where = _function_at(functions, node.lineno)
         if isinstance(arg, ast.IfExp):
             by_tree += [(text, where, None) for text in texts]
+            conditionals.append((node.lineno, node.end_lineno))
         elif isinstance(arg, ast.Name) and arg.id in names:
             by_tree.append((names[arg.id], where, arg.id))
     found = {}                      # msgid -> ({where}, [comments])
@@ -228,9 +230,7 @@ def extract(source=SOURCE):
             strip_comment_tags=True):
         function = _function_at(functions, lineno)
         if msgid not in known:
-            if any(isinstance(arg, ast.IfExp) and
-                   node.lineno <= lineno <= node.end_lineno
-                   for node, _name, arg in calls(tree)):
+            if any(first <= lineno <= last for first, last in conditionals):
                 continue            # a conditional's strings joined
             raise ValueError("%s:%d: Babel read %r, which is no message"
                              % (base, lineno, msgid[:60]))
@@ -246,9 +246,9 @@ def extract(source=SOURCE):
                         header_comment=TEMPLATE_COMMENT)
     for msgid in sorted(found):
         where, comments = found[msgid]
-        functions_in = sorted({"%s()" % f for _file, f in where if f} |
-                              {"module level" for _file, f in where
-                               if f is None and _file == base})
+        functions_in = sorted({"%s()" % f for _path, f in where if f} |
+                              {"module level" for path, f in where
+                               if f is None and path == base})
         pot.add(msgid, locations=[(f, None) for f in
                                   sorted({w[0] for w in where})],
                 auto_comments=comments + (
@@ -257,7 +257,7 @@ def extract(source=SOURCE):
     return pot
 
 
-# --- .po and .mo files -------------------------------------------------------------
+# --- .po and .mo files ----------------------------------------------------
 
 def po_files():
     """{language folder name: path of its logoff.po}."""
@@ -337,7 +337,7 @@ def updated(path, pot):
 
 def problems(catalog):
     """What a translator still has to do in ``catalog``: [line]."""
-    out = []
+    out = ["the header is fuzzy"] if catalog.fuzzy else []
     for m in catalog:
         if not m.id:
             continue

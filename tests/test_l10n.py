@@ -158,7 +158,7 @@ def lang(monkeypatch):
     return _set
 
 
-# --- The catalogues against the source (Babel) -------------------------------------
+# --- The catalogues against the source (Babel) -------------------------------
 
 @needs_babel
 def test_build_check_passes():
@@ -315,7 +315,7 @@ def test_gnu_msgfmt_agrees(name, tmp_path):
                           if k != "pot-creation-date"}
 
 
-# --- Each translation against its message ---------------------------------------------
+# --- Each translation against its message ------------------------------------
 
 def _dummy(placeholder):
     kind = placeholder[-1]
@@ -561,7 +561,7 @@ def test_headers(name):
 
 
 
-# --- Choosing the language -------------------------------------------------------------
+# --- Choosing the language ---------------------------------------------------
 
 @pytest.mark.parametrize("tag, names", [
     ("ja-JP", ["ja_JP", "ja"]), ("ja", ["ja"]), ("ja_JP.UTF-8", ["ja_JP", "ja"]),
@@ -660,7 +660,7 @@ def test_system_texts_are_asked_for_in_the_same_language(lang, name):
     assert logoff._translations.info()["language"] == name
 
 
-# --- Where a catalogue may be read from, and what is read -----------------------------
+# --- Where a catalogue may be read from, and what is read --------------------
 
 def _plant(folder, name="ja", data=None):
     """A catalogue (the real ja one unless ``data``) at
@@ -856,7 +856,7 @@ def test_an_english_run_imports_nothing_for_localization():
             assert last == "[]", (case, last)
 
 
-# --- The screen in each language -------------------------------------------------------
+# --- The screen in each language ---------------------------------------------
 
 @pytest.mark.parametrize("name", LANGS)
 def test_help(cli, load, lang, name):
@@ -1100,7 +1100,7 @@ def test_progress_line(lang, name, capsys):
                                           failed=0) in err
 
 
-# --- /json and /log: the same bytes in every language -----------------------------------
+# --- /json and /log: the same bytes in every language ------------------------
 
 def _json_farm():
     farm = reference_farm()
@@ -1173,7 +1173,7 @@ def test_json_and_log_are_the_same_in_every_language(cli, load, lang,
         screens[name].encode(CODEPAGE[name])
 
 
-# --- Where the catalogues are found: a copied folder, the wheel ---------------------------
+# --- Where the catalogues are found: a copied folder, the wheel --------------
 
 def _copy(src, dest):
     """Byte for byte (shutil.copy calls CopyFile2 on Windows CPython 3.12+,
@@ -1250,7 +1250,7 @@ def test_installed_wheel_speaks_japanese(venv, elsewhere, how):
     assert proc.stderr.decode("utf-8").startswith("参数无效: ")
 
 
-# --- Under Wine: genuine Windows CPython, the language from the Windows API --------------
+# --- Under Wine: genuine Windows CPython, the language from the Windows API ---
 
 def _winleg():
     path = Path(__file__).resolve().with_name("winleg.py")
