@@ -179,15 +179,23 @@ _fitting = {}                 # msgid -> its translation, where it fits
 
 def _(msgid):
     """The reader's language for a message of ours; English where the
-    translation's placeholders do not fit the message."""
+    translation's placeholders do not fit the message's (named ones in any
+    order, positional ones in order)."""
     if _translations is None or not msgid:
         return msgid
     text = _fitting.get(msgid)
     if text is None:
         import re
-        text, find = _translations.gettext(msgid), re.compile(
-            r"%(?:\([^)]*\))?[-#0 +.\d]*[a-zA-Z%]").findall
-        _fitting[msgid] = text = text if find(text) == find(msgid) else msgid
+        find = re.compile(r"%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[a-zA-Z%]"
+                          ).findall
+
+        def shape(t):
+            found = find(t)
+            return (sorted(p for p in found if p.startswith("%(")),
+                    [p for p in found if not p.startswith("%(")])
+        text = _translations.gettext(msgid)
+        _fitting[msgid] = text = text if shape(text) == shape(msgid) \
+            else msgid
     return text
 
 
@@ -268,14 +276,17 @@ def _read_catalogue(path):
                      | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as f:
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_CATALOGUE:
-                data = f.read(MAX_CATALOGUE + 1)
-                return data if len(data) <= MAX_CATALOGUE else None
-        except OSError:
-            pass
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_CATALOGUE:
+            with os.fdopen(fd, "rb") as f:
+                fd, data = None, f.read(MAX_CATALOGUE + 1)
+            return data if len(data) <= MAX_CATALOGUE else None
+    except OSError:
+        pass
+    finally:
+        if fd is not None:
+            os.close(fd)
     return None
 
 
@@ -296,7 +307,7 @@ def find_catalogue(tags):
                 import gettext
                 try:
                     return gettext.GNUTranslations(io.BytesIO(data))
-                except (OSError, ValueError, LookupError, UnicodeError):
+                except Exception:       # struct.error for a truncated one
                     pass
     return None
 
@@ -1119,8 +1130,8 @@ class Sinks:
 
 def _stopped_by(error):
     """Why nothing more is changed, naming the sink that failed."""
-    return Text("the event log cannot be written" if isinstance(
-        error.sink, EventLog) else "the audit log cannot be written")
+    return Text("the event log cannot be written") if isinstance(
+        error.sink, EventLog) else Text("the audit log cannot be written")
 
 
 class Trail:
@@ -1787,7 +1798,7 @@ class Run:
                           else Text("%(who)s: %(why)s", who=t.who(), why=why))
 
     def logged_off(self, t):
-        if self.settle(t, DONE):
+        if self.settle(t, DONE) and self.ctx.kind != OWN:
             self.say(Text("Session ID %(id)d on %(server)s has been logged "
                           "off.", id=t.session.id,
                           server=server_label(t.server)))
@@ -2553,7 +2564,6 @@ def _open_sinks(run, opts):
             raise Refused(Text("cannot register the event source "
                                "%(source)s: %(why)s", source=opts.eventlog,
                                why=_event_failure(e)))
-    run.trail.operator = wtsapi.process_account()
 
 
 def main(argv=None):
@@ -2582,6 +2592,8 @@ def main(argv=None):
         try:
             if opts.log or opts.eventlog is not None:
                 _open_sinks(run, opts)
+            if opts.log or opts.eventlog is not None or opts.warn:
+                run.trail.operator = wtsapi.process_account()
             if threads:
                 screen.start(len(run.jobs) > 1 and not opts.json)
             run.driver = Driver(run, threads)
