@@ -1501,11 +1501,16 @@ def _batches(items):
 def _issue(run, job, batch, action, call):
     """Intents for ``batch``, then its calls, IN_FLIGHT at once, each after
     its own intent is written; returns [(target, answer)] for the targets
-    whose call went out (the answer: None, a value, or the exception)."""
+    whose call went out (the answer: None, a value, or the exception).  A
+    logoff whose intent took long to write (a slow share) goes out only
+    after a fresh look."""
     written = yield Write([run.intent(t, action) for t in batch])
     for t in batch[written:]:
         t.seq = t.pending = None       # never written: the run is stopping
     batch = batch[:written]
+    if action == "logoff" and run.ctx.kind != OWN and \
+            time.monotonic() - job.read_at > FRESH_SECONDS:
+        batch = yield from _refresh(run, job, batch)
     for t in batch:
         t.issued = True
     try:
