@@ -2031,6 +2031,9 @@ class Driver:
                 task.dead = True
                 del self.live[job]
                 return
+            if run.stopping:
+                error = Stopped()
+                continue
             if isinstance(req, Write):
                 if self.sink_in is None:
                     value = self._write(req.records)
@@ -2038,9 +2041,6 @@ class Driver:
                 task.write = _Ticket(task, None, None)
                 self.sink_in.put((task.write, req.records))
                 return
-            if run.stopping:
-                error = Stopped()
-                continue
             if isinstance(req, Pause):
                 task.wake = time.monotonic() + req.seconds
                 return
