@@ -1504,9 +1504,14 @@ def _issue(run, job, batch, action, call):
     whose call went out (the answer: None, a value, or the exception).  A
     logoff whose intent took long to write (a slow share) goes out only
     after a fresh look."""
-    written = yield Write([run.intent(t, action) for t in batch])
-    for t in batch[written:]:
+    try:
+        written = yield Write([run.intent(t, action) for t in batch])
+    except Stopped:
+        written = None
+    for t in batch[written or 0:]:
         t.seq = t.pending = None       # never written: the run is stopping
+    if written is None:
+        raise Stopped()
     batch = batch[:written]
     if action == "logoff" and run.ctx.kind != OWN and \
             time.monotonic() - job.read_at > FRESH_SECONDS:
