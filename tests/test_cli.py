@@ -14,6 +14,9 @@ from farm import (ACTIVE, DISCONNECTED, LISTEN, Farm, run_child,
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN = 0xFFFFFFFF            # WTS_CURRENT_SESSION, as the double logs it
+# The command as these in-process runs run it (pytest is __main__): the help
+# names it, never LOGOFF, which starts Windows' own logoff.exe.
+PROG = ("py" if sys.platform == "win32" else "python3") + " logoff.py"
 
 
 def changes(run):
@@ -123,7 +126,8 @@ def test_bad_arguments_call_nothing(cli, load, double, args):
     assert r.out == ""
     first = r.err.splitlines()[0]
     assert first.startswith("Invalid parameter(s)")
-    assert "LOGOFF [sessionname | sessionid]" in r.err
+    assert "%s [sessionname | sessionid]" % PROG in r.err
+    assert "Type %s /? for every switch." % PROG in r.err
     assert double.calls() == 0
 
 
@@ -135,7 +139,7 @@ def test_help(cli, load, double, args):
         assert r.code == 1 and "Invalid parameter(s)" in r.err
     else:
         assert (r.code, r.err) == (0, "")
-        assert r.out.startswith(logoff.USAGE[:40])
+        assert r.out.startswith(logoff.USAGE_BASIC % {"prog": PROG})
         assert "/SERVER:servername" in r.out and "Exit codes" in r.out
     assert double.calls() == 0
 
@@ -446,11 +450,16 @@ def test_own_session_is_audited(cli, load, tmp_path):
     log = tmp_path / "a.jsonl"
     r = cli("/log:%s" % log)
     assert r.code == 0
-    intent, line = [json.loads(x) for x in log.read_text("utf-8").splitlines()]
+    intent, line, summary = [json.loads(x) for x in
+                             log.read_text("utf-8").splitlines()]
     assert (intent["session"], intent["phase"], intent["seq"]) == (
         2, "intent", line["seq"])
     assert (line["session"], line["action"], line["result"]) == (
         2, "logoff", "logged-off")
+    # The summary ends the trail (the same pipeline as every other run).
+    assert (summary["phase"], summary["run"], summary["exit_code"]) == (
+        "summary", intent["run"], 0)
+    assert summary["counts"]["logged-off"] == 1
 
 
 def test_local_name_asks_the_local_server_for_the_own_session(cli, load,
