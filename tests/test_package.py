@@ -76,7 +76,8 @@ def _check(proc, what):
 # --- The repository ---------------------------------------------------------
 
 def _top_level():
-    if os.path.isdir(os.path.join(ROOT, ".git")) and shutil.which("git"):
+    # A worktree's .git is a file naming its git directory.
+    if os.path.exists(os.path.join(ROOT, ".git")) and shutil.which("git"):
         p = subprocess.run(["git", "-C", ROOT, "ls-files", "-z"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if p.returncode == 0:

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -69,18 +68,18 @@ def test_max_with_whatif_reports_the_plan(cli, load):
     assert "more than /max:2" in r.err
 
 
-def test_timeout_holds_for_a_named_session(cli, load, double):
-    # logoff.exe-style, one session on one server: the same fan-out, so
-    # /timeout cuts a server that takes 3 s to answer.
+def test_timeout_does_not_cut_a_named_session(cli, load, double):
+    # logoff.exe-style, one session on one server: the drop-in form calls
+    # Windows inline, as logoff.exe does, with no /timeout: a server that
+    # takes longer than /timeout to answer is waited for, not given up.
     farm = Farm(caller=1)
     farm.server("X").session(2, "RDP-Tcp#2", ACTIVE, "u", "CORP")
-    farm.latency("X", "WTSEnumerateSessionsExW", 3000)
+    farm.latency("X", "WTSEnumerateSessionsExW", 1000)
     load(farm)
-    t0 = time.monotonic()
     r = cli("2", "/server:X", "/timeout:0.5")
-    assert time.monotonic() - t0 < 2.5
-    assert r.code == 1 and "(error 1460)" in r.err
-    assert logoffs(r) == []
+    assert (r.code, r.err) == (0, "")
+    assert logoffs(r) == [("X", 2)]
+    assert double.calls("X", "WTSEnumerateSessionsExW") == 1
 
 
 def test_one_handle_per_server_across_phases(cli, load, double):
@@ -149,9 +148,13 @@ def test_no_progress_when_stderr_is_redirected(run_process):
 # --- The module's shape ------------------------------------------------------
 
 # Optional leaves, imported where they are used (see the guide); anything
-# else is imported at the top.
+# else is imported at the top.  gettext, sysconfig and re serve a translated
+# screen only (an English run imports none of them: test_l10n); queue serves
+# the threaded runs only (the drop-in forms run inline, with no thread);
+# ipaddress the server-name checks, as socket; traceback LOGOFF_DEBUG.
 LAZY_OK = {"json", "fnmatch", "socket", "unicodedata", "signal", "gettext",
-           "pwd", "msvcrt", "locale", "datetime"}
+           "pwd", "msvcrt", "locale", "datetime", "sysconfig", "re", "queue",
+           "ipaddress", "traceback"}
 
 
 @pytest.mark.parametrize("module", ["logoff.py", "wtsapi.py"])
