@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -161,21 +162,21 @@ def test_a_log_that_fills_up_stops_every_change(double_path, tmp_path):
 
 def test_log_failure_is_reported_as_the_logs(cli, load, double, tmp_path,
                                              monkeypatch):
-    load(many_farm(5))
+    # Logoffs go out eight at a time, each batch's intents written first:
+    # the first outcome line that cannot be written stops the run after
+    # the first batch, with two sessions never tried (partly done).
+    load(many_farm(10))
     log = tmp_path / "a.jsonl"
     real_write = os.write
-    writes = []
 
     def failing(fd, data):
-        if data.startswith(b"{") and b'"run"' in data:
-            writes.append(data)
-            if len(writes) == 4:        # the third intent line
-                raise OSError(28, "No space left on device")
+        if data.startswith(b"{") and b'"phase": "outcome"' in data:
+            raise OSError(28, "No space left on device")
         return real_write(fd, data)
     monkeypatch.setattr(os, "write", failing)
     r = cli("/server:MANY", "/state:disc", "/log:%s" % log)
     assert r.code == 2
-    assert len(logged_off(r.log)) == 2
+    assert len(logged_off(r.log)) == 8
     line = [x for x in r.err.splitlines() if "audit log" in x]
     assert line and str(log) in line[0] and "No space left" in line[0]
     assert "server MANY" not in r.err
@@ -189,8 +190,10 @@ def test_a_name_that_cannot_be_utf8_is_escaped(cli, load, double, tmp_path,
     r = cli("/server:MANY", "/state:disc", "/log:%s" % log)
     assert r.code == 0, r.err
     lines = read_lines(log)
-    assert len(lines) == 4 and len(logged_off(r.log)) == 2
-    assert lines[0]["operator"] == "CORP\\x\udcff"
+    # Two intents, two outcomes, the summary.
+    assert len(lines) == 5 and len(logged_off(r.log)) == 2
+    assert lines[-1]["phase"] == "summary"
+    assert all(x["operator"] == "CORP\\x\udcff" for x in lines)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
@@ -217,43 +220,50 @@ def test_log_must_be_a_regular_file(cli, load, double, tmp_path, kind):
 @pytest.mark.skipif(not POSIX, reason="POSIX signals")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_with_logoffs_in_flight(double_path, tmp_path, sig):
+    # S has more sessions than go out at once (eight a server): its first
+    # eight are in flight with A's, B's and C's one each when the signal
+    # comes; its last two are never started.
     farm = Farm(caller=1)
     for name in ("A", "B", "C"):
         farm.server(name).session(3, "", DISCONNECTED, "u" + name, "CORP")
         farm.latency(name, "WTSLogoffSession", 6000)
     slow = farm.server("S")
-    for sid in range(3, 8):
+    for sid in range(3, 13):
         slow.session(sid, "", DISCONNECTED, "s%d" % sid, "CORP")
     farm.latency("S", "WTSLogoffSession", 6000)
     log = tmp_path / "a.jsonl"
     child = Child(double_path, tmp_path, farm, "/server:A,B,C,S",
                   "/state:disc", "/json", "/log:%s" % log)
     assert child.wait_for(lambda: log.exists() and len(
-        intents(read_lines(log))) == 4)
-    t0 = time.monotonic()
+        intents(read_lines(log))) == 11)
+    # Each call goes out as soon as its batch's intents are written; the
+    # calls take 6 s, so they are still in flight a moment later.
+    time.sleep(0.5)
     child.p.send_signal(sig)
     out, err = child.p.communicate(timeout=30)
-    assert time.monotonic() - t0 < 5
     assert b"Traceback" not in err
     doc = json.loads(out.decode("ascii"))
     got = {(s["server"], s["id"]): s for s in doc["sessions"]}
-    # The four in flight: issued, outcome unknown.  S's other four: never
+    # The eleven in flight: issued, outcome unknown.  S's other two: never
     # started after the interrupt.
+    in_flight = [("A", 3), ("B", 3), ("C", 3)] + [("S", i)
+                                                  for i in range(3, 11)]
     unknown = [k for k, s in got.items() if s["result"] == "unknown"]
-    assert sorted(unknown) == [("A", 3), ("B", 3), ("C", 3), ("S", 3)]
+    assert sorted(unknown) == in_flight
     assert all("interrupted" in got[k]["message"] for k in unknown)
     assert sorted(k for k, s in got.items()
-                  if s["result"] == "not-attempted") == [
-        ("S", i) for i in range(4, 8)]
+                  if s["result"] == "not-attempted") == [("S", 11), ("S", 12)]
     lines = read_lines(log)
     outcome = {x["seq"]: x for x in lines if x["phase"] == "outcome"}
     assert all(outcome[x["seq"]]["result"] == "unknown"
                for x in intents(lines))
     # Something may have been done: 2, in the JSON and the process alike.
     assert doc["exit_code"] == child.p.returncode == 2
-    assert [e for e in child.entries()
-            if e.func == "WTSLogoffSession" and e.server == "S"
-            and e.session != 3] == []
+    # The run did not wait for the calls in flight: all eleven were still
+    # in the double when the process ended, and none ever answered.
+    assert [e for e in child.entries() if e.func == "WTSLogoffSession"] == []
+    with open(child.calls, encoding="utf-8") as f:
+        assert farmlib.parse_log(f.read())[1]["inflight"] == 11
 
 
 @pytest.mark.skipif(not POSIX, reason="POSIX signals")
@@ -270,39 +280,72 @@ def test_interrupt_before_anything_was_done_exits_1(double_path, tmp_path):
     assert logged_off(child.entries()) == []
 
 
+@pytest.mark.skipif(not POSIX, reason="a POSIX signal")
 def test_ctrl_c_in_the_grace_period_has_one_exit_code(cli, load, double,
                                                       monkeypatch):
     from test_select import warn_farm
-
-    def interrupted(seconds):
-        raise KeyboardInterrupt
     load(warn_farm())
-    monkeypatch.setattr(time, "sleep", interrupted)
-    r = cli("/server:W", "/state:active", "/warn:bye", "/grace:5m", "/json")
-    assert r.code == json.loads(r.out)["exit_code"] == 1
+    # A real SIGINT, a moment after the last of the five warnings went out:
+    # the 5-minute grace period has begun.
+    real = wtsapi.Server.send_message
+    sent, timers = [], []
+
+    def send(self, *args, **kwargs):
+        answer = real(self, *args, **kwargs)
+        sent.append(args[0])
+        if len(sent) == 5:
+            timers.append(threading.Timer(0.3, os.kill,
+                                          (os.getpid(), signal.SIGINT)))
+            timers[0].start()
+        return answer
+    monkeypatch.setattr(wtsapi.Server, "send_message", send)
+    try:
+        r = cli("/server:W", "/state:active", "/warn:bye", "/grace:5m",
+                "/json")
+    finally:
+        for t in timers:
+            t.join()
+    doc = json.loads(r.out)
+    assert r.code == doc["exit_code"] == 1
+    assert "interrupted" in doc["error"]
+    assert {s["result"] for s in doc["sessions"]} == {"spared"}
+    assert [e for e in r.log if e.func == "WTSLogoffSession"] == []
 
 
 def test_a_server_given_up_keeps_done_and_not_attempted_apart(cli, load,
                                                              double,
                                                              tmp_path):
-    farm = many_farm(6)
-    farm.latency("MANY", "WTSLogoffSession", 400)
+    # /timeout is the wait for one answer: MANY's logoffs take 3 s, so it is
+    # given up with its first eight in flight and its last two never tried;
+    # FAST, beside it, is done.
+    farm = many_farm(10)
+    farm.latency("MANY", "WTSLogoffSession", 3000)
+    fast = farm.server("FAST")
+    for sid in (3, 4):
+        fast.session(sid, "", DISCONNECTED, "f%d" % sid, "CORP")
     load(farm)
     log = tmp_path / "a.jsonl"
-    r = cli("/server:MANY", "/state:disc", "/timeout:1", "/json",
+    r = cli("/server:MANY,FAST", "/state:disc", "/timeout:1", "/json",
             "/log:%s" % log)
     d = json.loads(r.out)
-    results = [s["result"] for s in d["sessions"]]
-    # Two or three done in the second, one in flight, the rest never tried.
-    assert results.count("logged-off") >= 1
-    assert results.count("unknown") == 1
-    assert results.count("not-attempted") >= 1
-    assert len(results) == 6
+    results = {(s["server"], s["id"]): s["result"] for s in d["sessions"]}
+    assert results == dict(
+        [(("FAST", 3), "logged-off"), (("FAST", 4), "logged-off")]
+        + [(("MANY", i), "unknown") for i in range(100, 108)]
+        + [(("MANY", i), "not-attempted") for i in (108, 109)])
+    assert [(e["server"], e["error"]) for e in d["server_errors"]] == [
+        ("MANY", 1460)]
     lines = read_lines(log)
-    done = {x["session"] for x in lines if x["phase"] == "outcome"
-            and x["result"] == "logged-off"}
-    assert done == {s["id"] for s in d["sessions"]
-                    if s["result"] == "logged-off"}
+    by_result = {}
+    for x in lines:
+        if x["phase"] == "outcome":
+            by_result.setdefault(x["result"], set()).add(
+                (x["server"], x["session"]))
+    for result in ("logged-off", "unknown"):
+        assert by_result[result] == {k for k, v in results.items()
+                                     if v == result}
+    # The two never tried had no intent, so they have no outcome line.
+    assert "not-attempted" not in by_result
     assert d["exit_code"] == r.code == 2
 
 
@@ -318,7 +361,8 @@ def test_a_closed_pipe_with_v_stops_nothing(double_path, tmp_path):
     child.p.wait(timeout=60)
     child.p.stderr.read()
     assert len(logged_off(child.entries())) == 500
-    assert len(read_lines(log)) == 1000
+    lines = read_lines(log)
+    assert len(lines) == 1001 and lines[-1]["phase"] == "summary"
     assert child.p.returncode == 0
 
 
@@ -335,7 +379,9 @@ def test_no_stdio_at_all_does_all_the_work(double_path, tmp_path):
                   stderr=None)
     child.p.wait(timeout=60)
     assert len(logged_off(child.entries())) == 2
-    assert len(read_lines(log)) == 6
+    lines = read_lines(log)
+    assert len(lines) == 7 and lines[-1]["phase"] == "summary"
+    assert lines[-1]["exit_code"] == 2
     assert child.p.returncode == 2       # as with stdio: partly done
 
 
@@ -349,7 +395,8 @@ def test_stdout_none_as_under_pythonw(cli, load, double, monkeypatch,
                         "/log:%s" % log])
     assert code == 0
     assert len(logged_off(double.log())) == 3
-    assert len(read_lines(log)) == 6
+    lines = read_lines(log)
+    assert len(lines) == 7 and lines[-1]["phase"] == "summary"
 
 
 # --- 6. The operator is who the process runs as -------------------------------
