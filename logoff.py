@@ -1325,16 +1325,18 @@ def _read_chunk(srv, ids, probe):
     the WTSError it failed with, until READ_BUDGET has passed (so that an
     answer comes within /timeout plus that), or with ``probe`` after the
     first read slow enough to have crossed a network."""
-    out, start = [], time.monotonic()
+    out, clock = [], time.monotonic
+    start = began = clock()
     for sid in ids:
-        began = time.monotonic()
         try:
             out.append(srv.times(sid))
         except wtsapi.WTSError as e:
             out.append(e)
-        now = time.monotonic()
-        if now - start > READ_BUDGET or probe and now - began > SLOW_READ:
-            break
+        if probe or len(out) % 16 == 0:
+            now = clock()
+            if now - start > READ_BUDGET or probe and now - began > SLOW_READ:
+                break
+            began = now
     return out
 
 
@@ -1357,6 +1359,7 @@ def read_times(run, job, targets):
         for chunk, answer in zip(chunks, answers):
             if isinstance(answer, BaseException):
                 raise answer
+            now = time.monotonic()
             for t, times in zip(chunk, answer):
                 if isinstance(times, wtsapi.WTSError):
                     if times.winerror not in wtsapi.SESSION_GONE_CODES:
@@ -1365,7 +1368,7 @@ def read_times(run, job, targets):
                 elif not _same_account(times, t.session):
                     gone.append(t)
                 else:
-                    t.times, t.read_at = times, time.monotonic()
+                    t.times, t.read_at = times, now
                     t.idle = None if _is_console(t.session) else times.idle
             todo.extend(chunk[len(answer):])
             if probe and len(answer) < len(chunk):
@@ -2511,14 +2514,17 @@ def _print_table(run):
     sizes = []
     for i, r in enumerate(rows):
         if "".join(r).isascii():            # the common row: C speed
-            sizes.append(tuple(map(len, r)))
+            sizes.append(None)
         else:
             rows[i] = r = tuple(c.encode(enc, "replace").decode(
                 enc, "replace") for c in r)
             sizes.append(tuple(map(_width, r)))
-    widths = [max(col) for col in zip(*sizes)]
+    widths = [max(col) for col in zip(*[
+        tuple(map(len, r)) if n is None else n for r, n in zip(rows, sizes)])]
+    fmt = " ".join("%%-%ds" % w for w in widths)
     run.screen._put("out", "".join(
-        " ".join(c + " " * (w - n) for c, n, w in zip(r, ns, widths))
+        (fmt % r if ns is None else " ".join(
+            c + " " * (w - n) for c, n, w in zip(r, ns, widths)))
         .rstrip() + "\n" for r, ns in zip(rows, sizes)))
 
 
