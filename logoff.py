@@ -793,6 +793,8 @@ def _same_user(now, before):
 def _is_loopback(name):
     """A literal loopback address, 127.0.0.0/8 or ::1; a host *name* that
     merely starts with 127. is not one."""
+    if not (name[:1].isdigit() or ":" in name):
+        return False                # a name, not an address: no parsing
     import ipaddress
     try:
         return ipaddress.ip_address(name.strip("[]")).is_loopback
@@ -1990,10 +1992,9 @@ class Driver:
         if not self.threads:
             return time.sleep(min(wait, 0.1))
         try:
-            item = self.answers.get(timeout=wait)
-            for _ in range(1000):
-                self._answer(*item)
-                item = self.answers.get_nowait()
+            self._answer(*self.answers.get(timeout=wait))
+            for _ in range(999):
+                self._answer(*self.answers.get_nowait())
         except self._empty:
             pass
 
@@ -2151,14 +2152,14 @@ class Driver:
             if not self.threads:
                 srv.close()
                 continue
-            if self.busy >= self.workers:
+            if self.busy >= self.workers and \
+                    self.workers - self.hung < self.run.ctx.parallel:
                 try:
                     threading.Thread(target=_worker, daemon=True, args=(
                         self.calls, self.answers)).start()
+                    self.workers += 1
                 except RuntimeError:
-                    srv.close()
-                    continue
-                self.workers += 1
+                    pass                # the workers there take it in turn
             self.busy += 1
             self.calls.put((_CLOSED, srv.close, ()))
         end = time.monotonic() + INTERRUPT_BOUND
