@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -202,12 +203,14 @@ def test_every_record_is_an_event_and_a_summary_ends_the_run(cli, load, evt,
     assert r.code == 0, r.err
     got = events(evt)
     lines = read_lines(log)
-    # The same objects, in the same order, with one seq: then the summary.
-    assert [rec for _t, _i, _s, rec in got[:-1]] == lines
-    assert [(t, i) for t, i, _s, _r in got] == [(INFO, 100), (INFO, 101)] * 3 \
-        + [(INFO, 900)]
+    # The same objects, in the same order, with one seq: then the summary,
+    # which ends the file too.
+    assert [rec for _t, _i, _s, rec in got] == lines
+    # The three logoffs go out at once, each after its intent.
+    assert [(t, i) for t, i, _s, _r in got] == [(INFO, 100)] * 3 \
+        + [(INFO, 101)] * 3 + [(INFO, 900)]
     assert got[0][2] == "Logging off session 100 (CORP\\user0) on server MANY."
-    assert got[1][2] == "Logged off session 100 (CORP\\user0) on server MANY."
+    assert got[3][2] == "Logged off session 100 (CORP\\user0) on server MANY."
     _t, _i, sentence, summary = got[-1]
     assert summary["phase"] == "summary" and summary["exit_code"] == 0
     assert summary["counts"] == {"logged-off": 3, "warned": 0,
@@ -225,15 +228,19 @@ def test_intent_event_is_written_before_the_call(cli, load, evt,
     load(many_farm(3))
     seen = []
     real = wtsapi.Server.logoff
+    # The three calls run at once on workers; the double's EV_Log snapshot
+    # is valid only until its next call: one reader at a time.
+    reading = threading.Lock()
 
     def watching(self, session_id, wait=False):
-        seen.append((session_id, [rec["session"] for t, i, s, rec in
-                                  events(evt) if i == 100]))
+        with reading:
+            seen.append((session_id, [rec["session"] for t, i, s, rec in
+                                      events(evt) if i == 100]))
         return real(self, session_id, wait)
     monkeypatch.setattr(wtsapi.Server, "logoff", watching)
     r = cli("/server:MANY", "/state:disc", "/eventlog:Ops Audit")
     assert r.code == 0, r.err
-    assert [sid for sid, _ in seen] == [100, 101, 102]
+    assert sorted(sid for sid, _ in seen) == [100, 101, 102]
     assert all(sid in announced for sid, announced in seen)
     assert evt.log()[0].fields["source"] == "Ops Audit"
 
@@ -250,13 +257,16 @@ def test_levels_follow_the_outcome(cli, load, evt):
             "/json", "/eventlog")
     assert r.code == 2
     got = [(t, i, rec["session"]) for t, i, _s, rec in events(evt)]
+    # A batch's intents first, then its outcomes: the successes as they
+    # answer, the failures once sorted (gone, or failed).
     assert got == [
-        (INFO, 110, 13), (INFO, 111, 13),          # warned
-        (INFO, 110, 14), (ERROR, 112, 14),         # could not warn
-        (INFO, 110, 15), (INFO, 111, 15),
+        (INFO, 110, 13), (INFO, 110, 14), (INFO, 110, 15),
+        (INFO, 111, 13), (INFO, 111, 15),          # warned
+        (ERROR, 112, 14),                          # could not warn
         (INFO, 104, 13),                           # gone in the grace: spared
-        (INFO, 100, 15), (ERROR, 102, 15),         # logoff failed
-        (INFO, 100, 16), (INFO, 101, 16),          # not warned, logged off
+        (INFO, 100, 15), (INFO, 100, 16),
+        (INFO, 101, 16),                           # not warned, logged off
+        (ERROR, 102, 15),                          # logoff failed
         (WARNING, 900, None)]
     sentences = {(i, rec["session"]): s for _t, i, s, rec in events(evt)}
     assert sentences[(112, 14)] == ("Warning session 14 (CORP\\stays) on "
@@ -276,11 +286,16 @@ def test_an_unknown_outcome_is_a_warning(cli, load, evt):
     farm.latency("MANY", "WTSLogoffSession", 1500)
     load(farm)
     r = cli("/server:MANY", "/state:disc", "/timeout:0.5", "/eventlog")
-    assert r.code in (1, 2)
+    # Both logoffs went out at once; neither answered within /timeout: the
+    # server is given up (its own event), both outcomes are unknown, and
+    # nothing more is asked of it.  Issued, perhaps done: 2.
+    assert r.code == 2
     got = [(t, i) for t, i, _s, _r in events(evt)]
-    assert got[:2] == [(INFO, 100), (WARNING, 103)]
-    assert (100, ) not in [(i,) for _t, i in got[2:-1]]    # nothing more
-    assert got[-1][1] == 900
+    assert got == [(INFO, 100), (INFO, 100), (ERROR, 120), (WARNING, 103),
+                   (WARNING, 103), (WARNING, 900)]
+    server = events(evt)[2][3]
+    assert (server["phase"], server["server"], server["result"],
+            server["error"]) == ("server", "MANY", "failed", 1460)
 
 
 def test_summary_levels_follow_the_exit_code(cli, load, evt):
@@ -306,7 +321,7 @@ def test_own_session_is_audited_too(cli, load, evt, tmp_path):
     assert [i for _t, i, _s, _r in got] == [100, 101, 900]
     assert got[2][3]["counts"] == {"logged-off": 1, "warned": 0,
                                    "server-errors": 0}
-    assert [rec for _t, _i, _s, rec in got[:2]] == read_lines(log)
+    assert [rec for _t, _i, _s, rec in got] == read_lines(log)
     assert got[0][3]["session"] == 2 and got[0][3]["user"] == "operator"
     assert got[0][2] == ("Logging off session 2 (CORP\\operator) on the "
                          "local server.")
@@ -314,20 +329,24 @@ def test_own_session_is_audited_too(cli, load, evt, tmp_path):
 
 def test_a_run_that_fails_as_a_whole_still_ends_with_its_summary(
         cli, load, evt, monkeypatch):
-    # As a scheduled task under pythonw.exe: no one sees stderr.
+    # As a scheduled task under pythonw.exe: no one sees stderr.  The
+    # run's first Windows call finds no wtsapi32 (a remote-only selection
+    # no longer needs the caller's session ID, so its failure alone would
+    # not fail the run).
     load()
+    why = "cannot load wtsapi32.dll: not found"
 
-    def no_session_id():
-        raise wtsapi.WTSError(5, "WTSQuerySessionInformationW")
-    monkeypatch.setattr(wtsapi, "current_session_id", no_session_id)
+    def no_library():
+        raise wtsapi.LibraryUnavailable(why)
+    monkeypatch.setattr(wtsapi, "current_session_id", no_library)
     r = cli("/server:RDS1", "/state:disc", "/eventlog")
-    assert r.code == 1 and "logoff:" in r.err
+    assert r.code == 1 and r.err == "logoff: %s\n" % why
     got = events(evt)
     assert [(t, i) for t, i, _s, _r in got] == [(ERROR, 900)]
     summary = got[0][3]
-    assert (summary["exit_code"], summary["message"]) == (1, english_text(5))
+    assert (summary["exit_code"], summary["message"]) == (1, why)
     assert got[0][2] == ("Run %s ended with exit code 1 (nothing done): %s"
-                         % (summary["run"], english_text(5)))
+                         % (summary["run"], why))
 
 
 def test_names_stay_lossless_in_ascii_json(cli, load, evt, monkeypatch):
@@ -352,21 +371,40 @@ def test_a_source_that_cannot_be_registered_means_nothing_done(cli, load,
     load(many_farm(3))
     evt.fail("RegisterEventSourceW")
     log = tmp_path / "a.jsonl"
-    r = cli("/server:MANY", "/state:disc", "/eventlog", "/log:%s" % log,
-            "/json")
+    r = cli("/server:MANY", "/state:disc", "/eventlog", "/log:%s" % log)
     assert r.code == 1 and r.out == ""
     assert r.err.startswith("logoff: cannot register the event source "
                             "PyLogoff: RegisterEventSourceW failed: %s "
                             "(error 5)" % system_text(5))
     assert len(r.err.splitlines()) == 1
     assert double.calls() == 0
-    assert not log.exists() or log.read_bytes() == b""
+    # The log, open already, holds the run's summary alone.
+    summary, = read_lines(log)
+    assert (summary["phase"], summary["exit_code"], summary["message"]) == (
+        "summary", 1, "cannot register the event source PyLogoff: "
+        "RegisterEventSourceW failed: %s (error 5)" % english_text(5))
+    assert not any(summary["counts"].get(k) for k in (
+        "logged-off", "not-attempted", "failed", "server-errors"))
+    log.unlink()
+    # With /json: the one document, saying why, and nothing on stderr.
+    evt.reset()
+    evt.fail("RegisterEventSourceW")
+    r = cli("/server:MANY", "/state:disc", "/eventlog", "/log:%s" % log,
+            "/json")
+    assert (r.code, r.err) == (1, "")
+    assert json.loads(r.out) == {
+        "sessions": [], "server_errors": [],
+        "error": "cannot register the event source PyLogoff: "
+                 "RegisterEventSourceW failed: %s (error 5)" % english_text(5),
+        "exit_code": 1}
+    assert double.calls() == 0
+    assert [x["phase"] for x in read_lines(log)] == ["summary"]
 
 
-@pytest.mark.parametrize("nth", [1, 3])
+@pytest.mark.parametrize("nth", [1, 17])
 def test_an_event_that_cannot_be_written_stops_every_change(cli, load, evt,
                                                             tmp_path, nth):
-    load(many_farm(5))
+    load(many_farm(10))
     log = tmp_path / "a.jsonl"
     evt.fail("ReportEventW", nth=nth, count=0)
     r = cli("/server:MANY", "/state:disc", "/eventlog", "/log:%s" % log,
@@ -375,9 +413,11 @@ def test_an_event_that_cannot_be_written_stops_every_change(cli, load, evt,
     done = logoffs(r.log)
     written = [rec for _t, _i, _s, rec in events(evt)]
     lines = read_lines(log)
-    # nth=1: the first intent fails, nothing is done, exit 1; nth=3: the
-    # second intent fails after one logoff, exit 2 (partly done).
-    assert len(done) == (0 if nth == 1 else 1)
+    # Logoffs go out eight at a time, a batch's intents first.  nth=1: the
+    # first intent fails, nothing is done, exit 1; nth=17: the second
+    # batch's first intent fails after the first batch (eight intents, eight
+    # outcomes) was done, exit 2 (partly done).
+    assert len(done) == (0 if nth == 1 else 8)
     assert d["exit_code"] == r.code == (1 if nth == 1 else 2)
     # Every logoff done has its intent and outcome in both sinks.
     assert {rec["session"] for rec in written if rec["phase"] == "intent"} \
@@ -392,42 +432,49 @@ def test_an_event_that_cannot_be_written_stops_every_change(cli, load, evt,
             closing["message"]) == (
         "outcome", refused["seq"], "not-attempted",
         "not attempted: the event log cannot be written")
-    assert len(lines) == 2 * len(done) + 2
+    # Then only the summary: no intent after the failure.
+    assert len(lines) == 2 * len(done) + 3
+    assert lines[-1]["phase"] == "summary"
     # Blamed on the event log, once, and every remaining session is
     # not attempted for that reason.
     assert d["server_errors"] == []
     skipped = [s for s in d["sessions"] if s["result"] == "not-attempted"]
-    assert len(skipped) == 5 - len(done)
+    assert len(skipped) == 10 - len(done)
     assert all(s["message"] == "not attempted: the event log cannot be "
                "written" for s in skipped)
 
 
 def test_an_outcome_that_cannot_be_written_stops_the_rest(cli, load, evt,
                                                         tmp_path):
-    load(many_farm(4))
+    # The first batch (eight intents, then their outcomes) goes out; the
+    # second outcome event fails: the first batch is done, the last two
+    # sessions are never started.
+    load(many_farm(10))
     log = tmp_path / "a.jsonl"
-    evt.fail("ReportEventW", nth=4, count=0)     # the second outcome
+    evt.fail("ReportEventW", nth=10, count=0)     # the second outcome
     r = cli("/server:MANY", "/state:disc", "/eventlog", "/log:%s" % log,
             "/json")
-    assert len(logoffs(r.log)) == 2
+    assert len(logoffs(r.log)) == 8
     assert json.loads(r.out)["exit_code"] == r.code == 2
     lines = read_lines(log)
-    # The file has both outcomes; the event log lacks the second one,
-    # which therefore reads there as in flight: unknown.
+    # The file has every outcome; the event log lacks all but the first,
+    # which therefore read there as in flight: unknown.
+    batch = range(100, 108)
     assert [(x["phase"], x["session"]) for x in lines] == [
-        ("intent", 100), ("outcome", 100), ("intent", 101),
-        ("outcome", 101)]
+        ("intent", i) for i in batch] + [("outcome", i) for i in batch] + [
+        ("summary", None)]
     assert [(i, rec["session"]) for _t, i, _s, rec in events(evt)] == [
-        (100, 100), (101, 100), (100, 101)]
+        (100, i) for i in batch] + [(101, 100)]
 
 
 def test_the_event_log_failure_is_reported_as_its_own(cli, load, evt,
                                                       tmp_path):
     load(many_farm(3))
-    evt.fail("ReportEventW", nth=3)
+    evt.fail("ReportEventW", nth=4)         # the first outcome
     log = tmp_path / "a.jsonl"
     r = cli("/server:MANY", "/state:disc", "/eventlog:Ops", "/log:%s" % log)
     assert r.code == 2
+    assert len(logoffs(r.log)) == 3
     line = [x for x in r.err.splitlines() if "event log" in x]
     assert line == ["logoff: the event log (source Ops) cannot be written: "
                     "ReportEventW failed: %s (error 1502)"
@@ -457,8 +504,11 @@ def test_own_session_with_a_refused_intent_does_nothing(cli, load, double,
     r = cli("/eventlog")
     assert r.code == 1
     assert double.calls(func="WTSLogoffSession") == 0
-    assert "the event log (source PyLogoff) cannot be written" in r.err
-    assert "nothing was done" in r.err
+    # The same line as any run's (the own session goes through the same
+    # pipeline), and nothing else.
+    assert r.err == ("logoff: the event log (source PyLogoff) cannot be "
+                     "written: ReportEventW failed: %s (error 1502)\n"
+                     % system_text(1502))
 
 
 @pytest.mark.skipif(not POSIX, reason="SIGKILL")
@@ -469,7 +519,8 @@ def test_sigkill_leaves_no_logoff_without_its_intent_event(double_path,
     mid_run = 0
     for k in range(6):
         farm = many_farm(200)
-        farm.latency("MANY", "WTSLogoffSession", 2)
+        # Eight logoffs in flight at once: 25 batches of 30 ms.
+        farm.latency("MANY", "WTSLogoffSession", 30)
         farm_file = farm.write(str(tmp_path / ("farm%d.txt" % k)))
         calls = tmp_path / ("calls%d.log" % k)
         evlog = tmp_path / ("events%d.log" % k)
@@ -509,11 +560,13 @@ def test_a_child_process_deregisters_its_source(run_process, evt, tmp_path):
         ["RegisterEventSourceW"] + ["ReportEventW"] * 5
         + ["DeregisterEventSource"])
     assert stats == {"handles": 0, "badhandles": 0}
-    r = run_process(many_farm(2), "/server:MANY", "/state:disc", "/eventlog",
+    # From the second outcome of the first batch of eight on, every event
+    # fails: that batch is done, the last two sessions are not.
+    r = run_process(many_farm(10), "/server:MANY", "/state:disc", "/eventlog",
                     env={"EVTDOUBLE_LOG": str(evlog),
-                         "EVTDOUBLE_FAIL": "ReportEventW:2:0"})
+                         "EVTDOUBLE_FAIL": "ReportEventW:10:0"})
     assert r.code == 2 and "(error 1502)" in r.err
-    assert len(logoffs(r.log)) == 1
+    assert len(logoffs(r.log)) == 8
 
 
 # --- The switch ----------------------------------------------------------------------
@@ -530,8 +583,9 @@ def test_bad_sources_are_invalid_parameters(cli, load, double, evt, arg):
 
 def test_the_switch_is_documented_and_takes_an_optional_value():
     assert logoff._SWITCHES["eventlog"] is False
-    assert "/EVENTLOG[:SOURCE]" in logoff.USAGE
-    assert "@-" in logoff.USAGE
+    usage = logoff.USAGE_BASIC % {"prog": "pylogoff"} + logoff.USAGE_MORE
+    assert "/EVENTLOG[:SOURCE]" in usage
+    assert "@-" in usage
     opts = logoff.parse_args(["/state:disc", "/EventLog"])
     assert opts.eventlog == "PyLogoff"
     assert logoff.parse_args(["/state:disc", "-eventlog:Ops"]).eventlog == \
@@ -545,7 +599,11 @@ def test_event_ids_are_fixed_and_within_eventcreates_range():
         logoff.EVENT_SUMMARY]
     assert len(set(ids)) == len(ids)
     assert all(1 <= i <= 1000 for i in ids)
-    assert set(logoff.EVENT_IDS) == set(logoff._EVENT_SENTENCES)
+    # One table: each record's ID and level, and its sentence.
+    assert logoff.EVENT_IDS == {k: v[:2] for k, v in logoff.RECORDS.items()}
+    assert all(isinstance(v[2], str) and v[2] for v in
+               logoff.RECORDS.values())
+    assert logoff.EVENT_IDS[("server", None, "failed")] == (120, ERROR)
 
 
 # --- /server:@- -------------------------------------------------------------------------
