@@ -213,15 +213,17 @@ def test_calls_per_operation(cli, load, double, n):
     r = cli("/server:N", "/state:disc", "/idle:5m")
     assert double.calls("N", "WTSLogoffSession") == selected
     assert double.rpcs("N") == 1 + passed_other_filters + selected
-    # A warned run adds k messages and one re-enumeration (its idle
-    # re-check queries the sessions again).  Only active sessions can
+    # A warned run adds k messages and one re-enumeration; each session's
+    # times are read when planned (the logon the warning goes to) and once
+    # more after the grace (still that logon?).  Only active sessions can
     # read a message.
     load(farm)
     r = cli("/server:N", "/state:active", "/warn:bye", "/grace:0")
     assert double.calls("N", "WTSSendMessageW") == n // 2
     assert double.calls("N", "WTSEnumerateSessionsExW") == 2
+    assert double.calls("N", "WTSQuerySessionInformationW") == 2 * (n // 2)
     assert double.calls("N", "WTSLogoffSession") == n // 2
-    assert double.rpcs("N") == 2 + 2 * (n // 2)
+    assert double.rpcs("N") == 2 + 4 * (n // 2)
 
 
 # --- /whatif -----------------------------------------------------------------------
@@ -312,13 +314,30 @@ def test_warn_failure_spares_the_session(cli, load, double):
     assert double.exists("W", 14)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signal")
 def test_ctrl_c_during_grace_logs_off_no_one(cli, load, double, monkeypatch):
+    import threading
+    import wtsapi
     load(warn_farm())
+    # A real SIGINT, a moment after the last of the five warnings went out:
+    # the 5-minute grace period has begun.
+    real = wtsapi.Server.send_message
+    sent, timers = [], []
 
-    def interrupted(seconds):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(time, "sleep", interrupted)
-    r = cli("/server:W", "/state:active", "/warn:bye", "/grace:5m")
+    def send(self, *args, **kwargs):
+        answer = real(self, *args, **kwargs)
+        sent.append(args[0])
+        if len(sent) == 5:
+            timers.append(threading.Timer(0.3, os.kill,
+                                          (os.getpid(), signal.SIGINT)))
+            timers[0].start()
+        return answer
+    monkeypatch.setattr(wtsapi.Server, "send_message", send)
+    try:
+        r = cli("/server:W", "/state:active", "/warn:bye", "/grace:5m")
+    finally:
+        for t in timers:
+            t.join()
     assert r.code == 1
     assert "no one was logged off" in r.err
     assert len(messages(r)) == 5
@@ -474,8 +493,9 @@ def test_json_schema(cli, load):
     r = cli("/json", "/state:disc,active", "/server:RDS1,RDS2,DOWN")
     assert r.code == 2
     d = doc(r)
-    assert set(d) == {"sessions", "server_errors", "exit_code"}
+    assert set(d) == {"sessions", "server_errors", "error", "exit_code"}
     assert d["exit_code"] == 2
+    assert d["error"] is None           # no failure of the run as a whole
     assert [(x["server"], x["id"], x["result"]) for x in d["sessions"]] == [
         ("RDS1", 2, "logged-off"), ("RDS1", 3, "failed"),
         ("RDS2", 4, "logged-off")]
@@ -510,15 +530,17 @@ def test_audit_log(cli, load, tmp_path):
             "/log:%s" % log)
     assert r.code == 0
     lines = [json.loads(x) for x in log.read_text("utf-8").splitlines()]
-    # Written ahead: an intent before every change, its outcome after.
-    expected = []
-    for sid in (11, 12, 13, 14, 15):
-        expected += [("intent", "warn", sid, None),
-                     ("outcome", "warn", sid, "ok")]
+    # Written ahead: an intent before every change, its outcome after; a
+    # batch's intents (up to eight) first, then its outcomes; the summary
+    # last.
+    expected = [("intent", "warn", sid, None) for sid in (11, 12, 13, 14, 15)]
+    expected += [("outcome", "warn", sid, "ok")
+                 for sid in (11, 12, 13, 14, 15)]
     expected.append(("outcome", "logoff", 11, "spared"))
-    for sid in (12, 13, 14, 15):
-        expected += [("intent", "logoff", sid, None),
-                     ("outcome", "logoff", sid, "logged-off")]
+    expected += [("intent", "logoff", sid, None) for sid in (12, 13, 14, 15)]
+    expected += [("outcome", "logoff", sid, "logged-off")
+                 for sid in (12, 13, 14, 15)]
+    expected.append(("summary", None, None, None))
     assert [(x["phase"], x["action"], x["session"], x["result"])
             for x in lines] == expected
     first = lines[0]
@@ -565,12 +587,16 @@ def test_audit_log_two_concurrent_writers(run_process, tmp_path):
         t.join()
     assert [r.code for r in results] == [0, 0], [r.err for r in results]
     lines = log.read_text("utf-8").splitlines()
-    assert len(lines) == 600            # an intent and an outcome each
+    # An intent and an outcome each, and a summary a run.
+    assert len(lines) == 602
     entries = [json.loads(x) for x in lines]
     outcomes = [e for e in entries if e["phase"] == "outcome"]
     assert sorted(e["session"] for e in outcomes) == sorted(
         list(range(100, 250)) * 2)
-    assert len({(e["run"], e["seq"]) for e in entries}) == 300
+    summaries = [e for e in entries if e["phase"] == "summary"]
+    assert len({e["run"] for e in summaries}) == 2
+    assert all(e["counts"]["logged-off"] == 150 for e in summaries)
+    assert len({(e["run"], e["seq"]) for e in entries}) == 302
 
 
 # --- Exit codes and help ------------------------------------------------------------
@@ -587,12 +613,12 @@ def test_exit_codes(cli, load):
 
 
 def test_help_documents_every_switch():
+    usage = logoff.USAGE_BASIC % {"prog": "pylogoff"} + logoff.USAGE_MORE
     for name in logoff._SWITCHES:
-        assert "/%s" % name.upper() in logoff.USAGE, name
-    assert logoff.USAGE.index("LOGOFF [sessionname") < logoff.USAGE.index(
-        "/QUERY")
+        assert "/%s" % name.upper() in usage, name
+    assert usage.index("pylogoff [sessionname") < usage.index("/QUERY")
     for code in ("0 ", "1 ", "2 "):
-        assert code in logoff.USAGE.split("Exit codes:")[1]
+        assert code in usage.split("Exit codes:")[1]
 
 
 def test_session_ending_mid_selection_is_dropped(cli, load, double):
