@@ -166,7 +166,7 @@ RECORDS = {
     ("outcome", "warn", FAILED): (112, _ERROR, "Warning %(who)s: %(why)s"),
     ("outcome", "warn", UNKNOWN): (113, _WARNING, "Warning %(who)s: %(why)s"),
     ("outcome", "warn", SKIPPED): (115, _WARNING, "Warning %(who)s: %(why)s"),
-    ("server", None, FAILED): (120, _ERROR, "%(server)s failed: %(why)s"),
+    ("server", None, FAILED): (120, _ERROR, "The work on %(server)s failed: %(why)s"),
 }
 EVENT_IDS = {k: v[:2] for k, v in RECORDS.items()}
 EVENT_SUMMARY = 900             # the run's last record
@@ -1109,7 +1109,9 @@ class Sinks:
                 try:
                     sink.append(record)
                     taken.append(sink)
-                except AuditError as e:
+                except Exception as e:      # any: the sink thread must live
+                    if not isinstance(e, AuditError):
+                        e = AuditError(describe(e).message)
                     e.sink, self.failed = sink, self.failed or e
                     if intent:
                         break
@@ -1183,14 +1185,14 @@ class Job:
     its one handle, kept across phases (on a remote server a new handle is
     a new RPC connection), its targets and how it ended."""
     __slots__ = ("server", "local", "srv", "targets", "failure", "given_up",
-                 "read_at", "names")
+                 "read_at", "names", "done")
 
     def __init__(self, server):
         self.server, self.local = server, _names_this_machine(server)
         self.srv, self.targets, self.failure, self.given_up = None, [], None, \
             False
         self.read_at = 0.0           # monotonic time of the last enumeration
-        self.names = [server]
+        self.names, self.done = [server], None  # done: the last phase
 
 
 class Target:
@@ -1603,6 +1605,12 @@ def _spare_reason(run, t, now, then, times):
         if before.state == State.WTSDisconnected and \
                 times.disconnect_ticks != then.disconnect_ticks:
             return Text("it was reconnected since it was read")
+        if ctx.kind == SELECT and ctx.idle is not None and (
+                t.idle is None or t.idle < ctx.idle):
+            return Text("the session is no longer idle long enough (idle "
+                        "now %(idle)s, was %(was)s)",
+                        idle=format_idle(t.idle) or "?",
+                        was=format_idle(then.idle) or "?")
     if t.warned is False and t.note is not None and \
             now.state != before.state:
         return Text("it was %(then)s when the warnings went out and is "
@@ -1798,7 +1806,8 @@ class Run:
         if failure is not None:
             t.error, message = failure.code, failure.message
         t.message = message
-        self.outcome(t, result, failure, message)
+        if result not in (LISTED, WOULD):     # nothing was done to those
+            self.outcome(t, result, failure, message)
         return True
 
     def spare(self, t, why):
@@ -1806,11 +1815,18 @@ class Run:
             self.say(Text("Sparing %(who)s: %(why)s.", who=t.who(), why=why))
 
     def failed(self, t, failure):
+        warning = t.pending == "warn"
         if self.settle(t, FAILED, failure):
             why = failure.screen(self.screen.hints)
-            self.complain(Text("could not log off %(who)s: %(why)s",
-                               who=t.who(), why=why) if t.action == "logoff"
-                          else Text("%(who)s: %(why)s", who=t.who(), why=why))
+            if warning:
+                line = Text("could not warn %(who)s: %(why)s", who=t.who(),
+                            why=why)
+            elif t.action == "logoff":
+                line = Text("could not log off %(who)s: %(why)s",
+                            who=t.who(), why=why)
+            else:
+                line = Text("%(who)s: %(why)s", who=t.who(), why=why)
+            self.complain(line)
 
     def logged_off(self, t):
         if self.settle(t, DONE) and self.ctx.kind != OWN:
@@ -1840,13 +1856,18 @@ class Run:
             if t.pending == "warn" and t.issued:
                 self.outcome(t, UNKNOWN, message=Text(
                     "issued; the outcome is unknown: %(why)s", why=why))
+            timed_out = job.failure is not None and \
+                job.failure.code == wtsapi.ERROR_TIMEOUT
             self.settle(t, SKIPPED, Failure(
-                wtsapi.ERROR_TIMEOUT if job.given_up and self.reason is None
-                else None, Text("not attempted: %(why)s", why=why)))
+                wtsapi.ERROR_TIMEOUT if timed_out else None,
+                Text("not attempted: %(why)s", why=why)))
 
     def why_stopped(self, job):
-        if job.failure is not None and not job.given_up:
+        if job.failure is not None and job.failure.code != \
+                wtsapi.ERROR_TIMEOUT:
             return job.failure.message
+        if self.reason is None and self.signal is not None:
+            return Text("the run was interrupted")
         return self.reason or Text("the server ran out of time")
 
 
@@ -1914,7 +1935,7 @@ class Driver:
     def __init__(self, run, threads):
         self.run, self.threads = run, threads
         self.workers = self.busy = self.hung = 0
-        self.live, self.soft, self.told = {}, False, False
+        self.live, self.soft, self.told, self.label = {}, False, False, None
         self.sink_in = None
         if threads:
             import queue
@@ -1932,7 +1953,13 @@ class Driver:
             self.answers.put((_WAKE, None))     # SimpleQueue.put is reentrant
 
     def phase(self, jobs, step, label=None, soft=False):
-        run = self.run
+        try:
+            self._phase(jobs, step, label, soft)
+        finally:
+            self.run.screen.progress(label, self.run, force=True)
+
+    def _phase(self, jobs, step, label, soft):
+        run, self.label = self.run, label
         waiting, self.live, self.soft = list(reversed(jobs)), {}, soft
         parallel, stop_at = run.ctx.parallel if self.threads else 1, None
         while waiting or self.live:
@@ -2037,7 +2064,7 @@ class Driver:
                 req = None
             value = error = None
             if req is None:
-                task.dead = True
+                task.dead, job.done = True, self.label
                 del self.live[job]
                 return
             if run.stopping:
@@ -2101,7 +2128,7 @@ class Driver:
         are left to hang (their answers never acted on), and its handle
         closes when they return."""
         run, job = self.run, task.job
-        task.dead = True
+        task.dead, job.done = True, self.label
         self.hung += len(task.flying)
         del self.live[job]
         task.gen.close()
@@ -2233,19 +2260,25 @@ def execute(run):
         me.server, me.local = _own_names()[0], False
         drive(run.jobs + [me], resolve_step, soft=True)
         merge_hosts(run, set(me.names) - {"LOCAL"})
-    drive(run.jobs, plan_step, "plan")
-    if ctx.kind == LIST or ctx.preview:
-        for t in run.targets():
-            run.settle(t, LISTED if ctx.kind == LIST else WOULD)
-    elif not run.stopping and _check_max(run):
-        if ctx.warn is not None:
-            drive(_live(run), warn_step, "warn")
-            _grace(run)
-        drive(_live(run), act_step, "act")
-    for job in run.jobs:
-        run.close_out(job)
-    run.driver.release([j.srv for j in run.jobs
-                        if j.srv is not None and not j.given_up])
+    try:
+        drive(run.jobs, plan_step, "plan")
+        if ctx.kind == LIST:
+            for t in run.targets():
+                run.settle(t, LISTED)
+        elif not run.stopping and _check_max(run):
+            if ctx.preview:
+                for t in run.targets():
+                    run.settle(t, WOULD)
+                return
+            if ctx.warn is not None:
+                drive(_live(run), warn_step, "warn")
+                _grace(run)
+            drive(_live(run), act_step, "act")
+    finally:
+        for job in run.jobs:
+            run.close_out(job)
+        run.driver.release([j.srv for j in run.jobs
+                            if j.srv is not None and not j.given_up])
 
 
 def _live(run):
@@ -2357,13 +2390,14 @@ class Screen:
         self._clear()
         self._put("err", line + "\n")
 
-    def progress(self, label, run):
+    def progress(self, label, run, force=False):
         now = time.monotonic()
-        if not self.progress_on or label is None or now < self.next_progress:
+        if not self.progress_on or label is None or \
+                now < self.next_progress and not force:
             return
         self.next_progress, jobs, targets = now + 0.25, run.jobs, run.targets()
         done = sum(1 for j in jobs if j.failure is not None or j.given_up or
-                   j.targets and all(t.result is not None for t in j.targets))
+                   j.done == label)
         text = str(Text("reading servers %(done)d/%(all)d", done=done,
                         all=len(jobs)) if label == "plan" else Text(
             "servers %(done)d/%(all)d, %(off)d logged off, %(failed)d "
