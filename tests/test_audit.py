@@ -88,7 +88,11 @@ def test_sigkill_at_any_moment_leaves_no_logoff_without_its_line(
     mid_run = 0
     for k in range(10):
         log = tmp_path / ("audit%d.jsonl" % k)
-        child = Child(double_path, tmp_path, many_farm(300, logoff_ms=2),
+        # 20 ms a logoff, eight in flight: about 0.75 s of logging off,
+        # so that most kills land in the middle of it.
+        farm = many_farm(300, logoff_ms=2)
+        farm.latency("MANY", "WTSLogoffSession", 20)
+        child = Child(double_path, tmp_path, farm,
                       "/server:MANY", "/state:disc", "/log:%s" % log)
         time.sleep(rng.uniform(0.05, 1.2))
         child.p.kill()
