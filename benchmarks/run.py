@@ -346,21 +346,29 @@ cases = [
      [exe, "-c", "import ctypes; ctypes.WinDLL(%r)" % dll]),
     ("logoff.py 12", [exe, "logoff.py", "12"],
      [exe, "-c", "import ctypes; ctypes.WinDLL(%r)" % dll]),
+    # A translated help against the English one (issue: gettext only on a
+    # translated run, measured under the embeddable Windows Python).
+    ("LOGOFF_LANG=ja-JP logoff.py /?", [exe, "logoff.py", "/?"],
+     [exe, "logoff.py", "/?"]),
 ]
-def wall(cmd):
+ja = dict(env, LOGOFF_LANG="ja-JP")
+en = dict(env, LOGOFF_LANG="en")
+def wall(cmd, e=env):
     t = time.perf_counter()
-    code = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL,
+    code = subprocess.run(cmd, env=e, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL).returncode
     return time.perf_counter() - t, code
+def envs(name):
+    return (en, ja) if name.startswith("LOGOFF_LANG") else (env, env)
 codes = {}
 for name, cmd, base in cases:
-    wall(base)
-    codes[name] = wall(cmd)[1]
+    wall(base, envs(name)[0])
+    codes[name] = wall(cmd, envs(name)[1])[1]
 got = {name: ([], []) for name, _, _ in cases}
 for _ in range(reps):
     for name, cmd, base in cases:
-        got[name][0].append(wall(base)[0])
-        got[name][1].append(wall(cmd)[0])
+        got[name][0].append(wall(base, envs(name)[0])[0])
+        got[name][1].append(wall(cmd, envs(name)[1])[0])
 print(json.dumps({name: dict(code=codes[name],
     base=statistics.median(b), mine=statistics.median(m),
     ratio=statistics.median([y / x for x, y in zip(b, m)]))
@@ -401,7 +409,8 @@ def windows_startup(tmp, reps):
                 type(e).__name__, str(e)[:200])
         for name, target in (("logoff.py /?", HELP_TARGET),
                              ("-m logoff 12", MODULE_TARGET),
-                             ("logoff.py 12", None)):
+                             ("logoff.py 12", None),
+                             ("LOGOFF_LANG=ja-JP logoff.py /?", None)):
             g = got[name]
             if g["code"] != 0:
                 problems.append("Windows CPython %s: `%s` exited %d" % (
@@ -409,6 +418,7 @@ def windows_startup(tmp, reps):
             rows.append((
                 "Windows CPython %s (embeddable, Wine): `python %s`" % (
                     version, name),
+                "the English `/?`" if name.startswith("LOGOFF_LANG") else
                 "import ctypes" if name.endswith("/?") else
                 "the library loaded",
                 "%.1f" % (g["mine"] * 1000), "%.1f" % (g["base"] * 1000),
