@@ -416,8 +416,9 @@ def windows_startup(tmp, reps):
                 problems.append("Windows CPython %s: `%s` exited %d" % (
                     version, name, g["code"]))
             rows.append((
-                "Windows CPython %s (embeddable, Wine): `python %s`" % (
-                    version, name),
+                "Windows CPython %s (embeddable, Wine): `%s`" % (
+                    version, name.replace("logoff.py", "python logoff.py")
+                    if name.startswith("LOGOFF_LANG") else "python " + name),
                 "the English `/?`" if name.startswith("LOGOFF_LANG") else
                 "import ctypes" if name.endswith("/?") else
                 "the library loaded",
