@@ -101,7 +101,7 @@ def load(double, tmp_path):
     return _load
 
 
-class Run:
+class Outcome:
     """The outcome of one CLI run."""
 
     def __init__(self, code, out, err, log=None, exit_stats=None):
@@ -109,7 +109,8 @@ class Run:
         self.log, self.exit_stats = log, exit_stats
 
     def __repr__(self):
-        return "Run(code=%r, out=%r, err=%r)" % (self.code, self.out, self.err)
+        return "Outcome(code=%r, out=%r, err=%r)" % (
+            self.code, self.out, self.err)
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def cli(load, double, capsys):
         capsys.readouterr()
         code = logoff.main(list(args))
         out, err = capsys.readouterr()
-        return Run(code, out, err, double.log())
+        return Outcome(code, out, err, double.log())
     return _run
 
 
@@ -157,6 +158,6 @@ def run_process(double_path, tmp_path):
         except FileNotFoundError:
             log, stats = [], None
         enc = encoding or "utf-8"
-        return Run(proc.returncode, proc.stdout.decode(enc, "replace"),
+        return Outcome(proc.returncode, proc.stdout.decode(enc, "replace"),
                    proc.stderr.decode(enc, "replace"), log, stats)
     return _run
