@@ -3,6 +3,7 @@ around every test."""
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ for path in (ROOT, HERE):
         sys.path.insert(0, path)
 
 import farm as farmlib  # noqa: E402
+import helpers  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -161,3 +163,49 @@ def run_process(double_path, tmp_path):
         return Outcome(proc.returncode, proc.stdout.decode(enc, "replace"),
                    proc.stderr.decode(enc, "replace"), log, stats)
     return _run
+
+
+# --- The package: the wheel ``pip install .`` builds, installed -------------
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory):
+    """The wheel ``pip install .`` builds, from a clean copy of the
+    checkout (an in-tree build would leave build/ and .egg-info behind,
+    and a stale build/lib/ would end up in the wheel)."""
+    base = tmp_path_factory.mktemp("package")
+    src = base / "src"
+    shutil.copytree(ROOT, str(src), ignore=helpers.BUILD_JUNK)
+    out = base / "wheels"
+    proc = helpers.run_cmd([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--disable-pip-version-check",
+                            "--wheel-dir", out, src], cwd=str(base))
+    helpers.check(proc, "pip wheel (needs the package index for setuptools)")
+    wheels = sorted(out.glob("*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+@pytest.fixture(scope="session")
+def venv(wheel, tmp_path_factory):
+    """A fresh virtual environment with the wheel installed (and nothing
+    else: no pip when the host's pip can install into it from outside,
+    which also spares Debian's python3 without ensurepip)."""
+    import venv as venvlib
+    v = helpers.Venv(tmp_path_factory.mktemp("venv") / "env")
+    outside = helpers.host_pip_can_target()
+    venvlib.EnvBuilder(with_pip=not outside).create(str(v.path))
+    pip = ([sys.executable, "-m", "pip", "--python", v.python] if outside
+           else [v.python, "-m", "pip"])
+    proc = helpers.run_cmd(pip + ["install", "--no-deps", "--no-index",
+                                  "--disable-pip-version-check", wheel],
+                           cwd=str(v.path))
+    helpers.check(proc, "pip install " + wheel.name)
+    return v
+
+
+@pytest.fixture
+def elsewhere(tmp_path):
+    """An empty working directory: nothing of the checkout next to it."""
+    path = tmp_path / "elsewhere"
+    path.mkdir()
+    return path

@@ -15,31 +15,10 @@ import pytest
 import farm as farmlib
 import logoff
 import wtsapi
-from farm import ACTIVE, CLOCK, DISCONNECTED, HOUR, Farm
+from farm import ACTIVE, DISCONNECTED, Farm
+from helpers import (POSIX, ROOT, logged_off, many_farm, read_lines,
+                     warn_farm)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POSIX = sys.platform != "win32"
-
-
-def many_farm(n, server="MANY", logoff_ms=None):
-    farm = Farm(caller=1)
-    srv = farm.server(server)
-    for i in range(n):
-        srv.session(100 + i, "", DISCONNECTED, "user%d" % i, "CORP",
-                    disconnect=CLOCK - HOUR)
-    if logoff_ms:
-        farm.latency(server, "WTSLogoffSession", logoff_ms)
-    return farm
-
-
-def read_lines(path):
-    with open(str(path), "rb") as f:
-        return [json.loads(x) for x in f.read().decode("utf-8").splitlines()]
-
-
-def logged_off(entries):
-    return sorted((e.server, e.session) for e in entries
-                  if e.func == "WTSLogoffSession" and e.ok)
 
 
 class Child:
@@ -288,7 +267,6 @@ def test_interrupt_before_anything_was_done_exits_1(double_path, tmp_path):
 @pytest.mark.skipif(not POSIX, reason="a POSIX signal")
 def test_ctrl_c_in_the_grace_period_has_one_exit_code(cli, load, double,
                                                       monkeypatch):
-    from test_select import warn_farm
     load(warn_farm())
     # A real SIGINT, a moment after the last of the five warnings went out:
     # the 5-minute grace period has begun.
@@ -424,7 +402,6 @@ def test_operator_is_not_taken_from_the_environment(run_process, tmp_path):
 
 def test_warning_title_names_the_real_operator(cli, load, double,
                                                monkeypatch):
-    from test_select import warn_farm
     load(warn_farm())
     monkeypatch.setenv("USERNAME", "ceo")
     monkeypatch.setenv("USER", "ceo")
@@ -438,7 +415,7 @@ def test_warning_title_names_the_real_operator(cli, load, double,
 
 # --- 7. /json is lossless on any stdout -----------------------------------------
 
-def unicode_farm():
+def unicode_users_farm():
     farm = Farm(caller=1)
     srv = farm.server("U")
     srv.session(3, "RDP-Tcp#3", ACTIVE, "田中", "CORP")
@@ -448,7 +425,7 @@ def unicode_farm():
 
 @pytest.mark.parametrize("encoding", ["cp1252", "cp932", "ascii"])
 def test_json_is_lossless_on_any_code_page(run_process, encoding):
-    r = run_process(unicode_farm(), "/query", "/json", "/server:U",
+    r = run_process(unicode_users_farm(), "/query", "/json", "/server:U",
                     env={"PYTHONIOENCODING": encoding}, encoding=encoding)
     assert r.code == 0, r.err
     users = [s["user"] for s in json.loads(r.out)["sessions"]]

@@ -11,8 +11,8 @@ import threading
 import pytest
 
 import farm as farmlib
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SECTIONS = ("Start-up", "Translated start-up", "The drop-in path",
             "Calls per operation", "Logoffs in flight", "Slow links",

@@ -9,11 +9,9 @@ import sys
 import pytest
 
 import logoff
-from farm import (ACTIVE, DISCONNECTED, LISTEN, Farm, run_child,
-                  standard_farm)
+from farm import ACTIVE, run_child, standard_farm
+from helpers import OWN, ROOT, reference_farm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OWN = 0xFFFFFFFF            # WTS_CURRENT_SESSION, as the double logs it
 # The command as these in-process runs run it (pytest is __main__): the help
 # names it, never LOGOFF, which starts Windows' own logoff.exe.
 PROG = ("py" if sys.platform == "win32" else "python3") + " logoff.py"
@@ -24,17 +22,6 @@ def changes(run):
     return [(e.func, e.server, e.session) for e in run.log
             if e.func in ("WTSLogoffSession", "WTSDisconnectSession",
                           "WTSSendMessageW")]
-
-
-def reference_farm():
-    """The reference page's examples: session 12 here, TERM04 on Server1."""
-    farm = standard_farm()
-    farm.server(".").session(12, "RDP-Tcp#12", ACTIVE, "kim", "CORP")
-    server1 = farm.server("Server1")
-    server1.session(1, "Console", ACTIVE, "admin", "CORP")
-    server1.session(2, "TERM04", ACTIVE, "lee", "CORP")
-    server1.session(3, "TERM05", DISCONNECTED, "max", "CORP")
-    return farm
 
 
 # --- The reference page's examples ------------------------------------------------

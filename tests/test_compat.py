@@ -5,8 +5,8 @@ import os
 import re
 
 import pytest
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Everything that ships: the wheel's modules (see test_package.py).
 SOURCES = ["logoff.py", "wtsapi.py"]
 

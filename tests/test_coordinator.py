@@ -22,6 +22,7 @@ import pytest
 
 import farm as farmlib
 from farm import ACTIVE, CLOCK, DAY, DISCONNECTED, HOUR, MINUTE, Farm
+from helpers import read_lines
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -74,12 +75,6 @@ def calls(entries, func="WTSLogoffSession", server=None, ok=None):
     return [(e.server, e.session) for e in entries
             if e.func == func and (server is None or e.server == server)
             and (ok is None or e.ok == ok)]
-
-
-def read_lines(path):
-    with open(str(path), "rb") as f:
-        return [json.loads(x) for x in f.read().decode("utf-8").splitlines()
-                if x.strip()]
 
 
 def results(doc):
@@ -295,7 +290,7 @@ def test_a_server_that_answers_every_call_is_not_given_up(run_process):
 
 # --- 6, 7. After the grace, the same session means the same logon ---------------------
 
-def warn_farm():
+def grace_farm():
     farm = Farm(caller=2)
     rds = farm.server("RDS")
     rds.session(3, "RDP-Tcp#3", ACTIVE, "alice", "CORP",
@@ -311,7 +306,7 @@ def warn_farm():
 # the grace (a new logon time) is logged off without having been warned.
 def test_a_new_logon_in_the_same_session_during_the_grace_is_spared(
         run_process):
-    farm = warn_farm()
+    farm = grace_farm()
     farm.mutate("WTSSendMessageW:1", "RDS", 3, logon=CLOCK - MINUTE,
                 connect=CLOCK - MINUTE, input=CLOCK - MINUTE)
     r = run_process(farm, "/user:alice", "/server:RDS", "/warn:maintenance",
@@ -329,7 +324,7 @@ def test_a_new_logon_in_the_same_session_during_the_grace_is_spared(
 # grace (a new DisconnectTime) is logged off although it changed.
 def test_a_disconnected_session_that_came_back_during_the_grace_is_spared(
         run_process):
-    farm = warn_farm()
+    farm = grace_farm()
     # Alice's warning is the moment: bob reconnects and drops again.
     farm.mutate("WTSSendMessageW:1", "RDS", 4, disconnect=CLOCK - MINUTE,
                 input=CLOCK - MINUTE, connect=CLOCK - 2 * MINUTE)

@@ -20,6 +20,7 @@ import time
 import pytest
 
 import farm as farmlib
+from helpers import decoded
 
 ROOT = farmlib.ROOT
 README = os.path.join(ROOT, "README.md")
@@ -37,7 +38,7 @@ def _readme():
         return f.read()
 
 
-def _clean_env(tmpdir, **extra):
+def _newcomer_env(tmpdir, **extra):
     """The environment of a newcomer's shell: no double of the test
     session's (farm.py chooses its own), English, temporary files in
     ``tmpdir`` (to see that farm.py leaves none)."""
@@ -55,17 +56,13 @@ def _demo(args, cwd, tmpdir, stdin=b"", python=None, env=None, timeout=300):
         cmd += ["-I", "-S"]          # no site-packages: no ziglang either
     cmd += [FARM_PY] + list(args)
     return subprocess.run(cmd, cwd=str(cwd), input=stdin,
-                          env=env if env is not None else _clean_env(tmpdir),
+                          env=env if env is not None else _newcomer_env(tmpdir),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=timeout)
 
 
-def _text(data):
-    return data.decode("utf-8", "replace")
-
-
 def _lines(data):
-    return [line for line in _text(data).splitlines() if line.strip()]
+    return [line for line in decoded(data).splitlines() if line.strip()]
 
 
 @pytest.fixture
@@ -104,18 +101,18 @@ def test_a_compile_error_is_one_line(tmp_path, tmpdir_env):
                   "exit 1\n")
     cc.chmod(0o755)
     r = _demo(["/query"], tmp_path, tmpdir_env,
-              env=_clean_env(tmpdir_env, CC=str(cc)))
+              env=_newcomer_env(tmpdir_env, CC=str(cc)))
     assert r.returncode == farmlib.SETUP_FAILED
     assert r.stdout == b""
     lines = _lines(r.stderr)
     assert len(lines) == 1, lines
     assert "did not compile" in lines[0] and "error: boom" in lines[0]
-    assert "Traceback" not in _text(r.stderr)
+    assert "Traceback" not in decoded(r.stderr)
     assert os.listdir(str(tmpdir_env)) == []
 
 
 def test_a_compiler_that_cannot_run_is_one_line(tmp_path, tmpdir_env):
-    r = _demo(["/query"], tmp_path, tmpdir_env, env=_clean_env(
+    r = _demo(["/query"], tmp_path, tmpdir_env, env=_newcomer_env(
         tmpdir_env, CC=str(tmp_path / "no-such-cc")))
     assert r.returncode == farmlib.SETUP_FAILED
     lines = _lines(r.stderr)
@@ -125,15 +122,15 @@ def test_a_compiler_that_cannot_run_is_one_line(tmp_path, tmpdir_env):
 
 def test_a_run_leaves_no_temporary_folder(tmp_path, tmpdir_env):
     r = _demo(["/query"], tmp_path, tmpdir_env)
-    assert r.returncode == 0, _text(r.stderr)
-    assert "CORP\\chen" in _text(r.stdout)
+    assert r.returncode == 0, decoded(r.stderr)
+    assert "CORP\\chen" in decoded(r.stdout)
     assert os.listdir(str(tmpdir_env)) == []
 
 
 def test_exit_code_is_logoffs(tmp_path, tmpdir_env):
     r = _demo(["/nosuchswitch"], tmp_path, tmpdir_env)
     assert r.returncode == 1
-    assert "Invalid parameter(s)" in _text(r.stderr)
+    assert "Invalid parameter(s)" in decoded(r.stderr)
     assert os.listdir(str(tmpdir_env)) == []
 
 
@@ -147,7 +144,7 @@ def test_interrupted_run_leaves_no_temporary_folder(tmp_path, tmpdir_env,
     proc = subprocess.Popen(
         [sys.executable, FARM_PY, "/state:active", "/server:RDSH01",
          "/warn:hello", "/grace:1h", "/log:%s" % audit],
-        cwd=str(tmp_path), env=_clean_env(tmpdir_env),
+        cwd=str(tmp_path), env=_newcomer_env(tmpdir_env),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -177,7 +174,7 @@ def test_interrupted_run_leaves_no_temporary_folder(tmp_path, tmpdir_env,
 def test_eventlog_events_are_shown_on_stderr(tmp_path, tmpdir_env):
     r = _demo(["/state:disc", "/idle:2h", "/server:RDSH01", "/eventlog"],
               tmp_path, tmpdir_env)
-    assert r.returncode == 0, _text(r.stderr)
+    assert r.returncode == 0, decoded(r.stderr)
     lines = _lines(r.stderr)
     where = [line for line in lines if line.startswith("farm.py: ")]
     assert len(where) == 1 and "event-log double" in where[0], lines
@@ -192,7 +189,7 @@ def test_eventlog_events_are_shown_on_stderr(tmp_path, tmpdir_env):
 def test_no_eventlog_no_event_line(tmp_path, tmpdir_env):
     r = _demo(["/query", "/server:RDSH01"], tmp_path, tmpdir_env)
     assert r.returncode == 0
-    assert "event-log double" not in _text(r.stderr)
+    assert "event-log double" not in decoded(r.stderr)
 
 
 # --- The demo farm ---------------------------------------------------------------
@@ -343,10 +340,11 @@ def test_readme_example_runs_against_the_demo_farm(tmp_path, tmpdir_env,
     r = _demo(_on_linux(args, cwd), cwd, tmpdir_env, stdin=stdin)
     servers = " ".join(a for a in args if a.lower().startswith("/server:"))
     expected = 2 if "DOWN" in servers else 0
-    assert r.returncode == expected, (label, _text(r.stdout), _text(r.stderr))
-    assert "Traceback" not in _text(r.stderr)
+    assert r.returncode == expected, (label, decoded(r.stdout),
+                                      decoded(r.stderr))
+    assert "Traceback" not in decoded(r.stderr)
     if "/json" in [a.lower() for a in args]:
-        doc = json.loads(_text(r.stdout))
+        doc = json.loads(decoded(r.stdout))
         assert doc["exit_code"] == r.returncode
     assert os.listdir(str(tmpdir_env)) == []
 
@@ -358,4 +356,4 @@ def test_readme_yildiz_example_matches_no_one(tmp_path, tmpdir_env):
     assert example, "the README's /user:yildiz example is gone"
     r = _demo(example[0][1], tmp_path, tmpdir_env)
     assert r.returncode == 0
-    assert "Yıldız" not in _text(r.stdout)
+    assert "Yıldız" not in decoded(r.stdout)

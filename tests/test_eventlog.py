@@ -22,10 +22,10 @@ import pytest
 import farm as farmlib
 import logoff
 import wtsapi
-from farm import CLOCK, DISCONNECTED, HOUR, Farm
+from farm import DISCONNECTED, Farm
+from helpers import (POSIX, ROOT, logged_off, many_farm, read_lines,
+                     warn_farm)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POSIX = sys.platform != "win32"
 REAL_WINDOWS = (sys.platform == "win32"
                 and not os.environ.get("WTSDOUBLE_PREBUILT")
                 and not os.environ.get("EVTDOUBLE_PREBUILT"))
@@ -56,20 +56,6 @@ def _event_double(request):
         yield request.getfixturevalue("evt")
 
 
-def many_farm(n, server="MANY"):
-    farm = Farm(caller=1)
-    srv = farm.server(server)
-    for i in range(n):
-        srv.session(100 + i, "", DISCONNECTED, "user%d" % i, "CORP",
-                    disconnect=CLOCK - HOUR)
-    return farm
-
-
-def read_lines(path):
-    with open(str(path), "rb") as f:
-        return [json.loads(x) for x in f.read().decode("utf-8").splitlines()]
-
-
 def split_event(text):
     """An event's one string: (the sentence, the JSON object)."""
     sentence, crlf, rest = text.partition("\r\n")
@@ -88,11 +74,6 @@ def events(evt):
         sentence, record = split_event(e.strings[0])
         out.append((int(f["type"]), int(f["id"]), sentence, record))
     return out
-
-
-def logoffs(entries):
-    return sorted((e.server, e.session) for e in entries
-                  if e.func == "WTSLogoffSession" and e.ok)
 
 
 # --- The bindings --------------------------------------------------------------
@@ -246,7 +227,6 @@ def test_intent_event_is_written_before_the_call(cli, load, evt,
 
 
 def test_levels_follow_the_outcome(cli, load, evt):
-    from test_select import warn_farm
     farm = warn_farm()
     farm.server("W").session(16, "", DISCONNECTED, "away", "CORP")
     farm.fail("W", "WTSSendMessageW", 5, session=14)
@@ -410,7 +390,7 @@ def test_an_event_that_cannot_be_written_stops_every_change(cli, load, evt,
     r = cli("/server:MANY", "/state:disc", "/eventlog", "/log:%s" % log,
             "/json")
     d = json.loads(r.out)
-    done = logoffs(r.log)
+    done = logged_off(r.log)
     written = [rec for _t, _i, _s, rec in events(evt)]
     lines = read_lines(log)
     # Logoffs go out eight at a time, a batch's intents first.  nth=1: the
@@ -454,7 +434,7 @@ def test_an_outcome_that_cannot_be_written_stops_the_rest(cli, load, evt,
     evt.fail("ReportEventW", nth=10, count=0)     # the second outcome
     r = cli("/server:MANY", "/state:disc", "/eventlog", "/log:%s" % log,
             "/json")
-    assert len(logoffs(r.log)) == 8
+    assert len(logged_off(r.log)) == 8
     assert json.loads(r.out)["exit_code"] == r.code == 2
     lines = read_lines(log)
     # The file has every outcome; the event log lacks all but the first,
@@ -474,7 +454,7 @@ def test_the_event_log_failure_is_reported_as_its_own(cli, load, evt,
     log = tmp_path / "a.jsonl"
     r = cli("/server:MANY", "/state:disc", "/eventlog:Ops", "/log:%s" % log)
     assert r.code == 2
-    assert len(logoffs(r.log)) == 3
+    assert len(logged_off(r.log)) == 3
     line = [x for x in r.err.splitlines() if "event log" in x]
     assert line == ["logoff: the event log (source Ops) cannot be written: "
                     "ReportEventW failed: %s (error 1502)"
@@ -487,7 +467,7 @@ def test_a_failed_summary_makes_the_exit_code_follow_the_rules(cli, load,
     load(many_farm(2))
     evt.fail("ReportEventW", nth=5)        # 2 x (intent, outcome), summary
     r = cli("/server:MANY", "/state:disc", "/eventlog", "/json")
-    assert len(logoffs(r.log)) == 2
+    assert len(logged_off(r.log)) == 2
     assert json.loads(r.out)["exit_code"] == r.code == 2
     evt.reset()
     load(many_farm(2))
@@ -540,7 +520,7 @@ def test_sigkill_leaves_no_logoff_without_its_intent_event(double_path,
         p.wait(timeout=30)
         done = []
         if calls.exists():
-            done = logoffs(farmlib.parse_log(calls.read_text("utf-8"))[0])
+            done = logged_off(farmlib.parse_log(calls.read_text("utf-8"))[0])
         announced = set()
         if evlog.exists():
             for e in farmlib.parse_event_log(evlog.read_text("utf-8"))[0]:
@@ -569,7 +549,7 @@ def test_a_child_process_deregisters_its_source(run_process, evt, tmp_path):
                     env={"EVTDOUBLE_LOG": str(evlog),
                          "EVTDOUBLE_FAIL": "ReportEventW:10:0"})
     assert r.code == 2 and "(error 1502)" in r.err
-    assert len(logoffs(r.log)) == 8
+    assert len(logged_off(r.log)) == 8
 
 
 # --- The switch ----------------------------------------------------------------------

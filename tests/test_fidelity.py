@@ -7,17 +7,14 @@ Points marked "old:" differ from the previous release (9a272dd); each such
 test was run against that logoff.py (with the current wtsapi.py) and fails
 there for the reason given."""
 
-import sys
 
 import pytest
 
 import logoff
-from test_select import doc, logoffs, messages
 from farm import (ACTIVE, CLOCK, DISCONNECTED, HOUR, MINUTE, Farm,
                   standard_farm)
+from helpers import OWN, WINDOWS, doc, logoffs, messages
 
-OWN = 0xFFFFFFFF                # WTS_CURRENT_SESSION, as the double logs it
-WINDOWS = sys.platform == "win32"
 PY = "py" if WINDOWS else "python3"
 STILL_LISTED = "Query Information permission"
 RPC_HINT = "The server cannot be reached"

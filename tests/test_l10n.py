@@ -35,11 +35,10 @@ import farm as farmlib
 import logoff
 import wtsapi
 from farm import ACTIVE, DISCONNECTED, CLOCK, HOUR, standard_farm
-from test_cli import reference_farm
+from helpers import (DIST, ROOT, WHEEL_EXTRA, WINDOWS, clean_env,
+                     reference_farm, run_cmd)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCALE = os.path.join(ROOT, "locale")
-WINDOWS = sys.platform == "win32"
 LANGS = ("zh_CN", "ja")
 TAG = {"zh_CN": "zh-CN", "ja": "ja-JP"}
 # The code pages those systems write redirected output in.
@@ -1198,12 +1197,8 @@ def test_a_copied_folder_speaks_japanese(tmp_path):
         "Logs off a user")
 
 
-if not WINDOWS:
-    # The installed wheel (test_package.py builds and installs it; pip and
-    # venv are not in the Windows leg's embeddable Python).
-    from test_package import (DIST, WHEEL_EXTRA, _clean_env,  # noqa: E402
-                              _run, elsewhere, venv, wheel)  # noqa: F401
-
+# The installed wheel: conftest.py's wheel and venv fixtures build and
+# install it (pip and venv are not in the Windows leg's embeddable Python).
 
 @pytest.mark.skipif(WINDOWS, reason="the wheel is built and installed on "
                     "the host (no pip in the embeddable build)")
@@ -1222,13 +1217,13 @@ def test_wheel_carries_every_catalogue(wheel):
                     "the host (no pip in the embeddable build)")
 @pytest.mark.parametrize("how", ["module", "script"])
 def test_installed_wheel_speaks_japanese(venv, elsewhere, how):
-    proc = _run(venv.command(how) + ["/?"], cwd=str(elsewhere),
-                env=_clean_env(LOGOFF_LANG="ja-JP", PYTHONIOENCODING="utf-8"))
+    proc = run_cmd(venv.command(how) + ["/?"], cwd=str(elsewhere),
+                env=clean_env(LOGOFF_LANG="ja-JP", PYTHONIOENCODING="utf-8"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode("utf-8") == help_text(
         "ja", "python3 -m logoff" if how == "module" else "pylogoff")
-    proc = _run(venv.command(how) + ["/x"], cwd=str(elsewhere),
-                env=_clean_env(LANG="zh_CN.UTF-8", LC_ALL="", LANGUAGE="",
+    proc = run_cmd(venv.command(how) + ["/x"], cwd=str(elsewhere),
+                env=clean_env(LANG="zh_CN.UTF-8", LC_ALL="", LANGUAGE="",
                                LOGOFF_LANG="", PYTHONIOENCODING="utf-8"))
     assert proc.returncode == 1
     assert proc.stderr.decode("utf-8").startswith("参数无效: ")

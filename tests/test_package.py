@@ -11,23 +11,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import zipfile
 
 import pytest
 
 import farm as farmlib
+from helpers import (BUILD_JUNK, DIST, ROOT, WHEEL_EXTRA, check, clean_env,
+                     decoded, run_cmd)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WINDOWS = sys.platform == "win32"
-
-DIST = "logoff_py-0.1.0"                  # the wheel's name-version
 MODULES = {"logoff.py", "wtsapi.py"}
-# Files the wheel carries besides the modules and its .dist-info: the
-# compiled catalogues, declared as data files in setup.cfg.
-LANGUAGES = ("ja", "zh_CN")
-WHEEL_EXTRA = {"%s.data/data/share/logoff-py/locale/%s/LC_MESSAGES/logoff.mo"
-               % (DIST, lang) for lang in LANGUAGES}
 ENTRY_POINTS = {"console_scripts": {"pylogoff": "logoff:main"}}
 DIST_INFO_FILES = {"METADATA", "WHEEL", "RECORD", "entry_points.txt"}
 DIST_INFO_OPTIONAL = {"top_level.txt"}     # setuptools writes it
@@ -42,36 +34,6 @@ TOP_LEVEL_OPTIONAL = {"locale", ".gitignore"}
 README_TEST_COMMAND = ("python3 -m pip install -r tests/requirements.txt "
                        "&& python3 -m pytest")
 
-# Not part of a checkout's state: never copied into the build.
-_BUILD_JUNK = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info",
-                                     "__pycache__", ".pytest_cache", "*.pyc")
-
-
-def _clean_env(**extra):
-    env = dict(os.environ)
-    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONSAFEPATH",
-                 "PIP_TARGET", "PIP_PREFIX", "PIP_USER",
-                 "PIP_REQUIRE_VIRTUALENV", "PIP_NO_INDEX"):
-        env.pop(name, None)
-    env.update(extra)
-    return env
-
-
-def _run(cmd, timeout=600, **kw):
-    kw.setdefault("stdin", subprocess.DEVNULL)
-    kw.setdefault("env", _clean_env())
-    return farmlib.run_child([str(c) for c in cmd], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, timeout=timeout, **kw)
-
-
-def _text(data):
-    return data.decode("utf-8", "replace")
-
-
-def _check(proc, what):
-    assert proc.returncode == 0, "%s failed (exit %s):\n%s\n%s" % (
-        what, proc.returncode, _text(proc.stdout), _text(proc.stderr))
-
 
 # --- The repository ---------------------------------------------------------
 
@@ -82,10 +44,10 @@ def _top_level():
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if p.returncode == 0:
             return {name.split("/")[0]
-                    for name in _text(p.stdout).split("\0") if name}
+                    for name in decoded(p.stdout).split("\0") if name}
     # Not a git checkout: what is there, minus what a build or run leaves.
     return {name for name in os.listdir(ROOT)
-            if not _BUILD_JUNK(ROOT, [name]) and name != ".git"}
+            if not BUILD_JUNK(ROOT, [name]) and name != ".git"}
 
 
 def test_top_level_layout():
@@ -163,24 +125,8 @@ def test_readme_gives_the_test_command():
 
 
 # --- The wheel --------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    """The wheel ``pip install .`` builds, from a clean copy of the
-    checkout (an in-tree build would leave build/ and .egg-info behind,
-    and a stale build/lib/ would end up in the wheel)."""
-    base = tmp_path_factory.mktemp("package")
-    src = base / "src"
-    shutil.copytree(ROOT, str(src), ignore=_BUILD_JUNK)
-    out = base / "wheels"
-    proc = _run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                 "--disable-pip-version-check",
-                 "--wheel-dir", out, src], cwd=str(base))
-    _check(proc, "pip wheel (needs the package index for setuptools)")
-    wheels = sorted(out.glob("*.whl"))
-    assert len(wheels) == 1, wheels
-    return wheels[0]
-
+# (The wheel, venv and elsewhere fixtures are conftest.py's: test_l10n.py
+# checks the installed catalogues with them.)
 
 def test_wheel_holds_exactly_the_modules_and_the_entry_point(wheel):
     assert wheel.name == DIST + "-py3-none-any.whl"
@@ -213,61 +159,13 @@ def test_wheel_holds_exactly_the_modules_and_the_entry_point(wheel):
 
 # --- Installed --------------------------------------------------------------
 
-class Venv:
-    def __init__(self, path):
-        self.path = path
-        bindir = path / ("Scripts" if WINDOWS else "bin")
-        self.python = bindir / ("python.exe" if WINDOWS else "python")
-        self.script = bindir / ("pylogoff.exe" if WINDOWS else "pylogoff")
-
-    def command(self, how):
-        return ([self.python, "-m", "logoff"] if how == "module"
-                else [self.script])
-
-
-def _host_pip_can_target():
-    """pip --python (run the host's pip for another interpreter): 22.3+."""
-    try:
-        import pip
-    except ImportError:
-        return False
-    version = tuple(int(x) for x in re.findall(r"\d+", pip.__version__)[:2])
-    return version >= (22, 3)
-
-
-@pytest.fixture(scope="module")
-def venv(wheel, tmp_path_factory):
-    """A fresh virtual environment with the wheel installed (and nothing
-    else: no pip when the host's pip can install into it from outside,
-    which also spares Debian's python3 without ensurepip)."""
-    import venv as venvlib
-    v = Venv(tmp_path_factory.mktemp("venv") / "env")
-    outside = _host_pip_can_target()
-    venvlib.EnvBuilder(with_pip=not outside).create(str(v.path))
-    pip = ([sys.executable, "-m", "pip", "--python", v.python] if outside
-           else [v.python, "-m", "pip"])
-    proc = _run(pip + ["install", "--no-deps", "--no-index",
-                       "--disable-pip-version-check", wheel],
-                cwd=str(v.path))
-    _check(proc, "pip install " + wheel.name)
-    return v
-
-
-@pytest.fixture
-def elsewhere(tmp_path):
-    """An empty working directory: nothing of the checkout next to it."""
-    path = tmp_path / "elsewhere"
-    path.mkdir()
-    return path
-
-
 def test_installed_modules_come_from_the_venv(venv, elsewhere):
     code = ("import logoff, wtsapi, importlib.util as u; "
             "print(logoff.__file__); print(wtsapi.__file__); "
             "print(u.find_spec('_logoff'))")
-    proc = _run([venv.python, "-c", code], cwd=str(elsewhere))
-    _check(proc, "import logoff, wtsapi in the venv")
-    logoff_file, wtsapi_file, private = _text(proc.stdout).splitlines()
+    proc = run_cmd([venv.python, "-c", code], cwd=str(elsewhere))
+    check(proc, "import logoff, wtsapi in the venv")
+    logoff_file, wtsapi_file, private = decoded(proc.stdout).splitlines()
     venv_root = os.path.realpath(str(venv.path))
     for path in (logoff_file, wtsapi_file):
         path = os.path.realpath(path)
@@ -277,8 +175,8 @@ def test_installed_modules_come_from_the_venv(venv, elsewhere):
 
 @pytest.mark.parametrize("how", ["module", "script"])
 def test_help_from_any_directory(venv, elsewhere, how):
-    proc = _run(venv.command(how) + ["/?"], cwd=str(elsewhere))
-    out, err = _text(proc.stdout), _text(proc.stderr)
+    proc = run_cmd(venv.command(how) + ["/?"], cwd=str(elsewhere))
+    out, err = decoded(proc.stdout), decoded(proc.stderr)
     assert (proc.returncode, err) == (0, ""), out
     assert "/server:" in out.lower() and "logoff" in out.lower()
 
@@ -287,11 +185,11 @@ def test_help_from_any_directory(venv, elsewhere, how):
 def test_logs_off_against_the_double(venv, elsewhere, double_path, how):
     farm_file = farmlib.standard_farm().write(str(elsewhere / "farm.txt"))
     log_file = str(elsewhere / "calls.log")
-    proc = _run(venv.command(how) + ["3"], cwd=str(elsewhere),
-                env=_clean_env(WTSAPI32_DLL=double_path,
+    proc = run_cmd(venv.command(how) + ["3"], cwd=str(elsewhere),
+                env=clean_env(WTSAPI32_DLL=double_path,
                                WTSDOUBLE_FARM=farm_file,
                                WTSDOUBLE_LOG=log_file))
-    out, err = _text(proc.stdout), _text(proc.stderr)
+    out, err = decoded(proc.stdout), decoded(proc.stderr)
     assert (proc.returncode, out, err) == (0, "", "")
     with open(log_file, encoding="utf-8") as f:
         log, stats = farmlib.parse_log(f.read())

@@ -11,17 +11,8 @@ import pytest
 
 import logoff
 from farm import ACTIVE, DISCONNECTED, Farm
+from helpers import ROOT, doc, logoffs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def doc(run):
-    return json.loads(run.out)
-
-
-def logoffs(run):
-    return sorted((e.server, e.session) for e in run.log
-                  if e.func == "WTSLogoffSession" and e.ok)
 
 
 def three_servers():

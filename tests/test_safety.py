@@ -10,9 +10,9 @@ import time
 import pytest
 
 import logoff
-from test_select import doc, logoffs, messages
 from farm import (ACTIVE, CLOCK, CONNECTED, DAY, DISCONNECTED, HOUR, LISTEN,
                   MINUTE, SECOND, Farm, standard_farm)
+from helpers import doc, logoffs, messages
 
 
 

@@ -10,29 +10,15 @@ import time
 import pytest
 
 import logoff
-from farm import (ACTIVE, CLOCK, CONNECTED, DISCONNECTED, HOUR, IDLE, LISTEN,
-                  MINUTE, SECOND, Farm, standard_farm)
+from farm import (ACTIVE, CLOCK, CONNECTED, DISCONNECTED, HOUR, IDLE, MINUTE,
+                  Farm, standard_farm)
+from helpers import ROOT, doc, logoffs, messages, warn_farm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def logoffs(run):
-    return sorted((e.server, e.session) for e in run.log
-                  if e.func == "WTSLogoffSession" and e.ok)
-
-
-def messages(run):
-    return sorted((e.server, e.session) for e in run.log
-                  if e.func == "WTSSendMessageW")
 
 
 def state_changes(run):
     return [e for e in run.log if e.func in (
         "WTSLogoffSession", "WTSDisconnectSession", "WTSSendMessageW")]
-
-
-def doc(run):
-    return json.loads(run.out)
 
 
 # --- /query ------------------------------------------------------------------------
@@ -259,18 +245,6 @@ def test_whatif_explicit_session(cli, load):
 
 
 # --- /warn and the grace period ---------------------------------------------------------
-
-def warn_farm():
-    """Five active sessions on W: warnings reach only active sessions."""
-    farm = Farm(caller=1)
-    s = farm.server("W")
-    s.session(1, "Console", ACTIVE, "admin", "CORP")
-    for sid, user in ((11, "gone"), (12, "swapped"), (13, "left"),
-                      (14, "stays"), (15, "stays2")):
-        s.session(sid, "RDP-Tcp#%d" % sid, ACTIVE, user, "CORP",
-                  input=CLOCK - 3 * HOUR)
-    return farm
-
 
 def test_warn_then_logoff_rechecks(cli, load, double):
     farm = warn_farm()

@@ -17,8 +17,8 @@ from farm import (ACTIVE, CLOCK, DISCMSG_ERROR, DISCONNECTED, HOUR, LISTEN,
                   run_child, standard_farm)
 from wtsapi import WTS_CONNECTSTATE_CLASS as ST
 from wtsapi import Server, WTSError
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_python(code, env):
