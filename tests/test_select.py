@@ -410,15 +410,16 @@ def slow_farm(count, func, ms):
 def test_fifty_slow_servers_run_concurrently(cli, load, double):
     farm, names = slow_farm(50, "*", 200)
     load(farm)
-    t0 = time.monotonic()
     r = cli("/state:disc", "/server:" + ",".join(names))
-    elapsed = time.monotonic() - t0
     assert r.code == 0, r.err
     assert len(logoffs(r)) == 50
-    # Per server: open, enumerate, log off, close = 4 calls of 200 ms.
-    one_after_another = 50 * 4 * 0.2
-    assert elapsed < one_after_another / 4, elapsed
-    assert double.max_in_flight() == 16          # /parallel's default
+    # Per server: open, enumerate, log off, close = 4 calls of 200 ms; not
+    # one after another but sixteen servers at once (/parallel's default)
+    # in every step.  (benchmarks/run.py's fan-out times it.)
+    assert double.max_in_flight() == 16
+    for func in ("WTSOpenServerW", "WTSEnumerateSessionsExW",
+                 "WTSLogoffSession", "WTSCloseServer"):
+        assert double.max_in_flight_for(None, func) == 16, func
 
 
 def test_parallel_bounds_concurrency(cli, load, double):
@@ -433,12 +434,14 @@ def test_hung_server_is_cut_off(cli, load, double):
     farm = standard_farm()
     farm.latency("RDS2", "WTSEnumerateSessionsExW", 2500)
     load(farm)
-    t0 = time.monotonic()
     r = cli("/state:disc,active", "/server:RDS1,RDS2", "/timeout:0.5",
             "/json")
-    elapsed = time.monotonic() - t0
     assert r.code == 2
-    assert elapsed < 2.5
+    # The run is over before RDS2's enumeration returns (the double logs a
+    # call when it returns): cut off, not waited for.
+    assert [e.func for e in r.log if e.server == "RDS2"] == [
+        "WTSOpenServerW"]
+    assert double.in_flight() == 1
     d = doc(r)
     assert [(e["server"], e["error"]) for e in d["server_errors"]] == [
         ("RDS2", 1460)]
