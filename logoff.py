@@ -1521,7 +1521,7 @@ def _issue(run, job, batch, action, call):
         raise Stopped()
     batch = batch[:written]
     if action == "logoff" and run.ctx.kind != OWN and \
-            time.monotonic() - job.read_at > FRESH_SECONDS:
+            time.monotonic() - job.read_at >= FRESH_SECONDS:
         batch = yield from _refresh(run, job, batch)
     for t in batch:
         t.issued = True
@@ -1656,7 +1656,7 @@ def _reread_idle(run, job, pending):
     batch at a time, so a long run on a slow link reads each session again
     once, not once per refresh."""
     batch = [t for t in pending[:IN_FLIGHT]
-             if time.monotonic() - t.read_at > FRESH_SECONDS]
+             if time.monotonic() - t.read_at >= FRESH_SECONDS]
     before = {id(t): t.idle for t in batch}
     gone = yield from read_times(run, job, batch)
     for t in batch:
@@ -1679,7 +1679,7 @@ def act_step(run, job):
     issued, recheck = [], ctx.warn is not None
     while pending:
         if ctx.kind != OWN and (
-                recheck or time.monotonic() - job.read_at > FRESH_SECONDS):
+                recheck or time.monotonic() - job.read_at >= FRESH_SECONDS):
             pending = yield from _refresh(run, job, pending, recheck)
             recheck = False
         if ctx.idle is not None and pending:

@@ -202,11 +202,16 @@ def test_eventlog_against_wines_own_advapi32(windows_leg, tmp_path):
                     if s and s.group("tid") == m.group("tid"))
         reports.append((m, text))
     records = [json.loads(x) for x in log.read_text("utf-8").splitlines()]
+    # The /log file ends with the summary, as the event log does.
+    assert records[-1]["phase"] == "summary"
+    assert records[-1]["exit_code"] == 2
+    records = records[:-1]
     expected = [logoff.EVENT_IDS[(x["phase"], x["action"], x["result"])]
                 for x in records] + [(logoff.EVENT_SUMMARY, 2)]
     assert [(int(m.group("id"), 16), int(m.group("type"), 16))
             for m, _t in reports] == expected, _show(r)
-    assert [e for e, _level in expected] == [100, 101, 100, 102, 900]
+    # A batch's intents first, then their outcomes.
+    assert [e for e, _level in expected] == [100, 100, 101, 102, 900]
     handles = {m.group("handle") for m, _t in reports}
     assert len(handles) == 1
     closing = "fixme:advapi:DeregisterEventSource (%s)" % handles.pop()
