@@ -1872,9 +1872,9 @@ class Run:
 
 
 def _worker(calls, answers):
-    """The only code on a worker thread: a call, then its answer."""
-    while True:
-        ticket, fn, args = calls.get()
+    """The only code on a worker thread: a call, then its answer, until
+    the run is over (None)."""
+    for ticket, fn, args in iter(calls.get, None):
         try:
             answer = fn(*args)
         except BaseException as e:          # raised in the step, at its yield
@@ -2195,6 +2195,10 @@ class Driver:
             self._pump(end)
 
     def close(self):
+        """The workers end once their call returns (a hung one when it
+        does); the sink ends once every record is written."""
+        for _ in range(self.workers if self.threads else 0):
+            self.calls.put(None)
         if self.sink_in is not None:
             self.sink_in.put(None)
             self.sink.join()
