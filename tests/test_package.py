@@ -16,6 +16,7 @@ import zipfile
 import pytest
 
 import farm as farmlib
+import logoff
 from helpers import (BUILD_JUNK, DIST, ROOT, WHEEL_EXTRA, check, clean_env,
                      decoded, run_cmd)
 
@@ -178,7 +179,8 @@ def test_help_from_any_directory(venv, elsewhere, how):
     proc = run_cmd(venv.command(how) + ["/?"], cwd=str(elsewhere))
     out, err = decoded(proc.stdout), decoded(proc.stderr)
     assert (proc.returncode, err) == (0, ""), out
-    assert "/server:" in out.lower() and "logoff" in out.lower()
+    prog = "python3 -m logoff" if how == "module" else "pylogoff"
+    assert out == logoff.USAGE_BASIC % {"prog": prog} + logoff.USAGE_MORE
 
 
 @pytest.mark.parametrize("how", ["module", "script"])
