@@ -165,6 +165,8 @@ RECORDS = {
     ("outcome", "warn", "ok"): (111, _INFORMATION, "Warned %(who)s."),
     ("outcome", "warn", FAILED): (112, _ERROR, "Warning %(who)s: %(why)s"),
     ("outcome", "warn", UNKNOWN): (113, _WARNING, "Warning %(who)s: %(why)s"),
+    ("outcome", "warn", SPARED): (114, _INFORMATION,
+                                  "Spared %(who)s: %(why)s"),
     ("outcome", "warn", SKIPPED): (115, _WARNING, "Warning %(who)s: %(why)s"),
     ("server", None, FAILED): (120, _ERROR, "The work on %(server)s failed: %(why)s"),
 }
@@ -385,6 +387,19 @@ class AuditError(Exception):
     sink = None
 
 
+class GivenUp(Exception):
+    """Thrown into a step whose server was given up, with the answers its
+    batch had received (_NO_ANSWER for the rest): those are settled, then
+    the step is closed."""
+
+    def __init__(self, answers):
+        super().__init__()
+        self.answers = answers
+
+
+_NO_ANSWER = object()
+
+
 class Stopped(Exception):
     """Thrown into a step that asks for a call once the run is stopping:
     it ends there, and its open targets are closed out."""
@@ -450,12 +465,14 @@ def _decode_server_file(data):
 
 def _read_server_file(path):
     try:
-        # A FIFO with no writer would block open() forever.
-        if stat.S_ISFIFO(os.stat(path).st_mode):
-            raise UsageError(Text("/server:@%(file)s: the file is a pipe; "
-                                  "give server names on standard input with "
-                                  "/server:@-", file=path))
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a FIFO with no writer would block open() forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                raise UsageError(Text(
+                    "/server:@%(file)s: the file is a pipe; give server "
+                    "names on standard input with /server:@-", file=path))
             return _server_names(f.read(MAX_FILE_BYTES + 1), path)
     except OSError as e:
         raise UsageError(Text("/server:@%(file)s: cannot read the file: "
@@ -955,7 +972,7 @@ class Audit:
 
     def __init__(self, path):
         import json
-        self._json, self.path, self.fd = json, path, None
+        self._json, self.path, self.fd, self.broken = json, path, None, None
         try:
             regular = stat.S_ISREG(os.stat(path).st_mode)
         except FileNotFoundError:
@@ -980,6 +997,10 @@ class Audit:
                     file=self.path, why=why)
 
     def append(self, record):
+        # After a failed write nothing more goes to the file: a line the
+        # disk took in part stays the last one, never glued to the next.
+        if self.broken is not None:
+            raise AuditError(self.broken)
         # A lone surrogate in a name cannot be UTF-8: escaped, as JSON
         # itself would, rather than the line lost.
         data = (self._json.dumps(record, ensure_ascii=False) + "\n"
@@ -995,7 +1016,8 @@ class Audit:
             finally:
                 wtsapi.unlock_byte(handle, self.LOCK_OFFSET)
         except OSError as e:
-            raise AuditError(Text("%(why)s", why=e.strerror or str(e)))
+            self.broken = Text("%(why)s", why=e.strerror or str(e))
+            raise AuditError(self.broken)
 
     def _write_all(self, data):
         n = os.write(self.fd, data)
@@ -1250,8 +1272,12 @@ class Own:
 
 
 def own_step(run, job):
+    # A local call that does not answer within /timeout counts as failed.
+    run.own.error = wtsapi.WTSError(wtsapi.ERROR_TIMEOUT,
+                                    "WTSQuerySessionInformationW")
     try:
         run.own.id = yield Call(wtsapi.current_session_id)
+        run.own.error = None
     except wtsapi.WTSError as e:
         run.own.error = e
 
@@ -1390,9 +1416,9 @@ def read_times(run, job, targets):
 
 
 def _listed(run, job):
-    """A fresh enumeration, by ID."""
+    """A fresh enumeration, by ID.  It makes the server's snapshot fresh
+    only where the targets are checked against it (``_refresh``)."""
     sessions = yield Call(job.srv.sessions)
-    job.read_at = time.monotonic()
     return {s.id: s for s in sessions}
 
 
@@ -1404,7 +1430,10 @@ def plan_step(run, job):
         job.targets = [(yield from _plan_own(run, job))]
         return
     if job.srv is None:
-        job.srv = yield Call(wtsapi.Server, job.server)
+        # Made here, opened on a worker: a server given up while opening
+        # still has its handle closed, when the open returns.
+        job.srv = wtsapi.Server(job.server, connect=False)
+        yield Call(job.srv.connect)
     sessions = yield Call(job.srv.sessions)
     job.read_at = time.monotonic()
     if ctx.kind == NAMED:
@@ -1522,7 +1551,8 @@ def _issue(run, job, batch, action, call):
     batch = batch[:written]
     if action == "logoff" and run.ctx.kind != OWN and \
             time.monotonic() - job.read_at >= FRESH_SECONDS:
-        batch = yield from _refresh(run, job, batch)
+        batch = yield from _refresh(run, job, batch,
+                                    run.ctx.warn is not None)
     for t in batch:
         t.issued = True
     try:
@@ -1531,7 +1561,9 @@ def _issue(run, job, batch, action, call):
         for t in batch:
             t.issued = False
         raise
-    return list(zip(batch, answers))
+    except GivenUp as e:            # the calls that answered still count
+        answers = e.answers
+    return [(t, a) for t, a in zip(batch, answers) if a is not _NO_ANSWER]
 
 
 def _sort_gone(run, job, failures, about):
@@ -1539,15 +1571,17 @@ def _sort_gone(run, job, failures, about):
     fresh enumeration decides, a session no longer there (or no longer the
     same user's) ended and is spared; any other failure, or one still
     listed, fails."""
-    maybe = [(t, e) for t, e in failures
-             if e.winerror in wtsapi.SESSION_GONE_CODES]
-    listed = (yield from _listed(run, job)) if maybe else {}
+    maybe = [(t, e) for t, e in failures if not job.given_up
+             and e.winerror in wtsapi.SESSION_GONE_CODES]
     for t, e in failures:
-        if (t, e) in maybe and not _same_user(listed.get(t.session.id),
-                                              t.session):
-            run.spare(t, Text("the session has ended"))
-        else:
+        if (t, e) not in maybe:
             run.failed(t, describe(e, job.server).about(about))
+    listed = (yield from _listed(run, job)) if maybe else {}
+    for t, e in maybe:
+        if _same_user(listed.get(t.session.id), t.session):
+            run.failed(t, describe(e, job.server).about(about))
+        else:
+            run.spare(t, Text("the session has ended"))
 
 
 def warn_step(run, job):
@@ -1630,6 +1664,7 @@ def _refresh(run, job, targets, with_times=False):
     same logon and still match; after a grace (``with_times``) their times
     are read again too, to tell a new logon or a reconnect."""
     listed = yield from _listed(run, job)
+    job.read_at = time.monotonic()
     then = {t: t.times for t in targets}
     gone = ()
     if with_times:
@@ -1680,7 +1715,10 @@ def act_step(run, job):
     while pending:
         if ctx.kind != OWN and (
                 recheck or time.monotonic() - job.read_at >= FRESH_SECONDS):
-            pending = yield from _refresh(run, job, pending, recheck)
+            # After a grace, every look compares the logon and disconnect
+            # times too: each time with those of the look before.
+            pending = yield from _refresh(run, job, pending,
+                                          ctx.warn is not None)
             recheck = False
         if ctx.idle is not None and pending:
             pending = yield from _reread_idle(run, job, pending)
@@ -1959,6 +1997,18 @@ class Driver:
             self.run.screen.progress(label, self.run, force=True)
 
     def _phase(self, jobs, step, label, soft):
+        try:
+            self._drive(jobs, step, label, soft)
+        except BaseException:
+            # A bug of ours: nothing more happens on any server.
+            self.run.stopping = True
+            for task in list(self.live.values()):
+                task.dead = True
+                task.gen.close()
+            self.live = {}
+            raise
+
+    def _drive(self, jobs, step, label, soft):
         run, self.label = self.run, label
         waiting, self.live, self.soft = list(reversed(jobs)), {}, soft
         parallel, stop_at = run.ctx.parallel if self.threads else 1, None
@@ -2041,6 +2091,9 @@ class Driver:
         ticket.done, task = True, ticket.task
         if task.dead:                       # a given-up server: noted only
             self.hung -= 1
+            if isinstance(value, wtsapi.Server):    # opened too late
+                self.busy += 1
+                self.calls.put((_CLOSED, value.close, ()))
             return
         task.flying.discard(ticket)
         task.results[ticket.index] = value
@@ -2082,7 +2135,7 @@ class Driver:
                 return
             task.batch = isinstance(req, list)
             task.calls = req if task.batch else [req]
-            task.results = [None] * len(task.calls)
+            task.results = [_NO_ANSWER] * len(task.calls)
             task.next, task.left = 0, len(task.calls)
             if task.left:
                 return self._feed(task)
@@ -2131,14 +2184,20 @@ class Driver:
         task.dead, job.done = True, self.label
         self.hung += len(task.flying)
         del self.live[job]
-        task.gen.close()
         if self.soft:
-            return
+            return task.gen.close()
         job.given_up = True
         if timed_out:
             run.server_failed(job, Failure(wtsapi.ERROR_TIMEOUT, Text(
                 "no answer within %(limit)s; the server was given up",
                 limit=seconds_label(run.ctx.timeout))))
+        if task.flying:             # what answered before is settled
+            try:
+                task.gen.throw(GivenUp(task.results))
+            except (StopIteration, Stopped, GivenUp, wtsapi.WTSError,
+                    Refused):
+                pass
+        task.gen.close()
         run.close_out(job)
         if job.srv is not None:
             job.srv.close()
@@ -2258,7 +2317,7 @@ def merge_hosts(run, mine):
 def execute(run):
     """Plan on every server, then act on the plan."""
     ctx, drive = run.ctx, run.driver.phase
-    drive([Job(None)], own_step)
+    drive([Job(None)], own_step, soft=True)
     if len(run.jobs) > 1:
         me = Job(None)              # this machine's own addresses
         me.server, me.local = _own_names()[0], False

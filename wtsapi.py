@@ -1247,7 +1247,7 @@ class Server:
     so every method refuses it there with ValueError, before any call.
     """
 
-    def __init__(self, name=None):
+    def __init__(self, name=None, connect=True):
         self._api = _load()
         self.name = name or None
         self._handle = WTS_CURRENT_SERVER_HANDLE
@@ -1259,8 +1259,29 @@ class Server:
         # neither is asked again.
         self._no_ex = False
         if self.name is not None:
-            self._handle = _checked(self._api, "WTSOpenServerW", self.name,
-                                    None, self.name)
+            self._handle = None             # not WTS_CURRENT_SERVER_HANDLE
+            if connect:
+                self.connect()
+
+    def connect(self):
+        """Open the handle (``WTSOpenServerW``) of a Server made with
+        ``connect=False``; nothing for the local server.  Safe from any
+        thread, as ``close()`` is: closed while this call is in flight,
+        the handle is closed as soon as it comes.  No other call is made
+        on a remote Server before it is connected."""
+        if self.name is None:
+            return
+        with self._lock:
+            if self._closed:
+                raise ValueError("I/O operation on a closed Server")
+            self._in_flight += 1
+        try:
+            handle = _checked(self._api, "WTSOpenServerW", self.name, None,
+                              self.name)
+            with self._lock:
+                self._handle = handle
+        finally:
+            self._leave()
 
     def __enter__(self):
         return self
@@ -1300,6 +1321,8 @@ class Server:
         with self._lock:
             if self._closed:
                 raise ValueError("I/O operation on a closed Server")
+            if self.name is not None and self._handle is None:
+                raise ValueError("Server(%r) is not connected" % self.name)
             self._in_flight += 1
             return self._handle
 

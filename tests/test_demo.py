@@ -353,8 +353,6 @@ def test_readme_example_runs_against_the_demo_farm(tmp_path, tmpdir_env,
     assert os.listdir(str(tmpdir_env)) == []
 
 
-@pytest.mark.xfail(reason="Windows' case table (ı stays ı) comes with the "
-                          "rewrite of logoff.py", strict=False)
 def test_readme_yildiz_example_matches_no_one(tmp_path, tmpdir_env):
     example = [e for e in EXAMPLES if "/user:yildiz" in e[0]]
     assert example, "the README's /user:yildiz example is gone"

@@ -529,6 +529,34 @@ def test_close_from_another_thread_waits_for_the_call_in_flight(load,
     assert double.calls("RDS1", "WTSEnumerateSessionsExW") == 0
 
 
+def test_a_server_closed_while_it_connects_closes_its_handle_on_return(
+        load, double):
+    # A coordinator gives a server up while a worker still waits in
+    # WTSOpenServerW: the handle that comes later is closed when it comes,
+    # and nothing else is ever called on it.
+    farm = standard_farm()
+    farm.latency("RDS1", "WTSOpenServerW", 1000)
+    load(farm)
+    s = Server("RDS1", connect=False)
+    assert double.calls("RDS1", "WTSOpenServerW") == 0
+    with pytest.raises(ValueError, match="not connected"):
+        s.sessions()                # never the local server by mistake
+    assert double.rpcs() == 0
+    worker = threading.Thread(target=s.connect)
+    worker.start()
+    assert _poll(lambda: double.in_flight() == 1)
+    s.close()                        # returns at once
+    assert double.in_flight() == 1, "the open returned too soon to tell"
+    assert double.calls("RDS1", "WTSCloseServer") == 0
+    worker.join(10)
+    assert not worker.is_alive()
+    assert double.calls("RDS1", "WTSCloseServer") == 1
+    assert double.leaks()["handles"] == 0
+    with pytest.raises(ValueError, match="closed Server"):
+        s.connect()
+    assert double.calls("RDS1", "WTSEnumerateSessionsExW") == 0
+
+
 def test_the_last_call_in_flight_closes_the_handle_once(load, double):
     farm = standard_farm()
     farm.latency("RDS1", "WTSQuerySessionInformationW", 1000)
