@@ -2193,7 +2193,12 @@ class Driver:
                 limit=seconds_label(run.ctx.timeout))))
         if task.flying:             # what answered before is settled
             try:
-                task.gen.throw(GivenUp(task.results))
+                req = task.gen.throw(GivenUp(task.results))
+                if isinstance(req, Write):      # never sent: no intent
+                    seqs = {r["seq"] for r in req.records}
+                    for t in job.targets:
+                        if t.seq in seqs:
+                            t.seq = t.pending = None
             except (StopIteration, Stopped, GivenUp, wtsapi.WTSError,
                     Refused):
                 pass
