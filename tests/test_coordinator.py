@@ -503,3 +503,294 @@ def test_log_summary_counts_what_was_done_and_what_failed(run_process,
     assert summary["counts"]["server-errors"] == 1
     assert summary["counts"]["warned"] == 0
     assert summary["exit_code"] == 2
+
+
+# --- Review fixes ----------------------------------------------------------------
+#
+# In-process (the ``cli`` fixture), so that a step can be made slow or
+# broken by patching the bindings.  Each would fail against 25c19b2's
+# logoff.py (checked by running this section against it).
+
+import logoff  # noqa: E402
+import wtsapi  # noqa: E402
+
+
+def _later(event, real):
+    """``real``, called once ``event`` is set (a call that hangs until the
+    test lets it go)."""
+    def call(*args, **kwargs):
+        event.wait(30)
+        return real(*args, **kwargs)
+    return call
+
+
+def _settle(double):
+    """Wait until no call is in the double (no assertion on time)."""
+    for _ in range(1500):
+        if not double.in_flight():
+            return
+        threading.Event().wait(0.01)
+
+
+# Review 1: the enumeration _sort_gone makes after a 7022 must not make the
+# snapshot fresh: batch 2 is still re-checked, and a session that changed
+# hands during batch 1 is spared.
+def test_review_an_enumeration_for_sorting_failures_is_no_recheck(
+        cli, load, double, monkeypatch):
+    monkeypatch.setattr(logoff, "FRESH_SECONDS", 0.25)
+    farm = disc_farm(["S"], 9)              # 10..18: two batches
+    farm.latency("S", "WTSLogoffSession", 500)      # > FRESH_SECONDS
+    farm.fail("S", "WTSLogoffSession", 7022, session=10)
+    farm.mutate("WTSLogoffSession:1", "S", 18, user="mallory")
+    load(farm)
+    r = cli("/state:disc", "/server:S", "/json", "/timeout:20")
+    got = results(json.loads(r.out))
+    assert got[("S", 18)]["result"] == "spared", got[("S", 18)]
+    assert ("S", 18) not in calls(r.log)
+    assert got[("S", 10)]["result"] == "failed"       # still listed: 7022
+    assert sorted(calls(r.log, ok=True)) == [("S", i) for i in range(11, 18)]
+
+
+# Review 2: with /warn, every re-check compares the times, not only the
+# first after the grace: a batch-2 session that reconnected (and
+# disconnected again) while batch 1 was logged off is spared.
+def test_review_every_recheck_after_a_grace_compares_times(
+        cli, load, double, monkeypatch):
+    monkeypatch.setattr(logoff, "FRESH_SECONDS", 0.0)
+    farm = disc_farm(["S"], 9)
+    farm.mutate("WTSLogoffSession:1", "S", 18, disconnect=CLOCK - MINUTE)
+    load(farm)
+    r = cli("/state:disc", "/server:S", "/json", "/timeout:20",
+            "/warn:bye", "/grace:0.01")
+    got = results(json.loads(r.out))
+    assert got[("S", 18)]["result"] == "spared", got[("S", 18)]
+    assert ("S", 18) not in calls(r.log)
+    assert sorted(calls(r.log, ok=True)) == [("S", i) for i in range(10, 18)]
+
+
+# Review 3: with /warn and /eventlog, a session that ended between the plan
+# and its warning is spared, recorded (event 114), and the run goes on.
+def test_review_a_session_gone_before_its_warning_is_an_event(
+        cli, load, double, evt, tmp_path):
+    farm = Farm(caller=2)
+    s = farm.server("W")
+    for sid in (11, 12, 13):
+        s.session(sid, "RDP-Tcp#%d" % sid, ACTIVE, "u%d" % sid, "CORP",
+                  logon=CLOCK - 5 * HOUR, input=CLOCK - 3 * HOUR)
+    # Session 11 ends after the plan's reads, before its warning.
+    farm.mutate("WTSQuerySessionInformationW:4", "W", 11, remove=1)
+    load(farm)
+    log = tmp_path / "audit.jsonl"
+    r = cli("/state:active", "/server:W", "/json", "/warn:bye",
+            "/grace:0.01", "/eventlog", "/log:%s" % log)
+    doc = json.loads(r.out)
+    assert doc["error"] is None and r.code == 0, r.err
+    got = results(doc)
+    assert got[("W", 11)]["result"] == "spared"
+    assert [got[("W", i)]["result"] for i in (12, 13)] == ["logged-off"] * 2
+    assert sorted(calls(r.log, ok=True)) == [("W", 12), ("W", 13)]
+    ids = [int(e.fields["id"]) for e in evt.events()]
+    assert ids.count(114) == 1, ids
+    spared = [x for x in read_lines(log) if x["phase"] == "outcome"
+              and x["action"] == "warn" and x["result"] == "spared"]
+    assert [x["session"] for x in spared] == [11]
+
+
+# Review 3: every (phase, action, result) the trail can produce has its
+# event ID and sentence.
+def test_review_every_trail_record_has_an_event():
+    D = logoff
+    combos = [("intent", "logoff", None), ("intent", "warn", None),
+              ("server", None, D.FAILED)]
+    combos += [("outcome", "logoff", res) for res in (
+        D.DONE, D.SPARED, D.FAILED, D.SKIPPED, D.UNKNOWN)]
+    combos += [("outcome", "warn", res) for res in (
+        "ok", D.FAILED, D.UNKNOWN, D.SKIPPED, D.SPARED)]
+    for key in combos:
+        assert key in D.RECORDS, key
+        assert key in D.EVENT_IDS, key
+        event_id, level = D.EVENT_IDS[key]
+        assert 1 <= event_id <= 1000 and event_id != D.EVENT_SUMMARY
+    ids = [D.EVENT_IDS[k][0] for k in combos]
+    assert len(set(ids)) == len(ids), ids
+
+
+# Review 4: a server given up with a batch in flight: the calls that had
+# answered keep their results; only the unanswered one is unknown.
+def test_review_a_given_up_batch_keeps_the_answers_it_had(
+        cli, load, double, monkeypatch):
+    farm = disc_farm(["S"], 8)              # 10..17: one batch
+    farm.fail("S", "WTSLogoffSession", 5, session=11)
+    load(farm)
+    release = threading.Event()
+    real = wtsapi.Server.logoff
+    hang = _later(release, real)
+
+    def logoff_(self, sid, *a, **k):
+        return (hang if sid == 17 else real)(self, sid, *a, **k)
+    monkeypatch.setattr(wtsapi.Server, "logoff", logoff_)
+    try:
+        r = cli("/state:disc", "/server:S", "/timeout:0.3", "/json")
+    finally:
+        release.set()
+    doc = json.loads(r.out)
+    got = results(doc)
+    assert [e["error"] for e in doc["server_errors"]] == [GIVEN_UP]
+    assert (got[("S", 11)]["result"], got[("S", 11)]["error"]) == \
+        ("failed", 5)
+    want = {i: "logged-off" for i in range(10, 17) if i != 11}
+    want[17] = "unknown"
+    assert {i: got[("S", i)]["result"] for i in want} == want
+
+
+# Review 5: a bug (an unexpected exception) in one server's step stops the
+# others: no state change starts on another server after it, and every
+# intent has an outcome.
+def test_review_a_bug_on_one_server_stops_the_others(
+        cli, load, double, monkeypatch, tmp_path):
+    farm = disc_farm(["A", "B"], 16)
+    farm.latency("B", "WTSLogoffSession", 300)
+    load(farm)
+    real = wtsapi.Server.logoff
+
+    def logoff_(self, sid, *a, **k):
+        if self.name == "A":
+            raise TypeError("a bug in the bindings")
+        return real(self, sid, *a, **k)
+    monkeypatch.setattr(wtsapi.Server, "logoff", logoff_)
+    log = tmp_path / "audit.jsonl"
+    r = cli("/state:disc", "/server:A,B", "/json", "/log:%s" % log)
+    _settle(double)
+    doc = json.loads(r.out)
+    assert "internal error" in (doc["error"] or ""), doc["error"]
+    assert r.code != 0
+    # At most B's first batch, already in flight when A's step broke.
+    b_calls = calls(double.log(), server="B")
+    assert len(b_calls) <= logoff.IN_FLIGHT, b_calls
+    assert calls(double.log(), server="A") == []
+    assert {s["result"] for s in doc["sessions"]} <= {"unknown",
+                                                      "not-attempted"}
+    lines = read_lines(log)
+    intents = {x["seq"] for x in lines if x["phase"] == "intent"}
+    outcomes = {x["seq"] for x in lines if x["phase"] == "outcome"}
+    assert intents and intents == outcomes
+
+
+# Review 6: after a short write to the /log file nothing more is written
+# to it: the partial line stays the last one.
+def test_review_nothing_is_written_after_a_short_audit_write(
+        cli, load, double, monkeypatch, tmp_path):
+    load(disc_farm(["S"], 3))
+    log = tmp_path / "audit.jsonl"
+    real, seen = os.write, []
+
+    def write(fd, data):
+        if bytes(data[:9]) == b'{"time": ':         # an audit line
+            seen.append(len(data))
+            if len(seen) == 4:                      # the 2nd outcome
+                return real(fd, data[:len(data) // 2])
+        return real(fd, data)
+    monkeypatch.setattr(logoff.os, "write", write)
+    r = cli("/state:disc", "/server:S", "/log:%s" % log)
+    assert r.code != 0
+    assert "short write" in r.err
+    data = log.read_bytes()
+    assert not data.endswith(b"\n")
+    lines = data.split(b"\n")
+    assert len(lines) == 4, data          # three whole lines, one half
+    for line in lines[:3]:
+        json.loads(line.decode("utf-8"))
+    assert len(lines[3]) == seen[3] // 2
+
+
+def _slow_own_lookup(monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr(wtsapi, "current_session_id",
+                        _later(release, wtsapi.current_session_id))
+    return release
+
+
+# Review 7: the local own-session lookup does not answer within /timeout:
+# a selection here is refused with the timeout (not "internal error"), and
+# a run on another server writes no server record for this machine.
+def test_review_a_hung_own_session_lookup_is_a_timeout(
+        cli, load, double, monkeypatch, tmp_path):
+    load()
+    release = _slow_own_lookup(monkeypatch)
+    log = tmp_path / "audit.jsonl"
+    try:
+        r = cli("/state:disc", "/timeout:0.2")
+        r2 = cli("/state:disc", "/server:RDS1", "/timeout:0.2", "/json",
+                 "/log:%s" % log)
+    finally:
+        release.set()
+    assert r.code == 1
+    assert "cannot tell which session is yours on this machine" in r.err
+    assert "internal error" not in r.err
+    assert wtsapi.error_text(wtsapi.ERROR_TIMEOUT,
+                             wtsapi.LANGID_EN_US) in r.err
+    assert calls(r.log) == []
+    doc = json.loads(r2.out)
+    assert r2.code == 0 and doc["server_errors"] == [], r2.err
+    assert [x for x in read_lines(log) if x["phase"] == "server"] == []
+
+
+# Review 7 asks that the refusal name WTSQuerySessionInformationW: the
+# fix carries the function in the error, but the message shows only the
+# system text.
+@pytest.mark.xfail(strict=True, reason="the refusal does not name the "
+                   "function (describe().message omits it)")
+def test_review_a_hung_own_session_lookup_names_the_function(
+        cli, load, double, monkeypatch):
+    load()
+    release = _slow_own_lookup(monkeypatch)
+    try:
+        r = cli("/state:disc", "/timeout:0.2")
+    finally:
+        release.set()
+    assert "WTSQuerySessionInformationW" in r.err
+
+
+# Review 8: a server given up while its WTSOpenServerW was in flight has
+# its handle closed when the open returns.
+def test_review_a_late_open_is_closed(cli, load, double):
+    farm = disc_farm(["A", "B"], 1)
+    farm.latency("A", "WTSOpenServerW", 600)
+    load(farm)
+    before = double.leaks()
+    r = cli("/state:disc", "/server:A,B", "/timeout:0.2", "/json")
+    doc = json.loads(r.out)
+    assert [(e["server"], e["error"]) for e in doc["server_errors"]] == \
+        [("A", GIVEN_UP)]
+    _settle(double)
+    after = double.leaks()
+    for _ in range(500):            # the close runs just after the open
+        if after["handles"] == before["handles"]:
+            break
+        threading.Event().wait(0.01)
+        after = double.leaks()
+    assert after == before
+
+
+# Review 9: a 7022 (perhaps gone) and an access denied in one batch; the
+# extra enumeration fails: the access denied is still failed (error 5).
+def test_review_a_failed_sorting_enumeration_keeps_other_failures(
+        cli, load, double, monkeypatch):
+    farm = disc_farm(["S"], 3)
+    farm.fail("S", "WTSLogoffSession", 5, session=11)
+    farm.fail("S", "WTSLogoffSession", 7022, session=12)
+    load(farm)
+    real, n = wtsapi.Server.sessions, [0]
+
+    def sessions(self):
+        n[0] += 1
+        if n[0] == 2:
+            raise wtsapi.WTSError(1722, "WTSEnumerateSessionsExW")
+        return real(self)
+    monkeypatch.setattr(wtsapi.Server, "sessions", sessions)
+    r = cli("/state:disc", "/server:S", "/json")
+    got = results(json.loads(r.out))
+    assert (got[("S", 11)]["result"], got[("S", 11)]["error"]) == \
+        ("failed", 5)
+    assert got[("S", 10)]["result"] == "logged-off"
+    assert got[("S", 12)]["result"] == "not-attempted"
