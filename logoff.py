@@ -377,9 +377,9 @@ class Refused(Exception):
     """A request this tool will not carry out; ``code``: the Win32 error
     code that best describes it, if any."""
 
-    def __init__(self, text, code=None):
+    def __init__(self, text, code=None, function=None):
         super().__init__(text)
-        self.text, self.code = text, code
+        self.text, self.code, self.function = text, code, function
 
 
 class AuditError(Exception):
@@ -941,7 +941,8 @@ def describe(exc, server=None):
     """Any failure (WTSError, a refusal, an OSError, a bug) as a Failure.
     A call that failed without a code names its function."""
     if isinstance(exc, Refused):
-        return Failure(exc.code, exc.text, show_code=False)
+        return Failure(exc.code, exc.text, function=exc.function,
+                       show_code=exc.function is not None)
     if isinstance(exc, wtsapi.WTSError):
         if not exc.winerror:
             return Failure(0, Text("%(function)s failed and Windows gave no "
@@ -1474,9 +1475,13 @@ def _select(run, job, sessions):
     On this machine a selection needs to know which session is yours."""
     ctx, picked = run.ctx, []
     if job.local and run.own.id is None and ctx.kind != LIST:
+        e = run.own.error
         raise Refused(Text("cannot tell which session is yours on this "
                            "machine (%(why)s); nothing is selected here",
-                           why=describe(run.own.error).message))
+                           why=Text("%(function)s: %(why)s",
+                                    function=e.function,
+                                    why=describe(e).message)),
+                      e.winerror, e.function)
     for s in sessions:
         if ctx.listing_all:
             own = False

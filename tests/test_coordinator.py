@@ -735,11 +735,7 @@ def test_review_a_hung_own_session_lookup_is_a_timeout(
     assert [x for x in read_lines(log) if x["phase"] == "server"] == []
 
 
-# Review 7 asks that the refusal name WTSQuerySessionInformationW: the
-# fix carries the function in the error, but the message shows only the
-# system text.
-@pytest.mark.xfail(strict=True, reason="the refusal does not name the "
-                   "function (describe().message omits it)")
+# Review 7: the refusal names the function that did not answer.
 def test_review_a_hung_own_session_lookup_names_the_function(
         cli, load, double, monkeypatch):
     load()
