@@ -150,3 +150,25 @@ def host_pip_can_target():
         return False
     version = tuple(int(x) for x in re.findall(r"\d+", pip.__version__)[:2])
     return version >= (22, 3)
+
+
+def sigint_after_warnings(monkeypatch, count):
+    """A real SIGINT (POSIX) a moment after the ``count``-th warning went
+    out in this process: the grace period has begun.  Returns the timers,
+    to join once the run is over."""
+    import signal
+    import threading
+    import wtsapi
+    real = wtsapi.Server.send_message
+    sent, timers = [], []
+
+    def send(self, *args, **kwargs):
+        answer = real(self, *args, **kwargs)
+        sent.append(args[0])
+        if len(sent) == count:
+            timers.append(threading.Timer(0.3, os.kill,
+                                          (os.getpid(), signal.SIGINT)))
+            timers[0].start()
+        return answer
+    monkeypatch.setattr(wtsapi.Server, "send_message", send)
+    return timers

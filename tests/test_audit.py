@@ -17,7 +17,7 @@ import logoff
 import wtsapi
 from farm import ACTIVE, DISCONNECTED, Farm
 from helpers import (POSIX, ROOT, logged_off, many_farm, read_lines,
-                     warn_farm)
+                     sigint_after_warnings, warn_farm)
 
 
 
@@ -279,20 +279,8 @@ def test_interrupt_before_anything_was_done_exits_1(double_path, tmp_path):
 def test_ctrl_c_in_the_grace_period_has_one_exit_code(cli, load, double,
                                                       monkeypatch):
     load(warn_farm())
-    # A real SIGINT, a moment after the last of the five warnings went out:
-    # the 5-minute grace period has begun.
-    real = wtsapi.Server.send_message
-    sent, timers = [], []
-
-    def send(self, *args, **kwargs):
-        answer = real(self, *args, **kwargs)
-        sent.append(args[0])
-        if len(sent) == 5:
-            timers.append(threading.Timer(0.3, os.kill,
-                                          (os.getpid(), signal.SIGINT)))
-            timers[0].start()
-        return answer
-    monkeypatch.setattr(wtsapi.Server, "send_message", send)
+    # A real SIGINT once the five warnings went out: the grace has begun.
+    timers = sigint_after_warnings(monkeypatch, 5)
     try:
         r = cli("/server:W", "/state:active", "/warn:bye", "/grace:5m",
                 "/json")

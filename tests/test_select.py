@@ -13,7 +13,8 @@ import logoff
 import wtsapi
 from farm import (ACTIVE, CLOCK, CONNECTED, DISCONNECTED, HOUR, IDLE, MINUTE,
                   Farm, standard_farm)
-from helpers import ROOT, doc, logoffs, messages, warn_farm
+from helpers import (ROOT, doc, logoffs, messages, sigint_after_warnings,
+                     warn_farm)
 
 
 
@@ -291,23 +292,9 @@ def test_warn_failure_spares_the_session(cli, load, double):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signal")
 def test_ctrl_c_during_grace_logs_off_no_one(cli, load, double, monkeypatch):
-    import threading
-    import wtsapi
     load(warn_farm())
-    # A real SIGINT, a moment after the last of the five warnings went out:
-    # the 5-minute grace period has begun.
-    real = wtsapi.Server.send_message
-    sent, timers = [], []
-
-    def send(self, *args, **kwargs):
-        answer = real(self, *args, **kwargs)
-        sent.append(args[0])
-        if len(sent) == 5:
-            timers.append(threading.Timer(0.3, os.kill,
-                                          (os.getpid(), signal.SIGINT)))
-            timers[0].start()
-        return answer
-    monkeypatch.setattr(wtsapi.Server, "send_message", send)
+    # A real SIGINT once the five warnings went out: the grace has begun.
+    timers = sigint_after_warnings(monkeypatch, 5)
     try:
         r = cli("/server:W", "/state:active", "/warn:bye", "/grace:5m")
     finally:
