@@ -223,6 +223,20 @@ def hung_farm(healthy, hung, sessions=2):
     return farm
 
 
+def _healthy_done_hung_failed(r, doc, healthy, hung):
+    """Every healthy server's sessions logged off, every hung server a
+    server error, and the calls still hanging at exit within the cap;
+    returns the server errors by name."""
+    assert r.exit_stats["inflight"] <= HUNG_CALL_CAP
+    done = results(doc)
+    for name in healthy:
+        assert [done[(name, sid)]["result"] for sid in (10, 11)] == \
+            ["logged-off"] * 2
+    errors = {e["server"]: e for e in doc["server_errors"]}
+    assert set(errors) == set(hung)
+    return errors
+
+
 # Defect 4: calls hung on given-up servers are never bounded (one per server).
 def test_calls_left_hanging_on_given_up_servers_are_bounded(run_process):
     healthy = ["OK%d" % i for i in range(5)]
@@ -231,17 +245,8 @@ def test_calls_left_hanging_on_given_up_servers_are_bounded(run_process):
                     "/timeout:0.3", "/parallel:256",
                     "/server:" + ",".join(healthy + hung), timeout=120)
     doc = json.loads(r.out)
-    # The calls still hanging when the process ended.
-    assert r.exit_stats["inflight"] <= HUNG_CALL_CAP
-    # Every healthy server is done.
-    done = results(doc)
-    for name in healthy:
-        assert [done[(name, sid)]["result"] for sid in (10, 11)] == \
-            ["logged-off"] * 2
-    # Every hung server failed: given up, or not attempted because too many
-    # calls hang already.
-    errors = {e["server"]: e for e in doc["server_errors"]}
-    assert set(errors) == set(hung)
+    errors = _healthy_done_hung_failed(r, doc, healthy, hung)
+    # Given up, or not attempted because too many calls hang already.
     assert all("no answer within" in e["message"]
                or "not attempted" in e["message"] for e in errors.values())
     assert any("not attempted" in e["message"] for e in errors.values())
@@ -259,14 +264,8 @@ def test_a_server_that_cannot_get_a_thread_fails_alone(run_process, shim):
                     env=shim(max_threads=300))
     assert "internal error" not in r.err
     doc = json.loads(r.out)
-    done = results(doc)
-    for name in healthy:
-        assert [done[(name, sid)]["result"] for sid in (10, 11)] == \
-            ["logged-off"] * 2
-    errors = {e["server"]: e for e in doc["server_errors"]}
-    assert set(errors) == set(hung)
+    errors = _healthy_done_hung_failed(r, doc, healthy, hung)
     assert all(e["message"] for e in errors.values())
-    assert r.exit_stats["inflight"] <= HUNG_CALL_CAP
     assert doc["exit_code"] == r.code == 2
 
 
