@@ -60,18 +60,35 @@ Beyond logoff.exe: select sessions instead of naming one (all combinable):
                       connectquery, shadow, reset, down, init.
   /IDLE:DURATION      Idle at least this long, by the server's clock (for a
                       disconnected session: since it was disconnected).
+  /CLIENT:PATTERN[,...] Sessions whose client name or address matches
+                      (THIN-*, 10.1.2.*).
+  /LOCKED             Sessions whose screen is locked (never where unknown;
+                      not for Windows 7 or Server 2008 R2, which report the
+                      lock state reversed).
+  /EXCLUDE:PATTERN[,...] Users never selected, as /USER takes them, or
+                      @FILE (one a line, # comments).
   A selection only takes sessions with a user, and never session 0,
   listeners, the console session or your own session; one that matches
   nothing is not an error.
   /QUERY              List the sessions (the selected ones, with a
-                      selection); change nothing.
+                      selection); change nothing.  With /V: the client and
+                      the lock state too.
+  /DISCONNECT         Disconnect the sessions instead of logging them off
+                      (never one already disconnected).
+  /BUSY:IMAGE[,...]   Spare every session running one of these programs
+                      (excel.exe, excel, *.tmp.exe), as read just before
+                      acting; one whose processes cannot be read is spared.
   /WARN:TEXT          Send TEXT to each selected active session first, wait
                       /GRACE, look again, and log off only the sessions that
                       are still the same logon (same user, logon time and
-                      disconnect time) and still match.
+                      disconnect time) and still match.  %left% in TEXT is
+                      the time left.
   /GRACE:DURATION     Time between warning and logoff (default 5m).
+  /REMIND:DURATION    Send the warning again every DURATION of the grace to
+                      the sessions still active.
   /WAIT[:DURATION]    Wait until each logoff has finished (at most DURATION,
-                      default 5m).
+                      default 5m); one that has not names what still runs
+                      in the session.
   /WHATIF             Show what would be done; send and log off nothing.
   /MAX:N              Change nothing at all if more than N sessions are
                       selected in all.
@@ -86,6 +103,8 @@ Beyond logoff.exe: select sessions instead of naming one (all combinable):
                       The drop-in forms call Windows directly, as
                       logoff.exe does, without a limit.
   /JSON               One JSON document on stdout instead of text.
+  /FO:TABLE|LIST|CSV  The sessions in this format (/QUERY, /WHATIF, and the
+                      results of a run); /NH: without the header row.
   /LOG:FILE           Append one JSON line per action to FILE (audit log),
                       before and after each change, each server failure,
                       and a summary.
@@ -104,9 +123,11 @@ MAX_SESSION_ID = 0xFFFFFFFE           # 0xFFFFFFFF is WTS_CURRENT_SESSION
 # name -> value policy: None none allowed, True required, False optional.
 _SWITCHES = {
     "?": None, "v": None, "query": None, "whatif": None, "json": None,
+    "disconnect": None, "locked": None, "nh": None,
     "server": True, "user": True, "state": True, "idle": True, "warn": True,
     "grace": True, "parallel": True, "timeout": True, "log": True,
-    "max": True, "wait": False, "eventlog": False,
+    "max": True, "exclude": True, "busy": True, "client": True,
+    "remind": True, "fo": True, "wait": False, "eventlog": False,
 }
 
 # /state words: the API's own names (WTSActive -> active), never the
@@ -137,7 +158,8 @@ DEFAULT_SOURCE = "PyLogoff"   # /eventlog without a source
 LISTED, WOULD, DONE, SPARED, FAILED, SKIPPED, UNKNOWN = (
     "listed", "would-log-off", "logged-off", "spared", "failed",
     "not-attempted", "unknown")
-_DONE_RESULTS = (LISTED, WOULD, DONE, UNKNOWN)
+WOULD_DISC, DISCONNECTED = "would-disconnect", "disconnected"
+_DONE_RESULTS = (LISTED, WOULD, DONE, UNKNOWN, WOULD_DISC, DISCONNECTED)
 _FAILED_RESULTS = (FAILED, SKIPPED, UNKNOWN)
 
 # The kinds of run, decided once by main (a what-if previews one of them).
@@ -169,6 +191,28 @@ RECORDS = {
                                   "Spared %(who)s: %(why)s"),
     ("outcome", "warn", SKIPPED): (115, _WARNING, "Warning %(who)s: %(why)s"),
     ("server", None, FAILED): (120, _ERROR, "The work on %(server)s failed: %(why)s"),
+    ("intent", "disconnect", None): (130, _INFORMATION,
+                                     "Disconnecting %(who)s."),
+    ("outcome", "disconnect", DISCONNECTED): (131, _INFORMATION,
+                                              "Disconnected %(who)s."),
+    ("outcome", "disconnect", FAILED): (132, _ERROR,
+                                        "Could not disconnect %(who)s: "
+                                        "%(why)s"),
+    ("outcome", "disconnect", UNKNOWN): (133, _WARNING,
+                                         "Disconnecting %(who)s: %(why)s"),
+    ("outcome", "disconnect", SPARED): (134, _INFORMATION,
+                                        "Spared %(who)s: %(why)s"),
+    ("outcome", "disconnect", SKIPPED): (135, _WARNING,
+                                         "Did not disconnect %(who)s: "
+                                         "%(why)s"),
+    ("intent", "remind", None): (140, _INFORMATION, "Reminding %(who)s."),
+    ("outcome", "remind", "ok"): (141, _INFORMATION, "Reminded %(who)s."),
+    ("outcome", "remind", FAILED): (142, _ERROR,
+                                    "Reminding %(who)s: %(why)s"),
+    ("outcome", "remind", UNKNOWN): (143, _WARNING,
+                                     "Reminding %(who)s: %(why)s"),
+    ("outcome", "remind", SKIPPED): (145, _WARNING,
+                                     "Reminding %(who)s: %(why)s"),
 }
 EVENT_IDS = {k: v[:2] for k, v in RECORDS.items()}
 EVENT_SUMMARY = 900             # the run's last record
@@ -463,7 +507,8 @@ def _decode_server_file(data):
     return data.decode("utf-8")
 
 
-def _read_server_file(path):
+def _read_list_file(path, switch="/server"):
+    """The names in a file of /server or /exclude (one a line)."""
     try:
         # O_NONBLOCK: a FIFO with no writer would block open() forever.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)
@@ -472,11 +517,15 @@ def _read_server_file(path):
             if stat.S_ISFIFO(os.fstat(fd).st_mode):
                 raise UsageError(Text(
                     "/server:@%(file)s: the file is a pipe; give server "
-                    "names on standard input with /server:@-", file=path))
-            return _server_names(f.read(MAX_FILE_BYTES + 1), path)
+                    "names on standard input with /server:@-", file=path)
+                    if switch == "/server" else Text(
+                        "%(switch)s:@%(file)s: the file is a pipe",
+                        switch=switch, file=path))
+            return _server_names(f.read(MAX_FILE_BYTES + 1), path, switch)
     except OSError as e:
-        raise UsageError(Text("/server:@%(file)s: cannot read the file: "
-                              "%(why)s", file=path, why=e.strerror or e))
+        raise UsageError(Text("%(switch)s:@%(file)s: cannot read the file: "
+                              "%(why)s", switch=switch, file=path,
+                              why=e.strerror or e))
 
 
 def _read_server_stdin():
@@ -500,23 +549,23 @@ def _read_server_stdin():
     return _server_names(data, "-")
 
 
-def _server_names(data, path):
+def _server_names(data, path, switch="/server"):
     """The names in a server file's bytes (``path`` "-": stdin)."""
     if len(data) > MAX_FILE_BYTES:
-        raise UsageError(Text("/server:@%(file)s: the file is larger than "
-                              "1 MiB", file=path))
+        raise UsageError(Text("%(switch)s:@%(file)s: the file is larger "
+                              "than 1 MiB", switch=switch, file=path))
     try:
         text = _decode_server_file(data)
     except UnicodeDecodeError:
-        raise UsageError(Text("/server:@%(file)s: the file is not UTF-8 or "
-                              "UTF-16 text", file=path))
+        raise UsageError(Text("%(switch)s:@%(file)s: the file is not UTF-8 "
+                              "or UTF-16 text", switch=switch, file=path))
     names = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if line and _has_control(line):
             raise UsageError(Text(
-                "/server:@%(file)s: line %(line)d holds a control character",
-                file=path, line=number))
+                "%(switch)s:@%(file)s: line %(line)d holds a control "
+                "character", switch=switch, file=path, line=number))
         names += [line] if line else []
         if len(names) > MAX_SERVERS:
             break
@@ -531,7 +580,7 @@ def _parse_servers(value):
                 raise UsageError(Text("/server:@ needs a file name"))
             # "@-" is standard input; a file named - is "@.\-" or "@./-".
             names += (_read_server_stdin() if item == "@-"
-                      else _read_server_file(item[1:]))
+                      else _read_list_file(item[1:]))
         else:
             names.append(item)
         if len(names) > MAX_SERVERS:
@@ -557,14 +606,17 @@ class Options:
     session = None                    # int id, str name, or None (own)
     servers = ()                      # () = the local server
     verbose = query = whatif = json = help = False
+    disconnect = locked = nh = False
     users = states = idle = warn = wait = max = log = None
+    exclude = busy = clients = remind = fo = None
     eventlog = None                   # /eventlog: the event source's name
     grace, parallel, timeout = 300.0, 16, 60.0
 
     @property
     def selecting(self):
         return (self.users is not None or self.states is not None
-                or self.idle is not None)
+                or self.idle is not None or self.clients is not None
+                or self.locked)
 
 
 def parse_args(argv):
@@ -620,20 +672,43 @@ def _parse_session(arg):
 def _apply_switch(opts, name, value):
     if _SWITCHES[name] is None:
         setattr(opts, {"?": "help", "v": "verbose"}.get(name, name), True)
-    elif name in ("idle", "grace", "timeout") or name == "wait" and value:
+    elif name in ("idle", "grace", "timeout", "remind") or \
+            name == "wait" and value:
         setattr(opts, name, parse_duration(value, "/" + name))
         if name == "timeout" and opts.timeout <= 0:
             raise UsageError(Text("/timeout: must be more than 0"))
+        if name == "remind" and opts.remind < 10:
+            raise UsageError(Text("/remind: at least 10s"))
     elif name == "wait":
         opts.wait = DEFAULT_WAIT
     elif name == "server":
         opts.servers = _parse_servers(value)
-    elif name == "user":
-        opts.users = _split_list(value)
-        if not opts.users:
-            raise UsageError(Text("/user: needs a user name or pattern"))
-        if any(_has_control(u) or len(u) > 2 * MAX_NAME for u in opts.users):
-            raise UsageError(Text("/user: not a user name or pattern"))
+    elif name in ("user", "exclude", "busy", "client"):
+        patterns = []
+        for item in _split_list(value):
+            if name == "exclude" and item.startswith("@"):
+                if item in ("@", "@-"):
+                    raise UsageError(Text("/exclude:@ needs a file name "
+                                          "(standard input is for "
+                                          "/server:@-)"))
+                patterns += _read_list_file(item[1:], "/exclude")
+            else:
+                patterns.append(item)
+        if any(_has_control(u) or len(u) > 2 * MAX_NAME for u in patterns):
+            raise UsageError(Text("/%(switch)s: %(value)r is not a name or "
+                                  "pattern", switch=name, value=next(
+                                      u for u in patterns if _has_control(u)
+                                      or len(u) > 2 * MAX_NAME)[:80]))
+        if not patterns and name != "exclude":  # an empty safelist file
+            raise UsageError(Text("/%(switch)s: needs a name or pattern",
+                                  switch=name))
+        setattr(opts, {"user": "users", "client": "clients"}.get(name, name),
+                patterns)
+    elif name == "fo":
+        opts.fo = value.strip().lower()
+        if opts.fo not in ("table", "list", "csv"):
+            raise UsageError(Text("/fo: %(value)r is not table, list or csv",
+                                  value=value[:40]))
     elif name == "state":
         opts.states = set()
         for word in _split_list(value):
@@ -676,9 +751,10 @@ def _apply_switch(opts, name, value):
 
 def _check_combination(opts, seen):
     if opts.session is not None:
-        if opts.selecting:
+        if opts.selecting or opts.exclude is not None:
             raise UsageError(Text("a session name or ID cannot be combined "
-                                  "with /user, /state or /idle"))
+                                  "with /user, /state, /idle, /client, "
+                                  "/locked or /exclude"))
         if len(opts.servers) > 1:
             raise UsageError(Text("a session name or ID needs exactly one "
                                   "server"))
@@ -690,8 +766,26 @@ def _check_combination(opts, seen):
         if opts.warn is not None or opts.json:
             raise UsageError(Text("/warn and /json need a session name or "
                                   "ID, or a selection"))
+    if opts.exclude is not None and not opts.selecting:
+        raise UsageError(Text("/exclude narrows a selection: give /user, "
+                              "/state, /idle, /client or /locked too"))
+    if opts.busy is not None and (opts.query or opts.session is None
+                                  and not opts.selecting):
+        raise UsageError(Text("/busy spares sessions from a logoff or a "
+                              "disconnect: give a session or a selection"))
+    if opts.disconnect and opts.query:
+        raise UsageError(Text("/query changes nothing: it cannot be "
+                              "combined with /disconnect"))
     if "grace" in seen and opts.warn is None:
         raise UsageError(Text("/grace goes with /warn"))
+    if opts.remind is not None and (opts.warn is None
+                                    or opts.remind >= opts.grace):
+        raise UsageError(Text("/remind goes with /warn and is shorter than "
+                              "/grace"))
+    if (opts.fo or opts.nh) and opts.json:
+        raise UsageError(Text("/fo and /nh cannot be combined with /json"))
+    if opts.nh and opts.fo == "list":
+        raise UsageError(Text("/nh goes with /fo:table or /fo:csv"))
     if opts.query and (opts.warn is not None or opts.wait is not None
                        or opts.whatif or opts.max is not None):
         raise UsageError(Text("/query changes nothing: it cannot be "
@@ -700,20 +794,34 @@ def _check_combination(opts, seen):
 
 # The run as main decided it, once, frozen: the phases read this, never the
 # command line.  ``kind``: LIST, OWN, NAMED or SELECT; ``preview``: /whatif.
+# ``action``: "logoff" or "disconnect"; ``done``, ``would``: its results;
+# ``lock_info``, ``client_info``: read the lock state, the client.
 Context = namedtuple("Context", "kind preview session servers warn grace wait "
                      "max parallel timeout verbose json idle states users "
-                     "listing_all log")
+                     "listing_all log action done would exclude busy clients "
+                     "locked remind fo nh lock_info client_info")
 
 
 def context(opts):
     kind = (LIST if opts.query else NAMED if opts.session is not None
             else SELECT if opts.selecting else OWN)
+    # The client and the lock state cost queries: read for a listing that
+    # shows them, or a selection by them; else null in /json.
+    shown = opts.query and (opts.json or opts.verbose
+                            or opts.fo in ("list", "csv"))
     return Context(
         kind, opts.whatif, opts.session, list(opts.servers), opts.warn,
         opts.grace, opts.wait, opts.max, opts.parallel, opts.timeout,
         opts.verbose and not opts.json, opts.json, opts.idle, opts.states,
         _user_matcher(opts.users) if opts.users else None,
-        opts.query and not opts.selecting, opts.log)
+        opts.query and not opts.selecting, opts.log,
+        *(("disconnect", DISCONNECTED, WOULD_DISC) if opts.disconnect
+          else ("logoff", DONE, WOULD)),
+        _user_matcher(opts.exclude) if opts.exclude else None,
+        _image_matcher(opts.busy) if opts.busy else None,
+        _client_matcher(opts.clients) if opts.clients else None,
+        opts.locked, opts.remind, opts.fo, opts.nh,
+        shown or opts.locked, shown or opts.clients is not None)
 
 
 # --- Names, states and times as Windows compares and shows them ---------------
@@ -1208,7 +1316,7 @@ class Job:
     its one handle, kept across phases (on a remote server a new handle is
     a new RPC connection), its targets and how it ended."""
     __slots__ = ("server", "local", "srv", "targets", "failure", "given_up",
-                 "read_at", "names", "done")
+                 "read_at", "names", "done", "procs")
 
     def __init__(self, server):
         self.server, self.local = server, _names_this_machine(server)
@@ -1216,6 +1324,7 @@ class Job:
             False
         self.read_at = 0.0           # monotonic time of the last enumeration
         self.names, self.done = [server], None  # done: the last phase
+        self.procs = None       # /busy: session id -> its processes' images
 
 
 class Target:
@@ -1225,12 +1334,13 @@ class Target:
     ``issued``: that action's call went out."""
     __slots__ = ("server", "session", "times", "idle", "own", "action",
                  "result", "error", "message", "warned", "note", "seq",
-                 "pending", "issued", "read_at")
+                 "pending", "issued", "read_at", "client", "locked")
 
     def __init__(self, server, session, action, own=False):
         self.server, self.session, self.action, self.own = \
             server, session, action, own
         self.times = self.idle = self.result = self.error = None
+        self.client = self.locked = None        # read only when wanted
         # message: why it failed or was spared; note: why it was not warned
         self.message = self.note = self.warned = None
         self.seq = self.pending = None
@@ -1258,7 +1368,10 @@ class Target:
                            if logon else None),
             "own": self.own, "action": self.action, "result": self.result,
             "warned": self.warned, "error": self.error,
-            "message": message.en() if message is not None else None}
+            "message": message.en() if message is not None else None,
+            "client_name": self.client.name if self.client else None,
+            "client_address": self.client.address if self.client else None,
+            "locked": self.locked}
 
 
 class Own:
@@ -1314,28 +1427,53 @@ def is_own(run, job, session):
     return times.logon_ticks == details.logon_ticks
 
 
-def _user_matcher(patterns):
-    """A predicate over Session: any pattern matches (case-insensitive as
-    Windows is, * and ?); a pattern with a backslash matches DOMAIN\\user,
-    else user."""
+def _patterns(patterns):
+    """fnmatchcase, and (pattern as given, as fnmatch reads it): compared
+    case-insensitively as Windows does, * and ?; '[' is taken literally
+    (no sets)."""
     from fnmatch import fnmatchcase
-    # '[' cannot be in a Windows user name; keep fnmatch from reading sets.
-    pats = [(fold(p).replace("[", "[[]"), "\\" in p) for p in patterns]
+    return fnmatchcase, [(p, fold(p).replace("[", "[[]")) for p in patterns]
+
+
+def _user_matcher(patterns):
+    """Session -> the first pattern that matches it, or None; a pattern
+    with a backslash matches DOMAIN\\user, else user."""
+    fnmatchcase, pats = _patterns(patterns)
 
     def match(session):
         user = fold(session.user)
         account = "%s\\%s" % (fold(session.domain), user)
-        return any(fnmatchcase(account if with_domain else user, p)
-                   for p, with_domain in pats)
+        return next((given for given, p in pats if fnmatchcase(
+            account if "\\" in given else user, p)), None)
     return match
+
+
+def _client_matcher(patterns):
+    """Client -> True where a pattern matches its name or its address."""
+    fnmatchcase, pats = _patterns(patterns)
+    return lambda client: client is not None and any(
+        fnmatchcase(fold(text), p) for _given, p in pats
+        for text in client if text)
+
+
+def _image_matcher(patterns):
+    """A process image name -> True where a /busy pattern matches it; a
+    pattern without a dot means an .exe (excel: EXCEL.EXE)."""
+    fnmatchcase, pats = _patterns([p for given in patterns for p in (
+        [given] if "." in given else [given, given + ".exe"])])
+    return lambda image: any(fnmatchcase(fold(image), p) for _g, p in pats)
 
 
 def selects(ctx, session):
     """The selection's one rule, for the plan and every re-check: a
-    session it may take at all, in a chosen state, of a chosen user."""
+    session it may take at all, in a chosen state, of a chosen user not
+    excluded, and not disconnected already when disconnecting."""
     return (_takeable(session)
             and (ctx.states is None or session.state in ctx.states)
-            and (ctx.users is None or ctx.users(session)))
+            and (ctx.users is None or ctx.users(session) is not None)
+            and (ctx.exclude is None or ctx.exclude(session) is None)
+            and not (ctx.action == "disconnect"
+                     and session.state == State.WTSDisconnected))
 
 
 def _same_account(times, session):
@@ -1351,16 +1489,34 @@ def _same_account(times, session):
     return True
 
 
-def _read_chunk(srv, ids, probe):
-    """On a worker: the times of ``ids`` in order, each a SessionTimes or
-    the WTSError it failed with, until READ_BUDGET has passed (so that an
-    answer comes within /timeout plus that), or with ``probe`` after the
-    first read slow enough to have crossed a network."""
+def _reader(srv, ctx):
+    """On a worker, for one session: its times, with the lock state where
+    it is wanted (WTSSessionInfoEx: the same one query; before Windows 7,
+    which lacks it, the times alone), and its client where wanted (two
+    queries more)."""
+    def read(sid):
+        times = None
+        if ctx.lock_info:
+            try:
+                times = srv.times_ex(sid)
+            except wtsapi.WTSError as e:
+                if e.winerror != wtsapi.ERROR_INVALID_PARAMETER:
+                    raise
+        times = times or srv.times(sid)
+        return times, srv.client(sid) if ctx.client_info else None
+    return read
+
+
+def _read_chunk(read, ids, probe):
+    """On a worker: ``read`` for ``ids`` in order, each a (SessionTimes,
+    Client) or the WTSError it failed with, until READ_BUDGET has passed
+    (so that an answer comes within /timeout plus that), or with ``probe``
+    after the first read slow enough to have crossed a network."""
     out, clock = [], time.monotonic
     start = began = clock()
     for sid in ids:
         try:
-            out.append(srv.times(sid))
+            out.append(read(sid))
         except wtsapi.WTSError as e:
             out.append(e)
         if probe or len(out) % 16 == 0:
@@ -1380,10 +1536,11 @@ def read_times(run, job, targets):
     listed, it fails (missing rights).  One that changed hands since the
     enumeration is gone too."""
     todo, lanes, probe, gone, maybe = list(targets), 1, True, [], []
+    read = _reader(job.srv, run.ctx)
     while todo:
         size = -(-len(todo) // lanes)
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-        answers = yield [Call(_read_chunk, job.srv,
+        answers = yield [Call(_read_chunk, read,
                               [t.session.id for t in c], probe,
                               slack=READ_BUDGET) for c in chunks]
         todo = []
@@ -1391,16 +1548,19 @@ def read_times(run, job, targets):
             if isinstance(answer, BaseException):
                 raise answer
             now = time.monotonic()
-            for t, times in zip(chunk, answer):
-                if isinstance(times, wtsapi.WTSError):
-                    if times.winerror not in wtsapi.SESSION_GONE_CODES:
-                        raise times
-                    maybe.append((t, times))
-                elif not _same_account(times, t.session):
+            for t, got in zip(chunk, answer):
+                if isinstance(got, wtsapi.WTSError):
+                    if got.winerror not in wtsapi.SESSION_GONE_CODES:
+                        raise got
+                    maybe.append((t, got))
+                    continue
+                times, client = got
+                if not _same_account(times, t.session):
                     gone.append(t)
                 else:
-                    t.times, t.read_at = times, now
+                    t.times, t.read_at, t.locked = times, now, times.locked
                     t.idle = None if _is_console(t.session) else times.idle
+                    t.client = client
             todo.extend(chunk[len(answer):])
             if probe and len(answer) < len(chunk):
                 lanes = IN_FLIGHT
@@ -1441,13 +1601,55 @@ def plan_step(run, job):
         targets = [(yield from _find_explicit(run, job, sessions))]
     else:
         targets = yield from _select(run, job, sessions)
-    if ctx.warn is not None or ctx.idle is not None or ctx.kind == LIST:
+    if ctx.warn is not None or ctx.idle is not None or ctx.kind == LIST \
+            or ctx.lock_info or ctx.client_info:
         readable = [t for t in targets if t.session.user]
         gone = set((yield from read_times(run, job, readable)))
         targets = [t for t in targets if t not in gone and (
-            t.result is not None or ctx.idle is None
-            or t.idle is not None and t.idle >= ctx.idle)]
+            t.result is not None or _still_wanted(ctx, t) is None)]
     job.targets = targets
+    if ctx.busy is not None:
+        yield from _processes(job)
+        for t in targets:
+            why = _busy(ctx, job, t)
+            if why is not None and t.result is None:
+                run.spare(t, why)
+
+
+def _still_wanted(ctx, t):
+    """Why a target read again no longer matches /idle, /client or
+    /locked; None while it does."""
+    if ctx.idle is not None and (t.idle is None or t.idle < ctx.idle):
+        return Text("the session is no longer idle long enough (idle now "
+                    "%(idle)s)", idle=format_idle(t.idle) or "?")
+    if ctx.clients is not None and not ctx.clients(t.client):
+        return Text("its client is no longer one that /client selects")
+    if ctx.locked and t.locked is not True:
+        return Text("the session is no longer locked")
+    return None
+
+
+def _processes(job):
+    """/busy and stuck sessions: every process on the server, one call,
+    as session id -> image names (sorted, each once)."""
+    procs = {}
+    for p in (yield Call(job.srv.processes)):
+        procs.setdefault(p.session_id, set()).add(p.name)
+    job.procs = {sid: sorted(names, key=fold) for sid, names in
+                 procs.items()}
+
+
+def _busy(ctx, job, t):
+    """Why /busy spares a target, from the last process list; None: it
+    does not.  A session whose processes this account cannot see (every
+    session runs some) is never logged off blind."""
+    images = job.procs.get(t.session.id)
+    if not images:
+        return Text("its processes cannot be read (only an administrator "
+                    "of the server sees them), so /busy cannot tell")
+    image = next((i for i in images if ctx.busy(i)), None)
+    return None if image is None else Text("it runs %(image)s (/busy)",
+                                           image=image)
 
 
 def _plan_own(run, job):
@@ -1466,7 +1668,7 @@ def _plan_own(run, job):
     session = wtsapi.Session(None, own.id, "", State.WTSActive,
                              details.user if details else "",
                              details.domain if details else "")
-    return Target(None, session, "logoff", own=True)
+    return Target(None, session, run.ctx.action, own=True)
 
 
 def _select(run, job, sessions):
@@ -1482,7 +1684,14 @@ def _select(run, job, sessions):
                                     function=e.function,
                                     why=describe(e).message)),
                       e.winerror, e.function)
+    unexcluded = ctx._replace(exclude=None)
     for s in sessions:
+        pattern = ctx.exclude(s) if ctx.exclude is not None else None
+        if pattern is not None:
+            # Counted where the rest of the selection would take it.
+            if selects(unexcluded, s):
+                run.excluded[pattern] = run.excluded.get(pattern, 0) + 1
+            continue
         if ctx.listing_all:
             own = False
             if s.user and s.id != 0 and s.id == run.own.id:
@@ -1490,8 +1699,8 @@ def _select(run, job, sessions):
             picked.append(Target(job.server, s, "list", own))
         elif selects(ctx, s) and (s.id != run.own.id or (
                 yield from is_own(run, job, s)) is False):
-            picked.append(Target(job.server, s,
-                                 "list" if ctx.kind == LIST else "logoff"))
+            picked.append(Target(job.server, s, "list" if ctx.kind == LIST
+                                 else ctx.action))
     return picked
 
 
@@ -1524,12 +1733,16 @@ def _find_explicit(run, job, sessions):
                            "ID to log it off.", name=session.name,
                            id=session.id,
                            state=state_word(session.state)))
+    if run.ctx.action == "disconnect" and \
+            session.state == State.WTSDisconnected:
+        raise Refused(Text("Session %(id)d is already disconnected.",
+                           id=session.id))
     own = (yield from is_own(run, job, session)) is True
     if _is_console(session) and not own:
         raise Refused(Text("Session %(id)d is the console session; users "
                            "cannot be logged off from the console session.",
                            id=session.id))
-    return Target(job.server, session, "logoff", own)
+    return Target(job.server, session, run.ctx.action, own)
 
 
 # --- Act: warn, wait, look again, log off ---------------------------------------
@@ -1554,7 +1767,7 @@ def _issue(run, job, batch, action, call):
     if written is None:
         raise Stopped()
     batch = batch[:written]
-    if action == "logoff" and run.ctx.kind != OWN and \
+    if action == run.ctx.action and run.ctx.kind != OWN and \
             time.monotonic() - job.read_at >= FRESH_SECONDS:
         batch = yield from _refresh(run, job, batch,
                                     run.ctx.warn is not None)
@@ -1589,14 +1802,22 @@ def _sort_gone(run, job, failures, about):
             run.spare(t, Text("the session has ended"))
 
 
+def _message(run, left, reminder=False):
+    """A warning's title, text (its %left% the time left) and timeout:
+    the box closes itself when the grace ends; 0 would mean never."""
+    operator = run.trail.operator or _("your administrator")
+    title = Text("Message from %(operator)s (%(left)s left)",
+                 operator=operator, left=seconds_label(left)) if reminder \
+        else Text("Message from %(operator)s", operator=operator)
+    return (str(title), run.ctx.warn.replace("%left%", seconds_label(left)),
+            max(1, int(left + 0.999)))
+
+
 def warn_step(run, job):
     """Send the warning to each active target; the others cannot read it
     (a message to a disconnected session reaches no one) and are noted."""
     ctx = run.ctx
-    title = str(Text("Message from %(operator)s",
-                     operator=run.trail.operator or _("your administrator")))
-    # The box closes itself when the grace ends; 0 would mean never.
-    timeout = max(1, int(ctx.grace + 0.999))
+    title, text, timeout = _message(run, ctx.grace)
     active = []
     for t in job.targets:
         if t.result is not None:
@@ -1612,8 +1833,7 @@ def warn_step(run, job):
         for t in batch:
             run.say(Text("Warning %(who)s.", who=t.who()))
         sent = yield from _issue(run, job, batch, "warn", lambda t: Call(
-            job.srv.send_message, t.session.id, title, ctx.warn, timeout,
-            False))
+            job.srv.send_message, t.session.id, title, text, timeout, False))
         failures = []
         for t, answer in sent:
             t.issued = False
@@ -1628,7 +1848,40 @@ def warn_step(run, job):
         yield from _sort_gone(run, job, failures, "could not warn: %(why)s")
 
 
-def _spare_reason(run, t, now, then, times):
+def remind_step(run, job, left):
+    """/remind: the warning again, to the warned sessions still active and
+    still their user's (one enumeration), with the time left.  A reminder
+    that fails is reported; the logoff after the grace is decided as
+    without it."""
+    warned = [t for t in job.targets if t.result is None and t.warned]
+    if not warned:
+        return
+    listed = yield from _listed(run, job)
+    active = [t for t in warned if _same_user(listed.get(t.session.id),
+                                              t.session)
+              and listed[t.session.id].state == State.WTSActive]
+    title, text, timeout = _message(run, left, reminder=True)
+    for batch in _batches(active):
+        for t in batch:
+            run.say(Text("Reminding %(who)s (%(left)s left).", who=t.who(),
+                         left=seconds_label(left)))
+        sent = yield from _issue(run, job, batch, "remind", lambda t: Call(
+            job.srv.send_message, t.session.id, title, text, timeout, False))
+        for t, answer in sent:
+            t.issued = False
+            if isinstance(answer, wtsapi.WTSError):
+                failure = describe(answer, job.server)
+                run.outcome(t, FAILED, failure)
+                run.complain(Text("could not remind %(who)s: %(why)s",
+                                  who=t.who(),
+                                  why=failure.screen(run.screen.hints)))
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                run.outcome(t, "ok")
+
+
+def _spare_reason(run, job, t, now, then, times):
     """Why a target is not logged off after all, from a fresh snapshot
     (and, after a grace, its times then and now); None: it is."""
     ctx, before = run.ctx, t.session
@@ -1650,6 +1903,8 @@ def _spare_reason(run, t, now, then, times):
                         "now %(idle)s, was %(was)s)",
                         idle=format_idle(t.idle) or "?",
                         was=format_idle(then.idle) or "?")
+        if ctx.kind == SELECT and _still_wanted(ctx, t) is not None:
+            return _still_wanted(ctx, t)
     if t.warned is False and t.note is not None and \
             now.state != before.state:
         return Text("it was %(then)s when the warnings went out and is "
@@ -1661,7 +1916,7 @@ def _spare_reason(run, t, now, then, times):
     if ctx.kind == SELECT and not selects(ctx, now):
         return Text("the session no longer matches (now %(state)s)",
                     state=state_word(now.state))
-    return None
+    return _busy(ctx, job, t) if ctx.busy is not None else None
 
 
 def _refresh(run, job, targets, with_times=False):
@@ -1670,6 +1925,8 @@ def _refresh(run, job, targets, with_times=False):
     are read again too, to tell a new logon or a reconnect."""
     listed = yield from _listed(run, job)
     job.read_at = time.monotonic()
+    if run.ctx.busy is not None:        # never older than the snapshot
+        yield from _processes(job)
     then = {t: t.times for t in targets}
     gone = ()
     if with_times:
@@ -1681,7 +1938,7 @@ def _refresh(run, job, targets, with_times=False):
         if t.result is not None:            # still listed, unreadable
             continue
         now = None if t in gone else listed.get(t.session.id)
-        why = _spare_reason(run, t, now, then[t],
+        why = _spare_reason(run, job, t, now, then[t],
                             t.times if with_times else None)
         if why is None:
             t.session = now
@@ -1692,9 +1949,9 @@ def _refresh(run, job, targets, with_times=False):
 
 
 def _reread_idle(run, job, pending):
-    """/idle: read the idle time again for the next targets to act on, a
-    batch at a time, so a long run on a slow link reads each session again
-    once, not once per refresh."""
+    """/idle, /locked: read the times again for the next targets to act
+    on, a batch at a time, so a long run on a slow link reads each session
+    again once, not once per refresh."""
     batch = [t for t in pending[:IN_FLIGHT]
              if time.monotonic() - t.read_at >= FRESH_SECONDS]
     before = {id(t): t.idle for t in batch}
@@ -1702,11 +1959,14 @@ def _reread_idle(run, job, pending):
     for t in batch:
         if t in gone:
             run.spare(t, Text("the session has ended or changed hands"))
-        elif t.result is None and (t.idle is None or t.idle < run.ctx.idle):
+        elif t.result is None and run.ctx.idle is not None and (
+                t.idle is None or t.idle < run.ctx.idle):
             run.spare(t, Text("the session is no longer idle long enough "
                               "(idle now %(idle)s, was %(was)s)",
                               idle=format_idle(t.idle) or "?",
                               was=format_idle(before[id(t)]) or "?"))
+        elif t.result is None and _still_wanted(run.ctx, t) is not None:
+            run.spare(t, _still_wanted(run.ctx, t))
     return [t for t in pending if t.result is None]
 
 
@@ -1725,17 +1985,23 @@ def act_step(run, job):
             pending = yield from _refresh(run, job, pending,
                                           ctx.warn is not None)
             recheck = False
-        if ctx.idle is not None and pending:
+        if (ctx.idle is not None or ctx.locked) and pending:
             pending = yield from _reread_idle(run, job, pending)
         batch, pending = pending[:IN_FLIGHT], pending[IN_FLIGHT:]
+        disconnect = ctx.action == "disconnect"
         for t in batch:
             if ctx.kind == OWN:
-                run.say(Text("Logging off session ID %(id)d, the current "
+                run.say(Text("Disconnecting session ID %(id)d, the current "
+                             "session.", id=t.session.id) if disconnect else
+                        Text("Logging off session ID %(id)d, the current "
                              "session.", id=t.session.id))
             else:
-                run.say(Text("Logging off %(who)s.", who=t.who()))
-        sent = yield from _issue(run, job, batch, "logoff", lambda t: Call(
-            job.srv.logoff, wtsapi.WTS_CURRENT_SESSION if ctx.kind == OWN
+                run.say(Text("Disconnecting %(who)s.", who=t.who())
+                        if disconnect else
+                        Text("Logging off %(who)s.", who=t.who()))
+        sent = yield from _issue(run, job, batch, ctx.action, lambda t: Call(
+            job.srv.disconnect if disconnect else job.srv.logoff,
+            wtsapi.WTS_CURRENT_SESSION if ctx.kind == OWN
             else t.session.id, False))
         failures = []
         for t, answer in sent:
@@ -1758,11 +2024,13 @@ def _wait_gone(run, job, issued):
     the limit passes.  WTSLogoffSession's own bWait is never used: it is
     reported to block forever, even after the session has gone."""
     end = time.monotonic() + run.ctx.wait
-    pause = 0.1
+    pause, disconnect = 0.1, run.ctx.action == "disconnect"
     while True:
         listed = yield from _listed(run, job)
         for t in [t for t in issued
-                  if not _same_user(listed.get(t.session.id), t.session)]:
+                  if not _same_user(listed.get(t.session.id), t.session)
+                  or disconnect and listed[t.session.id].state ==
+                  State.WTSDisconnected]:
             issued.remove(t)
             run.logged_off(t)
         left = end - time.monotonic()
@@ -1770,10 +2038,21 @@ def _wait_gone(run, job, issued):
             break
         yield Pause(min(pause, left))
         pause = min(pause * 2, 2.0)
+    if issued and not disconnect:
+        try:        # what holds them up: one process list for them all
+            yield from _processes(job)
+        except wtsapi.WTSError:
+            job.procs = {}
+    limit = seconds_label(run.ctx.wait)
     for t in issued:
+        images = ", ".join((job.procs or {}).get(t.session.id, ()))
         run.failed(t, Failure(wtsapi.ERROR_TIMEOUT, Text(
-            "the logoff did not finish within %(limit)s",
-            limit=seconds_label(run.ctx.wait)), show_code=False))
+            "the disconnect did not finish within %(limit)s",
+            limit=limit) if disconnect else Text(
+            "the logoff did not finish within %(limit)s; still running in "
+            "it: %(images)s", limit=limit, images=images) if images else
+            Text("the logoff did not finish within %(limit)s", limit=limit),
+            show_code=False))
 
 
 # --- The coordinator: one thread owns the run -----------------------------------
@@ -1790,6 +2069,7 @@ class Run:
         self.error = None             # Failure: the run's own, if any
         self.reason = None            # Text: why nothing more is changed
         self.shown = self.stopping = False
+        self.excluded, self.started = {}, time.monotonic()
 
     def say(self, text):              # never with /json: stdout is the doc
         if self.ctx.verbose:
@@ -1830,12 +2110,12 @@ class Run:
     def outcome(self, t, result, failure=None, message=None):
         """The outcome of ``t``'s pending action (logoff by default); none
         for a target never begun and not attempted."""
-        action, seq, s = t.pending or "logoff", t.seq, t.session
+        action, seq, s = t.pending or t.action, t.seq, t.session
         t.pending = t.seq = None
         if seq is None and result == SKIPPED:
             return
         message = failure.message if failure is not None else (
-            message or (t.note if action == "logoff" else None))
+            message or (t.note if action == t.action else None))
         self.note(seq=seq, phase="outcome", server=t.server, session=s.id,
                   user=s.user, domain=s.domain, action=action, result=result,
                   error=failure.code if failure else None,
@@ -1849,12 +2129,12 @@ class Run:
         if failure is not None:
             t.error, message = failure.code, failure.message
         t.message = message
-        if result not in (LISTED, WOULD):     # nothing was done to those
+        if result not in (LISTED, WOULD, WOULD_DISC):   # nothing was done
             self.outcome(t, result, failure, message)
         return True
 
     def spare(self, t, why):
-        if self.settle(t, SPARED, message=why):
+        if self.settle(t, SPARED, message=why) and not self.ctx.preview:
             self.say(Text("Sparing %(who)s: %(why)s.", who=t.who(), why=why))
 
     def failed(self, t, failure):
@@ -1867,13 +2147,20 @@ class Run:
             elif t.action == "logoff":
                 line = Text("could not log off %(who)s: %(why)s",
                             who=t.who(), why=why)
+            elif t.action == "disconnect":
+                line = Text("could not disconnect %(who)s: %(why)s",
+                            who=t.who(), why=why)
             else:
                 line = Text("%(who)s: %(why)s", who=t.who(), why=why)
             self.complain(line)
 
     def logged_off(self, t):
-        if self.settle(t, DONE) and self.ctx.kind != OWN:
-            self.say(Text("Session ID %(id)d on %(server)s has been logged "
+        if self.settle(t, self.ctx.done) and self.ctx.kind != OWN:
+            self.say(Text("Session ID %(id)d on %(server)s has been "
+                          "disconnected.", id=t.session.id,
+                          server=server_label(t.server))
+                     if self.ctx.action == "disconnect" else
+                     Text("Session ID %(id)d on %(server)s has been logged "
                           "off.", id=t.session.id,
                           server=server_label(t.server)))
 
@@ -1892,11 +2179,11 @@ class Run:
         for t in job.targets:
             if t.result is not None:
                 continue
-            if t.pending == "logoff" and t.issued:
+            if t.pending == t.action and t.issued:
                 self.settle(t, UNKNOWN, Failure(wtsapi.ERROR_TIMEOUT, Text(
                     "issued; the outcome is unknown: %(why)s", why=why)))
                 continue
-            if t.pending == "warn" and t.issued:
+            if t.pending in ("warn", "remind") and t.issued:
                 self.outcome(t, UNKNOWN, message=Text(
                     "issued; the outcome is unknown: %(why)s", why=why))
             timed_out = job.failure is not None and \
@@ -2335,13 +2622,16 @@ def execute(run):
         merge_hosts(run, set(me.names) - {"LOCAL"})
     try:
         drive(run.jobs, plan_step, "plan")
+        for pattern, n in run.excluded.items():
+            run.say(Text("Excluded %(n)d session(s) by pattern %(pattern)s.",
+                         n=n, pattern=pattern))
         if ctx.kind == LIST:
             for t in run.targets():
                 run.settle(t, LISTED)
         elif not run.stopping and _check_max(run):
             if ctx.preview:
                 for t in run.targets():
-                    run.settle(t, WOULD)
+                    run.settle(t, ctx.would)
                 return
             if ctx.warn is not None:
                 drive(_live(run), warn_step, "warn")
@@ -2359,13 +2649,25 @@ def _live(run):
 
 
 def _grace(run):
-    """Wait the grace period; an interrupt spares everyone."""
+    """Wait the grace period, with a reminder every /remind; an interrupt
+    spares everyone."""
     waiting = [t for t in run.targets() if t.result is None]
     if not waiting:
         return
+    ctx = run.ctx
     run.say(Text("Waiting %(grace)s before logging off %(n)d session(s).",
-                 grace=seconds_label(run.ctx.grace), n=len(waiting)))
-    if run.driver.wait(run.ctx.grace) or run.signal is None:
+                 grace=seconds_label(ctx.grace), n=len(waiting)))
+    end = time.monotonic() + ctx.grace
+    while True:
+        left = end - time.monotonic()
+        if not run.driver.wait(min(left, ctx.remind or left)):
+            break
+        left = round(end - time.monotonic())
+        if ctx.remind is None or left < 1:
+            return
+        run.driver.phase(_live(run), lambda run, job: remind_step(
+            run, job, left), "remind")
+    if run.signal is None:
         return
     for t in waiting:
         run.settle(t, SPARED, message=Text("interrupted during the grace "
@@ -2378,7 +2680,7 @@ def _grace(run):
 def _check_max(run):
     """/max, a guard rail for scheduled tasks: when the plan holds more
     sessions in all, nothing changes on any server."""
-    planned = run.targets()
+    planned = [t for t in run.targets() if t.result != SPARED]  # /busy
     if run.ctx.max is None or len(planned) <= run.ctx.max:
         return True
     limit = Text("the plan holds %(n)d sessions, more than /max:%(max)d",
@@ -2475,7 +2777,7 @@ class Screen:
                         all=len(jobs)) if label == "plan" else Text(
             "servers %(done)d/%(all)d, %(off)d logged off, %(failed)d "
             "failed", done=done, all=len(jobs),
-            off=sum(1 for t in targets if t.result == DONE),
+            off=sum(1 for t in targets if t.result in (DONE, DISCONNECTED)),
             failed=sum(1 for t in targets if t.result in _FAILED_RESULTS)
             + sum(1 for j in jobs if j.failure is not None)))
         if text != self.shown:
@@ -2498,10 +2800,9 @@ class Screen:
             for i, item in enumerate(items):
                 if item is None:
                     return
-                if not (item[1].startswith("\r") and
-                        not item[1].endswith("\r") and any(
-                            t is not None and t[1].startswith("\r")
-                            for t in items[i + 1:])):
+                if not (_is_progress(item) and any(
+                        t is not None and _is_progress(t)
+                        for t in items[i + 1:])):
                     self.consoles[item[0]].write(item[1])
 
     def close(self):
@@ -2511,6 +2812,11 @@ class Screen:
             self.queue.put(None)
             self.printer.join()
             self.queue = None
+
+
+def _is_progress(item):
+    """A progress line: it starts with CR and is not the CR that clears."""
+    return item[1].startswith("\r") and not item[1].endswith("\r")
 
 
 def tally(run):
@@ -2569,17 +2875,53 @@ def report(run):
             label = str(server_label(job.server))   # a refusal names it
             text = "%s%s: %s" % (label[0].upper(), label[1:], text)
         run.complain(text)
-    if ctx.kind == LIST:
+    if ctx.fo in ("list", "csv"):
+        _print_records(run, ctx.fo)
+    elif ctx.kind == LIST or ctx.fo == "table":
         _print_table(run)
     elif ctx.preview:
         for t in run.targets():
             run.screen.out(str(_what_if(ctx, t)))
     if not run.targets() and not failed_jobs and ctx.kind in (SELECT, LIST):
         run.say(Text("No session matches the selection."))
+    if ctx.kind == SELECT and any(j.done for j in run.jobs):  # planned
+        line = str(_summary(run, counts))
+        run.screen.err(line) if ctx.fo in ("list", "csv") else \
+            run.screen.out(line)
     return code
 
 
+def _summary(run, counts):
+    """A selection's last line: what was done, where, how long it took."""
+    ctx, servers = run.ctx, len(run.jobs)
+    if ctx.preview:
+        n = counts.get(ctx.would, 0)
+        return Text("What if: %(n)d session(s) would be disconnected on "
+                    "%(servers)d server(s).", n=n, servers=servers) \
+            if ctx.action == "disconnect" else \
+            Text("What if: %(n)d session(s) would be logged off on "
+                 "%(servers)d server(s).", n=n, servers=servers)
+    took = time.monotonic() - run.started
+    args = dict(done=counts.get(ctx.done, 0),
+                spared=counts.get(SPARED, 0),
+                failed=sum(counts.get(k, 0) for k in _FAILED_RESULTS),
+                servers=servers, down=counts["server-errors"],
+                time="%.1fs" % took if took < 60 else seconds_label(took))
+    if ctx.action == "disconnect":
+        return Text("Disconnected %(done)d session(s), spared %(spared)d, "
+                    "failed %(failed)d, on %(servers)d server(s) (%(down)d "
+                    "failed) in %(time)s.", **args)
+    return Text("Logged off %(done)d session(s), spared %(spared)d, failed "
+                "%(failed)d, on %(servers)d server(s) (%(down)d failed) in "
+                "%(time)s.", **args)
+
+
 def _what_if(ctx, t):
+    if t.result == SPARED:                  # /busy
+        return Text("What if: spare %(who)s: %(why)s.", who=t.who(),
+                    why=t.message)
+    if ctx.action == "disconnect":
+        return _what_if_disconnect(ctx, t)
     if ctx.kind == OWN:
         return Text("What if: log off session %(id)d, the current session.",
                     id=t.session.id)
@@ -2595,6 +2937,17 @@ def _what_if(ctx, t):
                 state=state_word(t.session.state))
 
 
+def _what_if_disconnect(ctx, t):
+    if ctx.kind == OWN:
+        return Text("What if: disconnect session %(id)d, the current "
+                    "session.", id=t.session.id)
+    if ctx.warn is None:
+        return Text("What if: disconnect %(who)s.", who=t.who())
+    return Text("What if: warn %(who)s, wait %(grace)s, then disconnect it "
+                "if it still matches.", who=t.who(),
+                grace=seconds_label(ctx.grace))
+
+
 def _width(text):
     """Columns a string takes in a terminal: East Asian wide ones two."""
     if text.isascii():
@@ -2603,20 +2956,59 @@ def _width(text):
     return sum(2 if east_asian_width(c) in "WF" else 1 for c in text)
 
 
+def _print_records(run, fo):
+    """/fo:csv (RFC 4180: CRLF, quoted as needed; the JSON's keys as
+    headers, null as empty) or /fo:list (key: value, a blank line
+    between sessions)."""
+    records = [t.record() for t in run.targets()]
+    keys = list(records[0]) if records else list(Target(
+        None, wtsapi.Session(None, 0, "", 0, "", ""), "").record())
+
+    def text(v):
+        return "" if v is None else str(v).lower() if isinstance(
+            v, bool) else str(v)
+    if fo == "list":
+        width = max(map(len, keys)) + 2
+        run.screen._put("out", "".join("".join(
+            "%s%s\n" % ((k + ":").ljust(width), text(r[k])) for k in keys)
+            + "\n" for r in records))
+        return
+    import csv
+    out = io.StringIO()
+    # stdout turns \n into CR LF on Windows itself.
+    writer = csv.writer(out, lineterminator="\n" if os.linesep == "\r\n"
+                        else "\r\n")
+    if not run.ctx.nh:
+        writer.writerow(keys)
+    writer.writerows([text(r[k]) for k in keys] for r in records)
+    run.screen._put("out", out.getvalue())
+
+
 def _print_table(run):
-    """The listing, as quser shows it in the reader's language; each row
+    """The listing, as quser shows it in the reader's language (with /v
+    the client and the lock state; after an action its result); each row
     formatted once, measured on what is printed (what the encoding cannot
     hold becomes '?')."""
+    ctx = run.ctx
+    who = ctx.kind == LIST and ctx.verbose
     rows = [("", _("SERVER"), _("ID"), _("SESSIONNAME"), _("USERNAME"),
-             _("STATE"), _("IDLE TIME"), _("LOGON TIME"))]
+             _("STATE"), _("IDLE TIME"), _("LOGON TIME")) + (
+                 (_("CLIENT NAME"), _("CLIENT ADDRESS"), _("LOCKED"))
+                 if who else ()) + ((_("RESULT"),) if ctx.kind != LIST
+                                    else ())]
     local, states, minutes = _("(local)"), {}, {}
+    locks = {True: _("yes"), False: _("no"), None: ""}
     for t in run.targets():
         s = t.session
         if s.state not in states:
             states[s.state] = str(state_text(s.state))
         rows.append((">" if t.own else "", t.server or local, str(s.id),
                      s.name, s.account, states[s.state], format_idle(t.idle),
-                     _local_minute(t.times, minutes) if t.times else ""))
+                     _local_minute(t.times, minutes) if t.times else "")
+                    + ((t.client.name if t.client else "",
+                        t.client.address if t.client else "",
+                        locks[t.locked]) if who else ())
+                    + ((t.result,) if ctx.kind != LIST else ()))
     enc = getattr(run.screen.consoles["out"].stream(), "encoding",
                   None) or "utf-8"
     sizes = []
@@ -2633,7 +3025,8 @@ def _print_table(run):
     run.screen._put("out", "".join(
         (fmt % r if ns is None else " ".join(
             c + " " * (w - n) for c, n, w in zip(r, ns, widths)))
-        .rstrip() + "\n" for r, ns in zip(rows, sizes)))
+        .rstrip() + "\n" for r, ns in zip(rows, sizes)
+        if not (ctx.nh and r is rows[0])))
 
 
 # --- The command -------------------------------------------------------------------
