@@ -664,7 +664,19 @@ def dropin(proc, lib, tmp, reps):
 
 FUNCS = (("e", "WTSEnumerateSessionsExW"),
          ("q", "WTSQuerySessionInformationW"),
-         ("l", "WTSLogoffSession"), ("m", "WTSSendMessageW"))
+         ("l", "WTSLogoffSession"), ("m", "WTSSendMessageW"),
+         ("p", "WTSEnumerateProcessesExW"), ("d", "WTSDisconnectSession"))
+
+
+def busy_server(n):
+    """one_server(n) whose user sessions run winlogon.exe, and EXCEL.EXE
+    too where the ID ends in 3 (the /busy rows)."""
+    farm = one_server(n)
+    for i in range(1, n + 1):
+        farm.servers["S"].process(i, 4 * i, "winlogon.exe")
+        if i % 10 == 3:
+            farm.servers["S"].process(i, 4 * i + 2, "EXCEL.EXE")
+    return farm
 
 
 def operations(n):
@@ -674,6 +686,7 @@ def operations(n):
     disc = [i for i in ids if i % 2 == 0]
     k = len(u1)
     a = sum(1 for i in u1 if i % 2)         # the active ones among them
+    b = sum(1 for i in u1 if i % 10 == 3)   # the busy ones (busy_server)
     return [
         ("log off a session by name", "1e + 1l",
          ["RDP-Tcp#1", "/server:S"], dict(e=1, l=1)),
@@ -691,6 +704,19 @@ def operations(n):
         ("warn, log off k", "2e + 2k q + a m + k l",
          ["/user:u1*", "/warn:Bye", "/grace:0", "/server:S"],
          dict(e=2, q=2 * k, m=a, l=k)),
+        ("list", "1e + 1q per user session",
+         ["/query", "/server:S"], dict(e=1, q=n)),
+        ("list who and where", "1e + 3q per user session (times and lock "
+         "state in one, client name, client address)",
+         ["/query", "/json", "/server:S"], dict(e=1, q=3 * n)),
+        ("select locked", "1e + 1q per user session (times and lock state "
+         "in one)", ["/whatif", "/locked", "/server:S"], dict(e=1, q=n)),
+        ("select by client", "1e + 3q per user session",
+         ["/whatif", "/client:THIN-*", "/server:S"], dict(e=1, q=3 * n)),
+        ("log off k, sparing the b busy", "1e + 1p + (k - b) l",
+         ["/user:u1*", "/busy:excel", "/server:S"], dict(e=1, p=1, l=k - b)),
+        ("disconnect the a active of k", "1e + a d",
+         ["/user:u1*", "/disconnect", "/server:S"], dict(e=1, d=a)),
     ]
 
 
@@ -710,7 +736,7 @@ def call_counts(proc, sizes):
     rows = {}
     for n in sizes:
         for label, formula, args, expected in operations(n):
-            proc.load(one_server(n))
+            proc.load(busy_server(n))
             proc.run(args)
             shown = " ".join(a for a in args if a != "/server:S")
             row = rows.setdefault(label, ["%s: `%s`" % (label, shown),
@@ -1335,11 +1361,17 @@ def main(argv=None):
         say("## Calls per operation", "",
             "Counted by the double on a server with N user sessions (plus "
             "session 0 and a listener); e = enumerations, q = session "
-            "queries, l = logoffs, m = messages, other = any other network "
+            "queries, l = logoffs, m = messages, p = process enumerations, "
+            "d = disconnects, other = any other network "
             "call (opening, closing and freeing are local); k = the sessions "
             "whose user matches u1*, a = the active ones among them (a "
             "message cannot reach a disconnected session, so none is sent "
-            "there). A /warn run reads each selected session's times twice: "
+            "there), b = the busy ones among them (every user session runs "
+            "winlogon.exe; those whose ID ends in 3 run EXCEL.EXE too). The "
+            "client name and address cost a query each, and are read only "
+            "for a listing that shows them or a /client selection; the lock "
+            "state comes with the times, in one WTSSessionInfoEx query. A "
+            "/warn run reads each selected session's times twice: "
             "at planning, and again after the grace, to tell a new logon or "
             "a reconnect from the session that was warned. ✓: equal to the "
             "formula. The caller's session ID is on no session of S (when "

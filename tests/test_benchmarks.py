@@ -53,7 +53,7 @@ def test_every_section_reports_and_nothing_is_off(quick):
 
 def test_call_counts_hold(quick):
     found = rows(section(quick, "Calls per operation"))
-    assert len(found) == 7
+    assert len(found) == 13
     for row in found:
         cells = row[2:]
         assert cells and all(c.endswith("✓") for c in cells), row
