@@ -2655,7 +2655,10 @@ def _grace(run):
     if not waiting:
         return
     ctx = run.ctx
-    run.say(Text("Waiting %(grace)s before logging off %(n)d session(s).",
+    run.say(Text("Waiting %(grace)s before disconnecting %(n)d session(s).",
+                 grace=seconds_label(ctx.grace), n=len(waiting))
+            if ctx.action == "disconnect" else
+            Text("Waiting %(grace)s before logging off %(n)d session(s).",
                  grace=seconds_label(ctx.grace), n=len(waiting)))
     end = time.monotonic() + ctx.grace
     while True:
