@@ -27,6 +27,8 @@
  *   fail server=NAME func=FUNC error=N [count=N] [session=N]
  *   mutate after=FUNC:N server=NAME id=N [state=N] [user=S] [domain=S] [name=S]
  *          [logon=FT] [connect=FT] [input=FT] [disconnect=FT] [remove=1]
+ *          [locked=0|1|unknown] [process=IMAGE]   (process: one more process
+ *          in the session, with the next free pid)
  *   querysize server=NAME class=N bytes=N [session=N]
  *          (WTSQuerySessionInformationW reports at most N bytes for that
  *          class: a short answer; the buffer itself is unchanged)
@@ -711,14 +713,14 @@ typedef struct {
     long remaining; /* < 0: unlimited */
 } fail_t;
 enum { M_STATE = 1, M_USER = 2, M_DOMAIN = 4, M_INPUT = 8, M_DISC = 16,
-       M_NAME = 32, M_LOGON = 64, M_CONNECT = 128 };
+       M_NAME = 32, M_LOGON = 64, M_CONNECT = 128, M_LOCKED = 256 };
 typedef struct {
     int func, remove, done, state;
     unsigned long nth;
     const char *server;
-    uint32_t id;
+    uint32_t id, lockflags;
     unsigned set; /* M_* */
-    WCHAR *user, *domain, *name;
+    WCHAR *user, *domain, *name, *process;
     int64_t input, disconnect, logon, connect;
 } mutate_t;
 
@@ -908,6 +910,7 @@ static void mutate_free(mutate_t *m)
     free(m->user);
     free(m->domain);
     free(m->name);
+    free(m->process);
 }
 
 /* Empties the farm (just "."), counters, log and rules; keeps the tracking
@@ -1335,6 +1338,8 @@ static int parse_line(char *line, int *cur)
             else if ((v = kv(tok[i], "logon"))) { rc = p_ft(v, &m.logon); m.set |= M_LOGON; }
             else if ((v = kv(tok[i], "connect"))) { rc = p_ft(v, &m.connect); m.set |= M_CONNECT; }
             else if ((v = kv(tok[i], "remove"))) rc = p_bool(v, &m.remove);
+            else if ((v = kv(tok[i], "locked"))) { rc = p_locked(v, &m.lockflags); m.set |= M_LOCKED; }
+            else if ((v = kv(tok[i], "process"))) rc = p_wstr(v, &m.process);
             else rc = -1;
         }
         if (rc || m.func < 0 || !m.server || !have_id) {
@@ -1642,6 +1647,19 @@ static void apply_mutations(int func, unsigned long count)
         if (m->set & M_DISC) ss->disconnect = m->disconnect;
         if (m->set & M_LOGON) ss->logon = m->logon;
         if (m->set & M_CONNECT) ss->connect = m->connect;
+        if (m->set & M_LOCKED) ss->lockflags = m->lockflags;
+        if (m->process) { /* a program started while the caller works */
+            proc_t pr;
+            size_t j;
+            pr.session = m->id;
+            pr.pid = 4;
+            for (j = 0; j < s->nprocs; j++)
+                if (s->procs[j].pid >= pr.pid)
+                    pr.pid = s->procs[j].pid + 4;
+            pr.name = wdup(m->process);
+            GROW(s->procs, s->nprocs, s->capprocs);
+            s->procs[s->nprocs++] = pr;
+        }
     }
 }
 
