@@ -691,7 +691,11 @@ def _apply_switch(opts, name, value):
                     raise UsageError(Text("/exclude:@ needs a file name "
                                           "(standard input is for "
                                           "/server:@-)"))
-                patterns += _read_list_file(item[1:], "/exclude")
+                listed = _read_list_file(item[1:], "/exclude")
+                if not listed:      # a safelist emptied by mistake
+                    raise UsageError(Text("/exclude:@%(file)s: the file "
+                                          "holds no pattern", file=item[1:]))
+                patterns += listed
             else:
                 patterns.append(item)
         if any(_has_control(u) or len(u) > 2 * MAX_NAME for u in patterns):
@@ -699,7 +703,7 @@ def _apply_switch(opts, name, value):
                                   "pattern", switch=name, value=next(
                                       u for u in patterns if _has_control(u)
                                       or len(u) > 2 * MAX_NAME)[:80]))
-        if not patterns and name != "exclude":  # an empty safelist file
+        if not patterns:
             raise UsageError(Text("/%(switch)s: needs a name or pattern",
                                   switch=name))
         setattr(opts, {"user": "users", "client": "clients"}.get(name, name),
