@@ -36,6 +36,7 @@ from wtsapi import WTS_CONNECTSTATE_CLASS as State
 
 # The help, in two messages: logoff.exe's part (shown again after an invalid
 # parameter) and the rest.  %(prog)s is the command as it was run.
+# USAGE_MORE is %-formatted too, with nothing: %% is a percent sign.
 USAGE_BASIC = """\
 Logs off a user from a session on a Remote Desktop Session Host server and
 deletes the session from the server.
@@ -81,7 +82,7 @@ Beyond logoff.exe: select sessions instead of naming one (all combinable):
   /WARN:TEXT          Send TEXT to each selected active session first, wait
                       /GRACE, look again, and log off only the sessions that
                       are still the same logon (same user, logon time and
-                      disconnect time) and still match.  %left% in TEXT is
+                      disconnect time) and still match.  %%left%% in TEXT is
                       the time left.
   /GRACE:DURATION     Time between warning and logoff (default 5m).
   /REMIND:DURATION    Send the warning again every DURATION of the grace to
@@ -3107,7 +3108,7 @@ def main(argv=None):
         return 1
     if opts.help:
         screen._put("out", _(USAGE_BASIC) % {"prog": _prog()} +
-                    _(USAGE_MORE))
+                    _(USAGE_MORE) % {})
         return 0
     run = Run(context(opts), screen)
     threads = run.ctx.kind not in (OWN, NAMED)     # the drop-in forms: none

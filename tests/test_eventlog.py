@@ -569,7 +569,7 @@ def test_bad_sources_are_invalid_parameters(cli, load, double, evt, arg):
 
 def test_the_switch_is_documented_and_takes_an_optional_value():
     assert logoff._SWITCHES["eventlog"] is False
-    usage = logoff.USAGE_BASIC % {"prog": "pylogoff"} + logoff.USAGE_MORE
+    usage = logoff.USAGE_BASIC % {"prog": "pylogoff"} + logoff.USAGE_MORE % {}
     assert "/EVENTLOG[:SOURCE]" in usage
     assert "@-" in usage
     opts = logoff.parse_args(["/state:disc", "/EventLog"])

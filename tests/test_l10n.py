@@ -134,7 +134,7 @@ def help_text(lang, name):
     basic, more = logoff.USAGE_BASIC, logoff.USAGE_MORE
     if lang is not None:
         basic, more = tr(lang, basic), tr(lang, more)
-    return basic % {"prog": name} + more
+    return basic % {"prog": name} + more % {}
 
 
 @pytest.fixture(autouse=True)
@@ -961,7 +961,9 @@ def test_whatif(cli, load, double, lang, name):
     state = tr(name, "disconnected")
     assert r.out == tr(name, "What if: wait %(grace)s, then log off %(who)s "
                        "if it is still %(state)s (a warning cannot reach "
-                       "it).") % dict(grace="5m", who=who, state=state) + "\n"
+                       "it).") % dict(grace="5m", who=who, state=state) + \
+        "\n" + tr(name, "What if: %(n)d session(s) would be logged off on "
+                  "%(servers)d server(s).") % dict(n=1, servers=1) + "\n"
     assert double.calls("Server1", "WTSLogoffSession") == 0
 
 

@@ -180,7 +180,7 @@ def test_help_from_any_directory(venv, elsewhere, how):
     out, err = decoded(proc.stdout), decoded(proc.stderr)
     assert (proc.returncode, err) == (0, ""), out
     prog = "python3 -m logoff" if how == "module" else "pylogoff"
-    assert out == logoff.USAGE_BASIC % {"prog": prog} + logoff.USAGE_MORE
+    assert out == logoff.USAGE_BASIC % {"prog": prog} + logoff.USAGE_MORE % {}
 
 
 @pytest.mark.parametrize("how", ["module", "script"])

@@ -587,7 +587,7 @@ def test_exit_codes(cli, load):
 
 
 def test_help_documents_every_switch():
-    usage = logoff.USAGE_BASIC % {"prog": "pylogoff"} + logoff.USAGE_MORE
+    usage = logoff.USAGE_BASIC % {"prog": "pylogoff"} + logoff.USAGE_MORE % {}
     for name in logoff._SWITCHES:
         assert "/%s" % name.upper() in usage, name
     assert usage.index("pylogoff [sessionname") < usage.index("/QUERY")
