@@ -499,7 +499,15 @@ def demo_farm():
     ``logoff 12`` acts on it.  Server1: session TERM04 (wang, active; the
     reference page's ``logoff TERM04 /server:Server1``) and Yıldız,
     disconnected.  RDSH01, RDSH02 (the README's farm.txt): active sessions,
-    and disconnected ones idle for 30 minutes, 3 hours and 26 hours.
+    disconnected ones idle for 30 minutes, 3 hours, 9 hours and 26 hours,
+    and a service account (svc-report, for ``/exclude``).
+
+    Every user session has a client name and address and its processes
+    (csrss.exe, winlogon.exe, explorer.exe and what its user runs: EXCEL.EXE
+    for zhang and erin, robocopy.exe in suzuki's disconnected session, for
+    ``/busy``); the active ones say whether their screen is locked (alice,
+    erin and zhang are), the disconnected ones leave it unknown.  Every
+    session and ID of the standard farm is kept as it is.
     """
     farm = standard_farm()
     local = farm.server(".")
@@ -528,7 +536,54 @@ def demo_farm():
                    logon=CLOCK - 5 * HOUR, input=CLOCK - HOUR)
     rdsh02.session(6, "", DISCONNECTED, "kim", "CORP",
                    logon=CLOCK - 2 * DAY, disconnect=CLOCK - 26 * HOUR)
+    rdsh02.session(7, "", DISCONNECTED, "svc-report", "CORP",
+                   logon=CLOCK - 10 * HOUR, disconnect=CLOCK - 9 * HOUR)
     rdsh02.session(65536, "RDP-Tcp", LISTEN)
+
+    # Who connects from where, whose screen is locked (None: unknown, as
+    # for disconnected sessions), and what runs in each session beyond
+    # csrss.exe, winlogon.exe and explorer.exe.
+    users = {
+        ".": {1: ("", "", 0, ()),               # the console: no client
+              2: ("ADMIN-PC", "10.0.0.50", 0, ("mmc.exe",)),
+              3: ("LAPTOP-ALICE", "10.0.1.23", 1, ("OUTLOOK.EXE",)),
+              4: ("LAPTOP-BOB", "10.0.1.31", None, ("notepad.exe",)),
+              5: ("PC-TANAKA", "10.0.2.5", 0, ("WINWORD.EXE",)),
+              12: ("THIN-012", "10.20.1.12", 0, ("chrome.exe",))},
+        "RDS1": {2: ("LAPTOP-CAROL", "10.0.3.14", 0, ("OUTLOOK.EXE",)),
+                 3: ("LAPTOP-DAVE", "10.0.3.20", None, ())},
+        "RDS2": {4: ("WS-ERIN", "10.0.3.41", 1, ("EXCEL.EXE",))},
+        "Server1": {2: ("WS-WANG", "10.0.4.8", 0, ("WINWORD.EXE",)),
+                    3: ("LAPTOP-YILDIZ", "fd00::4:19", None, ())},
+        "RDSH01": {2: ("THIN-017", "10.20.1.17", 0, ("chrome.exe",)),
+                   3: ("THIN-021", "10.20.1.21", None, ("robocopy.exe",)),
+                   4: ("LAPTOP-LI", "10.0.5.2", None, ())},
+        "RDSH02": {5: ("THIN-033", "10.20.1.33", 1,
+                       ("EXCEL.EXE", "OUTLOOK.EXE")),
+                   6: ("LAPTOP-KIM", "10.0.6.7", None, ("notepad.exe",)),
+                   7: ("RPT01", "10.0.9.1", None, ("sqlcmd.exe",))},
+    }
+    for name in (".", "RDS1", "RDS2", "Server1", "RDSH01", "RDSH02"):
+        spec = farm.server(name)
+        pid = 4
+        for s in spec.sessions:
+            if s["state"] == LISTEN:
+                continue
+            if s["id"] == 0:
+                images = ("csrss.exe", "services.exe", "lsass.exe",
+                          "svchost.exe")
+            else:
+                client, address, locked, own = users[name][s["id"]]
+                if client:
+                    s["client"] = client
+                if address:
+                    s["address"] = address
+                if locked is not None:
+                    s["locked"] = locked
+                images = ("csrss.exe", "winlogon.exe", "explorer.exe") + own
+            for image in images:
+                pid += 4 * (7 + s["id"])
+                spec.process(s["id"], pid, image)
     return farm
 
 
