@@ -958,20 +958,44 @@ def _own_names():
 _FILETIME_MAX = 2650467743999999999       # 9999-12-31, what a datetime holds
 
 
+_MINUTES = ["%02d" % m for m in range(60)]
+
+
 def _local_minute(times, cache):
-    """A logon time as the table shows it, in local time to the minute:
-    one time.localtime() a minute, never a datetime a row."""
+    """A logon time as the table shows it, in local time to the minute,
+    never a datetime a row: two time.localtime() an hour (by UTC) where
+    that hour is one local hour throughout (no change of offset in it, no
+    half-hour offset), one a minute elsewhere."""
     if not 0 < times.logon_ticks <= _FILETIME_MAX:
         return ""
     minute = times.logon_ticks // 600000000
-    if minute not in cache:
+    hour, m = divmod(minute, 60)
+    prefix = cache.get(hour)
+    if prefix is None:
+        cache[hour] = prefix = _local_hour(hour * 3600 - 11644473600)
+    if prefix:
+        return prefix + _MINUTES[m]
+    if minute not in cache:             # keyed apart: ticks, not hours
         try:
-            cache[minute] = time.strftime("%Y-%m-%d %H:%M", time.localtime(
-                minute * 60 - 11644473600))             # 1601 -> 1970
+            cache[-minute - 1] = time.strftime(
+                "%Y-%m-%d %H:%M", time.localtime(minute * 60 - 11644473600))
         except (OverflowError, OSError, ValueError):
             # Windows' C runtime refuses dates before 1970 or after 3000.
-            cache[minute] = times.logon.strftime("%Y-%m-%d %H:%MZ")
-    return cache[minute]
+            cache[-minute - 1] = times.logon.strftime("%Y-%m-%d %H:%MZ")
+    return cache[-minute - 1]
+
+
+def _local_hour(start):
+    """'YYYY-MM-DD HH:' for the UTC hour from ``start`` (seconds since
+    1970) where its 60 minutes are minutes 0 to 59 of one local hour;
+    '' elsewhere."""
+    try:
+        first, last = time.localtime(start), time.localtime(start + 3599)
+    except (OverflowError, OSError, ValueError):
+        return ""
+    if first.tm_min == 0 and last.tm_min == 59 and first[:4] == last[:4]:
+        return time.strftime("%Y-%m-%d %H:", first)
+    return ""
 
 
 # --- Failures: one place turns any of them into what is reported --------------
@@ -1494,41 +1518,33 @@ def _same_account(times, session):
     return True
 
 
-def _reader(srv, ctx):
-    """On a worker, for one session: its times, with the lock state where
-    it is wanted (WTSSessionInfoEx: the same one query; before Windows 7,
-    which lacks it, the times alone), and its client where wanted (two
-    queries more)."""
-    def read(sid):
-        times = None
-        if ctx.lock_info:
-            try:
-                times = srv.times_ex(sid)
-            except wtsapi.WTSError as e:
-                if e.winerror != wtsapi.ERROR_INVALID_PARAMETER:
-                    raise
-        times = times or srv.times(sid)
-        return times, srv.client(sid) if ctx.client_info else None
-    return read
-
-
-def _read_chunk(read, ids, probe):
-    """On a worker: ``read`` for ``ids`` in order, each a (SessionTimes,
-    Client) or the WTSError it failed with, until READ_BUDGET has passed
-    (so that an answer comes within /timeout plus that), or with ``probe``
-    after the first read slow enough to have crossed a network."""
-    out, clock = [], time.monotonic
+def _read_chunk(srv, ctx, ids, probe):
+    """On a worker: for ``ids`` in order, the times (with the lock state
+    where it is wanted: WTSSessionInfoEx, the same one query; the times
+    alone before Windows 7, which lacks it), a (times, Client) pair where
+    the client is wanted (two queries more), or the WTSError it failed
+    with; 16 at a time, until READ_BUDGET has passed (so that an answer
+    comes within /timeout plus that), or with ``probe`` after a first read
+    slow enough to have crossed a network."""
+    out, clock, ex = [], time.monotonic, ctx.lock_info
     start = began = clock()
-    for sid in ids:
-        try:
-            out.append(read(sid))
-        except wtsapi.WTSError as e:
-            out.append(e)
-        if probe or len(out) % 16 == 0:
-            now = clock()
-            if now - start > READ_BUDGET or probe and now - began > SLOW_READ:
-                break
-            began = now
+    i, step = 0, 1 if probe else 16
+    while i < len(ids):
+        part, i = ids[i:i + step], i + step
+        for sid, times in zip(part, srv.times_many(part, ex)):
+            try:
+                if ex and isinstance(times, wtsapi.WTSError) and \
+                        times.winerror == wtsapi.ERROR_INVALID_PARAMETER:
+                    times = srv.times(sid)
+                if ctx.client_info and not isinstance(times, OSError):
+                    times = (times, srv.client(sid))
+            except wtsapi.WTSError as e:
+                times = e
+            out.append(times)
+        now = clock()
+        if now - start > READ_BUDGET or probe and now - began > SLOW_READ:
+            break
+        began, step = now, 16
     return out
 
 
@@ -1541,11 +1557,10 @@ def read_times(run, job, targets):
     listed, it fails (missing rights).  One that changed hands since the
     enumeration is gone too."""
     todo, lanes, probe, gone, maybe = list(targets), 1, True, [], []
-    read = _reader(job.srv, run.ctx)
     while todo:
         size = -(-len(todo) // lanes)
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-        answers = yield [Call(_read_chunk, read,
+        answers = yield [Call(_read_chunk, job.srv, run.ctx,
                               [t.session.id for t in c], probe,
                               slack=READ_BUDGET) for c in chunks]
         todo = []
@@ -1559,7 +1574,8 @@ def read_times(run, job, targets):
                         raise got
                     maybe.append((t, got))
                     continue
-                times, client = got
+                times, client = got if isinstance(got, tuple) else (got,
+                                                                    None)
                 if not _same_account(times, t.session):
                     gone.append(t)
                 else:
@@ -2994,47 +3010,49 @@ def _print_records(run, fo):
 
 def _print_table(run):
     """The listing, as quser shows it in the reader's language (with /v
-    the client and the lock state; after an action its result); each row
-    formatted once, measured on what is printed (what the encoding cannot
-    hold becomes '?')."""
-    ctx = run.ctx
-    who = ctx.kind == LIST and ctx.verbose
-    rows = [("", _("SERVER"), _("ID"), _("SESSIONNAME"), _("USERNAME"),
-             _("STATE"), _("IDLE TIME"), _("LOGON TIME")) + (
-                 (_("CLIENT NAME"), _("CLIENT ADDRESS"), _("LOCKED"))
-                 if who else ()) + ((_("RESULT"),) if ctx.kind != LIST
-                                    else ())]
-    local, states, minutes = _("(local)"), {}, {}
-    locks = {True: _("yes"), False: _("no"), None: ""}
-    for t in run.targets():
-        s = t.session
-        if s.state not in states:
-            states[s.state] = str(state_text(s.state))
-        rows.append((">" if t.own else "", t.server or local, str(s.id),
-                     s.name, s.account, states[s.state], format_idle(t.idle),
-                     _local_minute(t.times, minutes) if t.times else "")
-                    + ((t.client.name if t.client else "",
-                        t.client.address if t.client else "",
-                        locks[t.locked]) if who else ())
-                    + ((t.result,) if ctx.kind != LIST else ()))
+    the client and the lock state; after an action its result); built a
+    column at a time, each row formatted once, measured on what is printed
+    (what the encoding cannot hold becomes '?')."""
+    ctx, targets = run.ctx, run.targets()
+    sessions = [t.session for t in targets]
+    local, minutes = _("(local)"), {}
+    states = {st: str(state_text(st)) for st in {s.state for s in sessions}}
+    head = [("", _("SERVER"), _("ID"), _("SESSIONNAME"), _("USERNAME"),
+             _("STATE"), _("IDLE TIME"), _("LOGON TIME"))]
+    columns = [
+        [">" if t.own else "" for t in targets],
+        [t.server or local for t in targets],
+        [str(s.id) for s in sessions],
+        [s.name for s in sessions],
+        [s.account for s in sessions],
+        [states[s.state] for s in sessions],
+        [format_idle(t.idle) for t in targets],
+        [_local_minute(t.times, minutes) if t.times else ""
+         for t in targets]]
+    if ctx.kind == LIST and ctx.verbose:
+        locks = {True: _("yes"), False: _("no"), None: ""}
+        head.append((_("CLIENT NAME"), _("CLIENT ADDRESS"), _("LOCKED")))
+        columns += [[t.client.name if t.client else "" for t in targets],
+                    [t.client.address if t.client else "" for t in targets],
+                    [locks[t.locked] for t in targets]]
+    if ctx.kind != LIST:
+        head.append((_("RESULT"),))
+        columns.append([t.result for t in targets])
+    rows = [sum(head, ())] + list(zip(*columns))
     enc = getattr(run.screen.consoles["out"].stream(), "encoding",
                   None) or "utf-8"
-    sizes = []
-    for i, r in enumerate(rows):
-        if "".join(r).isascii():            # the common row: C speed
-            sizes.append(None)
-        else:
-            rows[i] = r = tuple(c.encode(enc, "replace").decode(
-                enc, "replace") for c in r)
-            sizes.append(tuple(map(_width, r)))
-    widths = [max(col) for col in zip(*[
-        tuple(map(len, r)) if n is None else n for r, n in zip(rows, sizes)])]
-    fmt = " ".join("%%-%ds" % w for w in widths)
-    run.screen._put("out", "".join(
-        (fmt % r if ns is None else " ".join(
-            c + " " * (w - n) for c, n, w in zip(r, ns, widths)))
-        .rstrip() + "\n" for r, ns in zip(rows, sizes)
-        if not (ctx.nh and r is rows[0])))
+    if all("".join(c).isascii() for c in zip(*rows)):     # C speed
+        widths = [max(map(len, c)) for c in zip(*rows)]
+        fmt = " ".join("%%-%ds" % w for w in widths)
+        lines = [(fmt % r).rstrip() for r in rows[ctx.nh:]]
+    else:
+        rows = [tuple(c.encode(enc, "replace").decode(enc, "replace")
+                      for c in r) for r in rows]
+        sizes = [tuple(map(_width, r)) for r in rows]
+        widths = [max(c) for c in zip(*sizes)]
+        lines = [" ".join(c + " " * (w - n) for c, n, w in zip(
+            r, ns, widths)).rstrip() for r, ns in zip(rows, sizes)][ctx.nh:]
+    run.screen._put("out", "\n".join(lines) + "\n")
 
 
 # --- The command -------------------------------------------------------------------

@@ -613,3 +613,30 @@ def test_recheck_asks_for_the_own_session_once(cli, load):
            and e.session == 0xFFFFFFFF]
     assert len(own) == 1
     assert logoffs(r) == [(".", 4)]
+
+
+@pytest.mark.skipif(not hasattr(time, "tzset"), reason="time.tzset")
+@pytest.mark.parametrize("zone,day", [
+    ("America/New_York", "2024-03-10"), ("America/New_York", "2024-11-03"),
+    ("Australia/Lord_Howe", "2024-04-07"),     # a half-hour DST change
+    ("Australia/Lord_Howe", "2024-10-06"), ("Asia/Kolkata", "2024-01-01"),
+    ("UTC", "1970-01-01")])
+def test_logon_minutes_are_local_across_changes_of_offset(monkeypatch, zone,
+                                                          day):
+    """The table formats a logon time from one localtime() an hour where
+    that is exact; every minute of a day with a change of offset reads as
+    time.localtime() reads it."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        start = int(time.mktime(time.strptime(day, "%Y-%m-%d"))) - 86400
+        cache = {}
+        for minute in range(0, 3 * 1440):
+            unix = start + minute * 60
+            ticks = (unix + 11644473600) * 10 ** 7 + 4321
+            times = wtsapi.SessionTimes(1, 0, "u", "d", ticks)
+            assert logoff._local_minute(times, cache) == time.strftime(
+                "%Y-%m-%d %H:%M", time.localtime(unix)), (zone, unix)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -1263,6 +1263,34 @@ def test_times_ex_refuses_a_short_answer_and_frees_it(load, double):
     assert double.calls(None, "WTSFreeMemory") == 3
 
 
+def test_times_many_is_times_for_each_with_errors_in_place(load, double):
+    """One registration, the same calls: each answer as times() or
+    times_ex() gives it, a failed or short one as its WTSError in its
+    place, and every buffer freed."""
+    farm = _client_farm()
+    farm.querysize("RDS1", wtsapi.WTS_INFO_CLASS.WTSSessionInfoEx,
+                   ctypes.sizeof(wtsapi.WTSINFOEXW) - 1, session=6)
+    load(farm)
+    with Server("RDS1") as s:
+        one = [s.times(sid) for sid in (2, 5, 7)]
+        many = s.times_many([2, 5, 99, 7])
+        ex = s.times_many([5, 6, 7], ex=True)
+        assert s.times_many([]) == []
+        with pytest.raises(ValueError):
+            s.times_many([5, 2 ** 32])          # checked before any call
+    assert many[:2] + many[3:] == one
+    assert (many[2].winerror, many[2].session, many[2].function) == (
+        7022, 99, "WTSQuerySessionInformationW")
+    assert (ex[0].locked, ex[2].locked) == (True, None)
+    assert isinstance(ex[1], WTSError) and (ex[1].winerror,
+                                            ex[1].session) == (87, 6)
+    queries = [e for e in double.log()
+               if e.func == "WTSQuerySessionInformationW"]
+    assert len(queries) == 3 + 4 + 3
+    ok = sum(1 for e in queries if e.ok)
+    assert double.calls(None, "WTSFreeMemory") == ok
+
+
 def test_times_ex_reads_level_1_only():
     x = wtsapi.WTSINFOEXW()
     x.Level = 1
