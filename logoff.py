@@ -3038,21 +3038,29 @@ def _print_table(run):
     if ctx.kind != LIST:
         head.append((_("RESULT"),))
         columns.append([t.result for t in targets])
-    rows = [sum(head, ())] + list(zip(*columns))
+    head = sum(head, ())
+    if all("".join(c).isascii() for c in columns) and "".join(
+            head).isascii():                            # C speed
+        widths = [max(len(h), max(map(len, c), default=0))
+                  for h, c in zip(head, columns)]
+        fmt = " ".join("%%-%ds" % w for w in widths)
+        if not ctx.nh:
+            run.screen._put("out", (fmt % head).rstrip() + "\n")
+        rows = zip(*columns)
+        for _i in range(0, len(targets), 1000):  # a bounded text at a time
+            run.screen._put("out", "".join([
+                (fmt % r).rstrip() + "\n" for _j, r in zip(range(1000),
+                                                           rows)]))
+        return
     enc = getattr(run.screen.consoles["out"].stream(), "encoding",
                   None) or "utf-8"
-    if all("".join(c).isascii() for c in zip(*rows)):     # C speed
-        widths = [max(map(len, c)) for c in zip(*rows)]
-        fmt = " ".join("%%-%ds" % w for w in widths)
-        lines = [(fmt % r).rstrip() for r in rows[ctx.nh:]]
-    else:
-        rows = [tuple(c.encode(enc, "replace").decode(enc, "replace")
-                      for c in r) for r in rows]
-        sizes = [tuple(map(_width, r)) for r in rows]
-        widths = [max(c) for c in zip(*sizes)]
-        lines = [" ".join(c + " " * (w - n) for c, n, w in zip(
-            r, ns, widths)).rstrip() for r, ns in zip(rows, sizes)][ctx.nh:]
-    run.screen._put("out", "\n".join(lines) + "\n")
+    rows = [tuple(c.encode(enc, "replace").decode(enc, "replace")
+                  for c in r) for r in [head] + list(zip(*columns))]
+    sizes = [tuple(map(_width, r)) for r in rows]
+    widths = [max(c) for c in zip(*sizes)]
+    run.screen._put("out", "".join(" ".join(
+        c + " " * (w - n) for c, n, w in zip(r, ns, widths)).rstrip() + "\n"
+        for r, ns in list(zip(rows, sizes))[ctx.nh:]))
 
 
 # --- The command -------------------------------------------------------------------

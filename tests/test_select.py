@@ -640,3 +640,19 @@ def test_logon_minutes_are_local_across_changes_of_offset(monkeypatch, zone,
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_a_long_listing_has_every_row_once(cli, load):
+    """The table is written a bounded text at a time: not a row lost or
+    repeated where one text ends and the next begins."""
+    farm = Farm()
+    srv = farm.server("BIG")
+    for i in range(1, 2502):
+        srv.session(i, "RDP-Tcp#%d" % i, ACTIVE, "u%d" % i, "CORP")
+    load(farm)
+    r = cli("/query", "/server:BIG")
+    assert r.code == 0, r.err
+    ids = [int(line.split()[1]) for line in r.out.splitlines()[1:]]
+    assert ids == list(range(1, 2502))
+    r = cli("/query", "/server:BIG", "/nh")
+    assert len(r.out.splitlines()) == 2501
