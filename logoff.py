@@ -149,6 +149,7 @@ READ_BUDGET = 0.25            # seconds a worker reads times before answering
 INTERRUPT_BOUND = 2.0         # how long calls in flight may finish after ^C
 MAX_HUNG = 256                # calls left hung on given-up servers, in all
 MAX_SERVERS = 100000
+MAX_PATTERNS = 10000          # /exclude: a safelist, not a directory
 MAX_FILE_BYTES = 1 << 20
 MAX_CATALOGUE = 1 << 20       # a .mo larger than this is not ours
 MAX_TEXT = 4000               # /warn text, characters
@@ -212,6 +213,8 @@ RECORDS = {
                                     "Reminding %(who)s: %(why)s"),
     ("outcome", "remind", UNKNOWN): (143, _WARNING,
                                      "Reminding %(who)s: %(why)s"),
+    ("outcome", "remind", SPARED): (144, _INFORMATION,
+                                    "Spared %(who)s: %(why)s"),
     ("outcome", "remind", SKIPPED): (145, _WARNING,
                                      "Reminding %(who)s: %(why)s"),
 }
@@ -551,7 +554,9 @@ def _read_server_stdin():
 
 
 def _server_names(data, path, switch="/server"):
-    """The names in a server file's bytes (``path`` "-": stdin)."""
+    """The names in a server file's bytes (``path`` "-": stdin), or an
+    /exclude file's patterns: there '#' starts a comment only at the start
+    of a line or after a blank, since an account name may hold one."""
     if len(data) > MAX_FILE_BYTES:
         raise UsageError(Text("%(switch)s:@%(file)s: the file is larger "
                               "than 1 MiB", switch=switch, file=path))
@@ -560,16 +565,25 @@ def _server_names(data, path, switch="/server"):
     except UnicodeDecodeError:
         raise UsageError(Text("%(switch)s:@%(file)s: the file is not UTF-8 "
                               "or UTF-16 text", switch=switch, file=path))
-    names = []
+    names, limit = [], MAX_SERVERS if switch == "/server" else MAX_PATTERNS
     for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
+        if switch == "/server":
+            line = line.split("#", 1)[0]
+        else:
+            line = " " + line.replace("\t", " ")
+            line = line[:line.find(" #")] if " #" in line else line
+        line = line.strip()
         if line and _has_control(line):
             raise UsageError(Text(
                 "%(switch)s:@%(file)s: line %(line)d holds a control "
                 "character", switch=switch, file=path, line=number))
         names += [line] if line else []
-        if len(names) > MAX_SERVERS:
-            break
+        if len(names) > limit:
+            if switch == "/server":
+                break           # the caller says so, counting every file
+            raise UsageError(Text("%(switch)s:@%(file)s: more than %(n)d "
+                                  "patterns", switch=switch, file=path,
+                                  n=limit))
     return names
 
 
@@ -1456,41 +1470,50 @@ def is_own(run, job, session):
     return times.logon_ticks == details.logon_ticks
 
 
-def _patterns(patterns):
-    """fnmatchcase, and (pattern as given, as fnmatch reads it): compared
-    case-insensitively as Windows does, * and ?; '[' is taken literally
-    (no sets)."""
-    from fnmatch import fnmatchcase
-    return fnmatchcase, [(p, fold(p).replace("[", "[[]")) for p in patterns]
+def _pattern(patterns):
+    """One compiled expression for fnmatch patterns, compared as Windows
+    compares names (fold), * and ?, '[' taken literally (no sets): one
+    match a name, however many patterns (an /exclude file may hold
+    thousands), whose ``lastindex`` is the first pattern that matched
+    (from 1); None for none."""
+    if not patterns:
+        return None
+    import re
+    from fnmatch import translate
+    return re.compile("|".join("(%s)" % translate(fold(p).replace(
+        "[", "[[]")) for p in patterns)).match
 
 
 def _user_matcher(patterns):
     """Session -> the first pattern that matches it, or None; a pattern
     with a backslash matches DOMAIN\\user, else user."""
-    fnmatchcase, pats = _patterns(patterns)
+    users = [p for p in patterns if "\\" not in p]
+    accounts = [p for p in patterns if "\\" in p]
+    by_user, by_account = _pattern(users), _pattern(accounts)
 
     def match(session):
         user = fold(session.user)
-        account = "%s\\%s" % (fold(session.domain), user)
-        return next((given for given, p in pats if fnmatchcase(
-            account if "\\" in given else user, p)), None)
+        found = [(patterns.index(names[m.lastindex - 1]))
+                 for names, m in ((users, by_user and by_user(user)), (
+                     accounts, by_account and by_account("%s\\%s" % (
+                         fold(session.domain), user)))) if m]
+        return patterns[min(found)] if found else None
     return match
 
 
 def _client_matcher(patterns):
     """Client -> True where a pattern matches its name or its address."""
-    fnmatchcase, pats = _patterns(patterns)
+    match = _pattern(patterns)
     return lambda client: client is not None and any(
-        fnmatchcase(fold(text), p) for _given, p in pats
-        for text in client if text)
+        match(fold(text)) for text in client if text)
 
 
 def _image_matcher(patterns):
     """A process image name -> True where a /busy pattern matches it; a
     pattern without a dot means an .exe (excel: EXCEL.EXE)."""
-    fnmatchcase, pats = _patterns([p for given in patterns for p in (
+    match = _pattern([p for given in patterns for p in (
         [given] if "." in given else [given, given + ".exe"])])
-    return lambda image: any(fnmatchcase(fold(image), p) for _g, p in pats)
+    return lambda image: match(fold(image)) is not None
 
 
 def selects(ctx, session):
@@ -1637,12 +1660,13 @@ def plan_step(run, job):
                 run.spare(t, why)
 
 
-def _still_wanted(ctx, t):
-    """Why a target read again no longer matches /idle, /client or
-    /locked; None while it does."""
+def _still_wanted(ctx, t, was=None):
+    """Why a target read again no longer matches /idle (``was``: its idle
+    time before), /client or /locked; None while it does."""
     if ctx.idle is not None and (t.idle is None or t.idle < ctx.idle):
         return Text("the session is no longer idle long enough (idle now "
-                    "%(idle)s)", idle=format_idle(t.idle) or "?")
+                    "%(idle)s, was %(was)s)", idle=format_idle(t.idle) or "?",
+                    was=format_idle(was) or "?")
     if ctx.clients is not None and not ctx.clients(t.client):
         return Text("its client is no longer one that /client selects")
     if ctx.locked and t.locked is not True:
@@ -1877,7 +1901,14 @@ def remind_step(run, job, left):
     warned = [t for t in job.targets if t.result is None and t.warned]
     if not warned:
         return
-    listed = yield from _listed(run, job)
+    try:
+        listed = yield from _listed(run, job)
+    except wtsapi.WTSError as e:        # the logoffs after the grace decide
+        return run.complain(Text("could not remind the sessions on "
+                                 "%(server)s: %(why)s",
+                                 server=server_label(job.server),
+                                 why=describe(e, job.server).screen(
+                                     run.screen.hints)))
     active = [t for t in warned if _same_user(listed.get(t.session.id),
                                               t.session)
               and listed[t.session.id].state == State.WTSActive]
@@ -1918,14 +1949,10 @@ def _spare_reason(run, job, t, now, then, times):
         if before.state == State.WTSDisconnected and \
                 times.disconnect_ticks != then.disconnect_ticks:
             return Text("it was reconnected since it was read")
-        if ctx.kind == SELECT and ctx.idle is not None and (
-                t.idle is None or t.idle < ctx.idle):
-            return Text("the session is no longer idle long enough (idle "
-                        "now %(idle)s, was %(was)s)",
-                        idle=format_idle(t.idle) or "?",
-                        was=format_idle(then.idle) or "?")
-        if ctx.kind == SELECT and _still_wanted(ctx, t) is not None:
-            return _still_wanted(ctx, t)
+        why = _still_wanted(ctx, t, then.idle) if ctx.kind == SELECT \
+            else None
+        if why is not None:
+            return why
     if t.warned is False and t.note is not None and \
             now.state != before.state:
         return Text("it was %(then)s when the warnings went out and is "
@@ -1969,7 +1996,7 @@ def _refresh(run, job, targets, with_times=False):
     return kept
 
 
-def _reread_idle(run, job, pending):
+def _reread_times(run, job, pending):
     """/idle, /locked: read the times again for the next targets to act
     on, a batch at a time, so a long run on a slow link reads each session
     again once, not once per refresh."""
@@ -1978,16 +2005,10 @@ def _reread_idle(run, job, pending):
     before = {id(t): t.idle for t in batch}
     gone = yield from read_times(run, job, batch)
     for t in batch:
-        if t in gone:
-            run.spare(t, Text("the session has ended or changed hands"))
-        elif t.result is None and run.ctx.idle is not None and (
-                t.idle is None or t.idle < run.ctx.idle):
-            run.spare(t, Text("the session is no longer idle long enough "
-                              "(idle now %(idle)s, was %(was)s)",
-                              idle=format_idle(t.idle) or "?",
-                              was=format_idle(before[id(t)]) or "?"))
-        elif t.result is None and _still_wanted(run.ctx, t) is not None:
-            run.spare(t, _still_wanted(run.ctx, t))
+        why = Text("the session has ended or changed hands") if t in gone \
+            else _still_wanted(run.ctx, t, before[id(t)])
+        if why is not None and t.result is None:
+            run.spare(t, why)
     return [t for t in pending if t.result is None]
 
 
@@ -2007,7 +2028,7 @@ def act_step(run, job):
                                           ctx.warn is not None)
             recheck = False
         if (ctx.idle is not None or ctx.locked) and pending:
-            pending = yield from _reread_idle(run, job, pending)
+            pending = yield from _reread_times(run, job, pending)
         batch, pending = pending[:IN_FLIGHT], pending[IN_FLIGHT:]
         disconnect = ctx.action == "disconnect"
         for t in batch:
@@ -2092,9 +2113,10 @@ class Run:
         self.shown = self.stopping = False
         self.excluded, self.started = {}, time.monotonic()
 
-    def say(self, text):              # never with /json: stdout is the doc
+    def say(self, text):    # never on stdout when it holds a document
         if self.ctx.verbose:
-            self.screen.out(str(text))
+            (self.screen.err if self.ctx.fo in ("list", "csv")
+             else self.screen.out)(str(text))
 
     def complain(self, text):
         if not self.ctx.json:
@@ -2899,6 +2921,11 @@ def report(run):
             label = str(server_label(job.server))   # a refusal names it
             text = "%s%s: %s" % (label[0].upper(), label[1:], text)
         run.complain(text)
+    if ctx.kind in (NAMED, OWN) and not ctx.verbose:
+        for t in run.targets():     # /busy: never silent about it
+            if t.result == SPARED:
+                run.complain(Text("%(who)s was spared: %(why)s", who=t.who(),
+                                  why=t.message))
     if ctx.fo in ("list", "csv"):
         _print_records(run, ctx.fo)
     elif ctx.kind == LIST or ctx.fo == "table":
