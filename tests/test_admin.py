@@ -351,6 +351,40 @@ def test_exclude_file_with_comments(cli, load, tmp_path):
     assert logoffs(r) == [("X", 24)]
 
 
+def test_exclude_file_is_never_cut_short(cli, load, double, tmp_path):
+    # A long safelist whose last line names carol: carol is excluded, or
+    # the file is refused and nothing happens; never logged off because
+    # the file was read only in part.
+    for n in (5000, 20000):
+        load(exclude_farm())
+        path = tmp_path / ("keep%d.txt" % n)
+        path.write_text("".join("nobody%d\n" % i for i in range(n))
+                        + "carol\n", encoding="utf-8")
+        r = cli("/json", "/server:X", "/state:disc", "/exclude:@%s" % path)
+        assert count(r, STATE_CHANGING, session=24) == 0, n
+        assert double.exists("X", 24)
+        if r.code == 1 and r.err.startswith("Invalid parameter(s)"):
+            assert double.calls() == 0
+        else:
+            assert r.code == 0, r.err
+            assert [s["id"] for s in doc(r)["sessions"]] == [21, 22, 23]
+
+
+def test_exclude_file_hash_inside_a_name_is_not_a_comment(cli, load,
+                                                          tmp_path):
+    # Account names may hold '#': only a line's start or a blank before it
+    # begins a comment.
+    farm = exclude_farm()
+    farm.server("X").session(25, "", DISCONNECTED, "svc#1", "CORP")
+    load(farm)
+    path = tmp_path / "keep.txt"
+    path.write_text("svc#1\nbob # bob stays\n#carol\n", encoding="utf-8")
+    r = cli("/json", "/whatif", "/server:X", "/state:disc",
+            "/exclude:@%s" % path)
+    assert r.code == 0, r.err
+    assert [s["id"] for s in doc(r)["sessions"]] == [21, 22, 24]
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be",
                                       "utf-8-sig"])
 def test_exclude_file_in_utf16_and_utf8_bom(cli, load, tmp_path, encoding):
@@ -448,6 +482,20 @@ def test_exclude_lines_in_a_verbose_run_that_acts(cli, load, double):
     assert r.code == 0, r.err
     assert "Excluded 2 session(s) by pattern admin*." in r.out.splitlines()
     assert logoffs(r) == [("X", 23), ("X", 24)]
+
+
+@pytest.mark.parametrize("fo", ["csv", "list"])
+def test_exclude_lines_stay_out_of_a_csv_or_list_document(cli, load, fo):
+    load(exclude_farm())
+    r = cli("/whatif", "/v", "/fo:" + fo, "/server:X", "/state:disc",
+            "/exclude:admin*")
+    assert r.code == 0, r.err
+    assert "Excluded 2 session(s) by pattern admin*." in r.err.splitlines()
+    assert "Excluded" not in r.out and "What if" not in r.out
+    if fo == "csv":
+        rows = csv_rows(r.out)
+        assert len({len(row) for row in rows}) == 1
+        assert [row[1] for row in rows[1:]] == ["23", "24"]
 
 
 def test_exclude_lines_only_with_v_and_never_in_json(cli, load):
@@ -927,6 +975,10 @@ def test_busy_with_a_named_session(cli, load, double):
     assert count(r, "WTSLogoffSession") == 0
     assert count(r, PROCESS_ENUMS) == 1
     assert doc(r)["exit_code"] == r.code
+    load(busy_farm())
+    r = cli("11", "/server:B", "/busy:excel")
+    assert count(r, "WTSLogoffSession") == 0
+    assert "EXCEL.EXE" in r.err and "Traceback" not in r.err
     load(busy_farm())
     r = cli("12", "/server:B", "/busy:excel", "/json")
     assert doc(r)["sessions"][0]["result"] == "logged-off"
@@ -1774,6 +1826,16 @@ def test_results_of_a_run_in_csv_or_list(cli, load, double, fo):
     assert not summary_lines(r.out)
     (m,) = summary_lines(r.err)
     assert (m["done"], m["servers"]) == ("3", "2")
+
+
+def test_verbose_lines_stay_out_of_a_csv_document(cli, load):
+    load()
+    r = cli("/v", "/state:disc,active", "/fo:csv")
+    assert r.code == 0, r.err
+    rows = csv_rows(r.out)
+    assert len({len(row) for row in rows}) == 1
+    assert [row[1] for row in rows[1:]] == ["3", "4", "5"]
+    assert "Logging off" in r.err and "Logging off" not in r.out
 
 
 def test_results_of_a_run_as_a_table(cli, load):
