@@ -824,10 +824,11 @@ Context = namedtuple("Context", "kind preview session servers warn grace wait "
 def context(opts):
     kind = (LIST if opts.query else NAMED if opts.session is not None
             else SELECT if opts.selecting else OWN)
-    # The client and the lock state cost queries: read for a listing that
-    # shows them, or a selection by them; else null in /json.
-    shown = opts.query and (opts.json or opts.verbose
-                            or opts.fo in ("list", "csv"))
+    # The client and the lock state cost queries: read where the output
+    # carries them (/json, /fo:list and /fo:csv, /query /v) or a selection
+    # is by them; else never.
+    shown = opts.json or opts.fo in ("list", "csv") or \
+        opts.query and opts.verbose
     return Context(
         kind, opts.whatif, opts.session, list(opts.servers), opts.warn,
         opts.grace, opts.wait, opts.max, opts.parallel, opts.timeout,
@@ -1541,14 +1542,14 @@ def _same_account(times, session):
     return True
 
 
-def _read_chunk(srv, ctx, ids, probe):
+def _read_chunk(srv, ctx, ids, probe, client):
     """On a worker: for ``ids`` in order, the times (with the lock state
     where it is wanted: WTSSessionInfoEx, the same one query; the times
     alone before Windows 7, which lacks it), a (times, Client) pair where
     the client is wanted (two queries more), or the WTSError it failed
     with; 16 at a time, until READ_BUDGET has passed (so that an answer
     comes within /timeout plus that), or with ``probe`` after a first read
-    slow enough to have crossed a network."""
+    slow enough to have crossed a network.  ``client``: read it too."""
     out, clock, ex = [], time.monotonic, ctx.lock_info
     start = began = clock()
     i, step = 0, 1 if probe else 16
@@ -1559,7 +1560,7 @@ def _read_chunk(srv, ctx, ids, probe):
                 if ex and isinstance(times, wtsapi.WTSError) and \
                         times.winerror == wtsapi.ERROR_INVALID_PARAMETER:
                     times = srv.times(sid)
-                if ctx.client_info and not isinstance(times, OSError):
+                if client and not isinstance(times, OSError):
                     times = (times, srv.client(sid))
             except wtsapi.WTSError as e:
                 times = e
@@ -1571,7 +1572,7 @@ def _read_chunk(srv, ctx, ids, probe):
     return out
 
 
-def read_times(run, job, targets):
+def read_times(run, job, targets, again=False):
     """Idle and logon time for each target, read on workers: all in one
     batch while reads are fast (a local server), IN_FLIGHT at once once one
     crossed a network, so 200 sessions at 50 ms cost about 26 round trips.
@@ -1580,11 +1581,14 @@ def read_times(run, job, targets):
     listed, it fails (missing rights).  One that changed hands since the
     enumeration is gone too."""
     todo, lanes, probe, gone, maybe = list(targets), 1, True, [], []
+    # The client once for the output; again only where /client selects.
+    with_client = run.ctx.clients is not None if again else \
+        run.ctx.client_info
     while todo:
         size = -(-len(todo) // lanes)
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
         answers = yield [Call(_read_chunk, job.srv, run.ctx,
-                              [t.session.id for t in c], probe,
+                              [t.session.id for t in c], probe, with_client,
                               slack=READ_BUDGET) for c in chunks]
         todo = []
         for chunk, answer in zip(chunks, answers):
@@ -1604,7 +1608,7 @@ def read_times(run, job, targets):
                 else:
                     t.times, t.read_at, t.locked = times, now, times.locked
                     t.idle = None if _is_console(t.session) else times.idle
-                    t.client = client
+                    t.client = client or t.client
             todo.extend(chunk[len(answer):])
             if probe and len(answer) < len(chunk):
                 lanes = IN_FLIGHT
@@ -1678,9 +1682,10 @@ def _processes(job):
     """/busy and stuck sessions: every process on the server, one call,
     as session id -> image names (sorted, each once)."""
     procs = {}
-    for p in (yield Call(job.srv.processes)):
-        procs.setdefault(p.session_id, set()).add(p.name)
-    job.procs = {sid: sorted(names, key=fold) for sid, names in
+    for p in (yield Call(job.srv.processes)):       # each name once, as
+        procs.setdefault(p.session_id, {}).setdefault(  # Windows compares
+            fold(p.name), p.name)
+    job.procs = {sid: sorted(names.values(), key=fold) for sid, names in
                  procs.items()}
 
 
@@ -1978,7 +1983,7 @@ def _refresh(run, job, targets, with_times=False):
     then = {t: t.times for t in targets}
     gone = ()
     if with_times:
-        gone = set((yield from read_times(run, job, [
+        gone = set((yield from read_times(run, job, again=True, targets=[
             t for t in targets
             if _same_user(listed.get(t.session.id), t.session)])))
     kept = []
@@ -2003,7 +2008,7 @@ def _reread_times(run, job, pending):
     batch = [t for t in pending[:IN_FLIGHT]
              if time.monotonic() - t.read_at >= FRESH_SECONDS]
     before = {id(t): t.idle for t in batch}
-    gone = yield from read_times(run, job, batch)
+    gone = yield from read_times(run, job, batch, again=True)
     for t in batch:
         why = Text("the session has ended or changed hands") if t in gone \
             else _still_wanted(run.ctx, t, before[id(t)])
@@ -2172,7 +2177,8 @@ class Run:
         if failure is not None:
             t.error, message = failure.code, failure.message
         t.message = message
-        if result not in (LISTED, WOULD, WOULD_DISC):   # nothing was done
+        # Nothing was done to those; a preview audits nothing it spares.
+        if result not in (LISTED, WOULD, WOULD_DISC) and not self.ctx.preview:
             self.outcome(t, result, failure, message)
         return True
 

@@ -1284,17 +1284,22 @@ def test_no_client_or_lock_query_unless_wanted(cli, load, double):
         assert count(r, "WTSQuerySessionInformationW", "A", sid) <= 1
 
 
-def test_values_not_read_are_null(cli, load):
-    # /fo:csv carries the /json keys; a run that did not read them (no
-    # /json, /query /v, /client or /locked) leaves them empty (null).
+def test_fo_csv_and_list_carry_the_values_they_read(cli, load):
+    # /fo:csv and /fo:list carry the /json keys, so they read them as
+    # /json does; a table (or no /fo) reads none (see
+    # test_no_client_or_lock_query_unless_wanted).
     load(who_farm())
     r = cli("/whatif", "/fo:csv", "/server:A", "/user:*")
     assert r.code == 0, r.err
-    rows = list(csv.DictReader(io.StringIO(r.out, newline="")))
-    assert sorted(int(x["id"]) for x in rows) == list(USERS_A)
-    for row in rows:
-        assert (row["client_name"], row["client_address"],
-                row["locked"]) == ("", "", "")
+    rows = {int(x["id"]): x for x in csv.DictReader(io.StringIO(
+        r.out, newline=""))}
+    assert sorted(rows) == list(USERS_A)
+    assert (rows[11]["client_name"], rows[11]["client_address"],
+            rows[11]["locked"]) == ("PC-ALICE", "10.0.0.11", "true")
+    assert rows[14]["locked"] == ""             # unknown
+    load(who_farm())
+    r = cli("/whatif", "/fo:table", "/server:A", "/user:*")
+    assert r.code == 0, r.err
     assert queries(r, CLIENT_NAME) == queries(r, SESSION_INFO_EX) == 0
 
 
@@ -1412,10 +1417,12 @@ def test_locked_after_a_grace_reads_lock_and_times_in_one_query(cli, load,
     assert r.code == 0, r.err
     assert messages(r) == [("A", 11)]       # carol is disconnected
     assert logoffs(r) == [("A", 11), ("A", 13)]
-    # Read when planned, and again after the grace: one query each time.
+    # Read when planned, and again after the grace: one query each time
+    # (and /json's client name and address, once, when planned).
     for sid in (11, 13):
         assert queries(r, SESSION_INFO_EX, "A", sid) == 2
-        assert count(r, "WTSQuerySessionInformationW", "A", sid) == 2
+        assert queries(r, CLIENT_NAME, "A", sid) == 1
+        assert count(r, "WTSQuerySessionInformationW", "A", sid) == 4
     assert queries(r, SESSION_INFO) == 0
 
 

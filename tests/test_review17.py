@@ -139,3 +139,19 @@ def test_a_named_session_spared_by_busy_says_so(cli, load, double):
     assert r.err.startswith("logoff: session 23 ")
     assert "was spared: it runs EXCEL.EXE (/busy)" in r.err
     assert double.calls("X", "WTSLogoffSession") == 0
+
+
+def test_a_preview_audits_nothing_it_would_spare(cli, load, tmp_path):
+    # Before: /whatif /busy wrote "spared" outcomes (event 104) to /log,
+    # though a preview changes nothing: now its summary alone.
+    farm = one_server()
+    farm.servers["X"].process(23, 900, "EXCEL.EXE")
+    load(farm)
+    log = tmp_path / "a.jsonl"
+    r = cli("/whatif", "/json", "/user:*", "/server:X", "/busy:excel",
+            "/log:%s" % log)
+    assert r.code == 0, r.err
+    assert {s["user"]: s["result"] for s in doc(r)["sessions"]} == {
+        "ops#1": "would-log-off", "ops": "would-log-off", "bob": "spared"}
+    from helpers import read_lines
+    assert [x["phase"] for x in read_lines(log)] == ["summary"]
