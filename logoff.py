@@ -193,6 +193,10 @@ RECORDS = {
                                   "Spared %(who)s: %(why)s"),
     ("outcome", "warn", SKIPPED): (115, _WARNING, "Warning %(who)s: %(why)s"),
     ("server", None, FAILED): (120, _ERROR, "The work on %(server)s failed: %(why)s"),
+    # A change's answer after its server was given up (action: logoff,
+    # disconnect or message; result: ok or failed): recorded, never acted on.
+    ("late", None, None): (121, _WARNING,
+                           "A late answer for %(who)s: %(why)s"),
     ("intent", "disconnect", None): (130, _INFORMATION,
                                      "Disconnecting %(who)s."),
     ("outcome", "disconnect", DISCONNECTED): (131, _INFORMATION,
@@ -219,6 +223,12 @@ RECORDS = {
                                      "Reminding %(who)s: %(why)s"),
 }
 EVENT_IDS = {k: v[:2] for k, v in RECORDS.items()}
+
+
+def _record_key(record):
+    """A record's key in RECORDS (a late answer's: its phase alone)."""
+    return ("late", None, None) if record["phase"] == "late" else (
+        record["phase"], record["action"], record["result"])
 EVENT_SUMMARY = 900             # the run's last record
 _SUMMARY_LEVELS = {0: _INFORMATION, 2: _WARNING, 1: _ERROR}
 
@@ -961,11 +971,14 @@ _OWN_NAMES = []
 def _own_names():
     """This machine's host name and COMPUTERNAME, lower case."""
     if not _OWN_NAMES:
-        import socket
-        try:
-            _OWN_NAMES.append(socket.gethostname().lower())
-        except OSError:
-            _OWN_NAMES.append("")
+        if hasattr(os, "uname"):        # gethostname() is uname's nodename
+            _OWN_NAMES.append(os.uname().nodename.lower())
+        else:                           # socket: 3 ms, on Windows only
+            import socket
+            try:
+                _OWN_NAMES.append(socket.gethostname().lower())
+            except OSError:
+                _OWN_NAMES.append("")
         _OWN_NAMES.append(os.environ.get("COMPUTERNAME", "").lower())
     return _OWN_NAMES
 
@@ -1215,8 +1228,7 @@ def _event_sentence(record):
                    id=record["session"], account=account, server=server) \
             if account else Text("session %(id)s on %(server)s",
                                  id=record["session"], server=server)
-        text = Text(RECORDS[(record["phase"], record["action"],
-                             record["result"])][2], who=who, server=server,
+        text = Text(RECORDS[_record_key(record)][2], who=who, server=server,
                     why=record["message"] or record["result"]).en()
     # One line, so that the JSON is always what follows the first CR LF.
     return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
@@ -1244,8 +1256,7 @@ class EventLog:
             event_id = EVENT_SUMMARY
             level = _SUMMARY_LEVELS.get(record["exit_code"], _ERROR)
         else:
-            event_id, level = EVENT_IDS[(record["phase"], record["action"],
-                                         record["result"])]
+            event_id, level = EVENT_IDS[_record_key(record)]
         text = "%s\r\n%s" % (_event_sentence(record),
                              self._json.dumps(record, ensure_ascii=True))
         try:
@@ -2117,6 +2128,7 @@ class Run:
         self.reason = None            # Text: why nothing more is changed
         self.shown = self.stopping = False
         self.excluded, self.started = {}, time.monotonic()
+        self.reported = False         # the summary is being written
 
     def say(self, text):    # never on stdout when it holds a document
         if self.ctx.verbose:
@@ -2213,6 +2225,29 @@ class Run:
                           "off.", id=t.session.id,
                           server=server_label(t.server)))
 
+    def late(self, job, call, value):
+        """A change answered after its server was given up: its outcome
+        stays unknown here, but /log and /eventlog say how it ended (not
+        once the summary is being written: it is the last record)."""
+        action = _LATE.get(getattr(call.fn, "__name__", None))
+        if action is None or self.reported:
+            return
+        sid = call.args[0]
+        s = next((t.session for t in job.targets if t.session.id == sid),
+                 None)
+        failure = describe(value, job.server) if isinstance(
+            value, BaseException) else None
+        result = failure.message if failure else Text("it succeeded")
+        text = Text("%(action)s answered after the server was given up: "
+                    "%(result)s", action=call.fn.__name__, result=result)
+        self.note(phase="late", server=job.server, session=sid,
+                  user=s.user if s else None, domain=s.domain if s else None,
+                  action=action, result=FAILED if failure else "ok",
+                  error=failure.code if failure else None, message=text.en())
+        self.complain(Text("%(who)s: %(why)s", who=Text(
+            "session %(id)d on %(server)s", id=sid,
+            server=server_label(job.server)), why=text))
+
     def server_failed(self, job, failure):
         if job.failure is None:
             job.failure = failure
@@ -2248,6 +2283,11 @@ class Run:
         if self.reason is None and self.signal is not None:
             return Text("the run was interrupted")
         return self.reason or Text("the server ran out of time")
+
+
+# The changes whose late answers are recorded, as the record's action.
+_LATE = {"logoff": "logoff", "disconnect": "disconnect",
+         "send_message": "message"}
 
 
 def _worker(calls, answers):
@@ -2430,11 +2470,13 @@ class Driver:
             return
         self.busy -= 1
         ticket.done, task = True, ticket.task
-        if task.dead:                       # a given-up server: noted only
+        if task.dead:       # a given-up server: recorded, never acted on
             self.hung -= 1
             if isinstance(value, wtsapi.Server):    # opened too late
                 self.busy += 1
                 self.calls.put((_CLOSED, value.close, ()))
+            elif task.job is not None and task.job.given_up:
+                self.run.late(task.job, task.calls[ticket.index], value)
             return
         task.flying.discard(ticket)
         task.results[ticket.index] = value
@@ -2894,6 +2936,7 @@ def report(run):
     """The summary record, then server errors (stderr), listings and
     what-ifs (stdout), or the JSON document; returns the exit code."""
     ctx, counts = run.ctx, tally(run)
+    run.reported = True
     if run.sinks is not None:
         run.driver.flush([run.trail.record(
             phase="summary", counts=counts, exit_code=exit_code(run, counts),

@@ -789,3 +789,40 @@ def test_review_a_failed_sorting_enumeration_keeps_other_failures(
         ("failed", 5)
     assert got[("S", 10)]["result"] == "logged-off"
     assert got[("S", 12)]["result"] == "not-attempted"
+
+
+# Issue 15, "a late answer is recorded but never acted on": a logoff that
+# answers after its server was given up stays unknown in the results, and
+# /log and /eventlog say how it ended (event 121), before the summary.
+def test_review_a_late_answer_is_recorded_never_acted_on(cli, load, double,
+                                                         evt, tmp_path):
+    farm = disc_farm(["A"], 1)
+    farm.latency("A", "WTSLogoffSession", 1200)        # > /timeout
+    b = farm.server("B")
+    b.session(0, "Services", DISCONNECTED)      # never empty, as a real one
+    b.session(20, "", DISCONNECTED, "b-u0", "CORP", logon=CLOCK - 5 * HOUR,
+              disconnect=CLOCK - HOUR, logoff_ms=2500)  # the run goes on
+    load(farm)
+    log = tmp_path / "audit.jsonl"
+    r = cli("/state:disc", "/server:A,B", "/timeout:0.4", "/wait:10s",
+            "/json", "/log:%s" % log, "/eventlog")
+    doc = json.loads(r.out)
+    got = results(doc)
+    assert got[("A", 10)]["result"] == "unknown"        # never acted on
+    assert got[("B", 20)]["result"] == "logged-off", doc
+    assert [e["error"] for e in doc["server_errors"]] == [GIVEN_UP]
+    records = read_lines(log)
+    late = [x for x in records if x["phase"] == "late"]
+    assert [(x["server"], x["session"], x["user"], x["action"],
+             x["result"]) for x in late] == [
+        ("A", 10, "A-u0", "logoff", "ok")]
+    assert late[0]["message"] == ("logoff answered after the server was "
+                                  "given up: it succeeded")
+    assert records[-1]["phase"] == "summary"
+    assert records.index(late[0]) < len(records) - 1
+    assert "121" in [e.fields["id"] for e in evt.events()]
+    # Without /json the screen says it too.
+    load(farm)
+    r = cli("/state:disc", "/server:A,B", "/timeout:0.4", "/wait:10s")
+    assert "logoff: session 10 on server A: logoff answered after the " \
+        "server was given up: it succeeded" in r.err.splitlines()
