@@ -2867,13 +2867,17 @@ class Screen:
         self.next_progress, jobs, targets = now + 0.25, run.jobs, run.targets()
         done = sum(1 for j in jobs if j.failure is not None or j.given_up or
                    j.done == label)
-        text = str(Text("reading servers %(done)d/%(all)d", done=done,
-                        all=len(jobs)) if label == "plan" else Text(
-            "servers %(done)d/%(all)d, %(off)d logged off, %(failed)d "
-            "failed", done=done, all=len(jobs),
-            off=sum(1 for t in targets if t.result in (DONE, DISCONNECTED)),
+        counts = dict(done=done, all=len(jobs), off=sum(
+            1 for t in targets if t.result in (DONE, DISCONNECTED)),
             failed=sum(1 for t in targets if t.result in _FAILED_RESULTS)
-            + sum(1 for j in jobs if j.failure is not None)))
+            + sum(1 for j in jobs if j.failure is not None))
+        text = str(Text("reading servers %(done)d/%(all)d", **counts)
+                   if label == "plan" else Text(
+                       "servers %(done)d/%(all)d, %(off)d disconnected, "
+                       "%(failed)d failed", **counts)
+                   if run.ctx.action == "disconnect" else Text(
+                       "servers %(done)d/%(all)d, %(off)d logged off, "
+                       "%(failed)d failed", **counts))
         if text != self.shown:
             self._put("err", "\r%s%s" % (text, " " * max(
                 0, len(self.shown) - len(text))))

@@ -125,6 +125,18 @@ def test_progress_line_on_a_console(double_path, tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a POSIX pseudo-terminal")
+def test_progress_line_of_a_disconnect_says_disconnected(double_path,
+                                                         tmp_path):
+    code, out, err = _run_with_pty_stderr(double_path, tmp_path,
+                                          "/state:active", "/disconnect",
+                                          "/server:A,B,C")
+    assert code == 0
+    text = err.decode("utf-8")
+    assert "3 disconnected" in text and "logged off" not in text
+    assert out.decode("utf-8").startswith("Disconnected 3 session(s)")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX pseudo-terminal")
 def test_no_progress_with_json(double_path, tmp_path):
     code, out, err = _run_with_pty_stderr(double_path, tmp_path,
                                           "/state:disc", "/server:A,B,C",
