@@ -1724,7 +1724,9 @@ def _plan_own(run, job):
         raise Refused(Text("the current session is session 0, the services "
                            "session; it has no user to log off. Give a "
                            "session or a selection."))
-    details = (yield from _own_details(run)) if run.sinks else None
+    # Whose session it is, where a record shows it (/log, /fo).
+    details = (yield from _own_details(run)) \
+        if run.sinks or run.ctx.fo else None
     job.srv = wtsapi.Server()           # the local server: no handle
     session = wtsapi.Session(None, own.id, "", State.WTSActive,
                              details.user if details else "",

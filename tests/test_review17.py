@@ -155,3 +155,15 @@ def test_a_preview_audits_nothing_it_would_spare(cli, load, tmp_path):
         "ops#1": "would-log-off", "ops": "would-log-off", "bob": "spared"}
     from helpers import read_lines
     assert [x["phase"] for x in read_lines(log)] == ["summary"]
+
+
+def test_the_own_session_in_a_document_names_its_user(cli, load):
+    # Before: `logoff /whatif /fo:list` showed an empty user and domain.
+    farm = Farm(caller=3)
+    farm.server(".").session(3, "RDP-Tcp#3", ACTIVE, "me", "CORP")
+    load(farm)
+    r = cli("/whatif", "/fo:csv")
+    assert r.code == 0, r.err
+    (row,) = list(csv.DictReader(io.StringIO(r.out, newline="")))
+    assert (row["id"], row["user"], row["domain"], row["own"]) == (
+        "3", "me", "CORP", "true")
