@@ -265,6 +265,14 @@ def _split(command):
     return list(lex)
 
 
+def _exclude_txt(text):
+    """The safelist the 15-minute recipe keeps beside farm.txt."""
+    m = re.search(r"never the accounts in `exclude.txt`[^\n]*:\s*```\n(.*?)```",
+                  text, re.S)
+    assert m, "the README's exclude.txt is gone"
+    return m.group(1)
+
+
 def _examples(text):
     """(label, args, stdin) for every example of the README that runs
     logoff.py, in the forms the README gives them."""
@@ -341,6 +349,8 @@ def test_readme_example_runs_against_the_demo_farm(tmp_path, tmpdir_env,
     cwd = tmp_path / "work"
     cwd.mkdir()
     (cwd / "farm.txt").write_text(_farm_txt(_readme()), encoding="utf-8")
+    (cwd / "exclude.txt").write_text(_exclude_txt(_readme()),
+                                     encoding="utf-8")
     r = _demo(_on_linux(args, cwd), cwd, tmpdir_env, stdin=stdin)
     servers = " ".join(a for a in args if a.lower().startswith("/server:"))
     expected = 2 if "DOWN" in servers else 0
