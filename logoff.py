@@ -1003,14 +1003,15 @@ def _local_minute(times, cache):
         cache[hour] = prefix = _local_hour(hour * 3600 - 11644473600)
     if prefix:
         return prefix + _MINUTES[m]
-    if minute not in cache:             # keyed apart: ticks, not hours
+    key = ("minute", minute)            # apart from the hours' keys
+    if key not in cache:
         try:
-            cache[-minute - 1] = time.strftime(
+            cache[key] = time.strftime(
                 "%Y-%m-%d %H:%M", time.localtime(minute * 60 - 11644473600))
         except (OverflowError, OSError, ValueError):
             # Windows' C runtime refuses dates before 1970 or after 3000.
-            cache[-minute - 1] = times.logon.strftime("%Y-%m-%d %H:%MZ")
-    return cache[-minute - 1]
+            cache[key] = times.logon.strftime("%Y-%m-%d %H:%MZ")
+    return cache[key]
 
 
 def _local_hour(start):
