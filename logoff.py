@@ -989,14 +989,14 @@ _FILETIME_MAX = 2650467743999999999       # 9999-12-31, what a datetime holds
 _MINUTES = ["%02d" % m for m in range(60)]
 
 
-def _local_minute(times, cache):
-    """A logon time as the table shows it, in local time to the minute,
-    never a datetime a row: two time.localtime() an hour (by UTC) where
-    that hour is one local hour throughout (no change of offset in it, no
-    half-hour offset), one a minute elsewhere."""
-    if not 0 < times.logon_ticks <= _FILETIME_MAX:
+def _local_minute(ticks, cache):
+    """A logon time (FILETIME ticks) as the table shows it, in local time
+    to the minute, never a datetime a row: two time.localtime() an hour
+    (by UTC) where that hour is one local hour throughout (no change of
+    offset in it, no half-hour offset), one a minute elsewhere."""
+    if not ticks or not 0 < ticks <= _FILETIME_MAX:
         return ""
-    minute = times.logon_ticks // 600000000
+    minute = ticks // 600000000
     hour, m = divmod(minute, 60)
     prefix = cache.get(hour)
     if prefix is None:
@@ -1010,7 +1010,7 @@ def _local_minute(times, cache):
                 "%Y-%m-%d %H:%M", time.localtime(minute * 60 - 11644473600))
         except (OverflowError, OSError, ValueError):
             # Windows' C runtime refuses dates before 1970 or after 3000.
-            cache[key] = times.logon.strftime("%Y-%m-%d %H:%MZ")
+            cache[key] = wtsapi.filetime(ticks).strftime("%Y-%m-%d %H:%MZ")
     return cache[key]
 
 
@@ -1390,12 +1390,14 @@ class Target:
     ``issued``: that action's call went out."""
     __slots__ = ("server", "session", "times", "idle", "own", "action",
                  "result", "error", "message", "warned", "note", "seq",
-                 "pending", "issued", "read_at", "client", "locked")
+                 "pending", "issued", "read_at", "client", "locked",
+                 "logon")
 
     def __init__(self, server, session, action, own=False):
         self.server, self.session, self.action, self.own = \
             server, session, action, own
         self.times = self.idle = self.result = self.error = None
+        self.logon = 0                  # FILETIME ticks, 0 where unknown
         self.client = self.locked = None        # read only when wanted
         # message: why it failed or was spared; note: why it was not warned
         self.message = self.note = self.warned = None
@@ -1414,7 +1416,7 @@ class Target:
 
     def record(self):
         s, message = self.session, self.message or self.note
-        logon = self.times.logon if self.times is not None else None
+        logon = wtsapi.filetime(self.logon)
         return {
             "server": self.server, "id": s.id, "name": s.name,
             "user": s.user, "domain": s.domain,
@@ -1593,6 +1595,7 @@ def read_times(run, job, targets, again=False):
     listed, it fails (missing rights).  One that changed hands since the
     enumeration is gone too."""
     todo, lanes, probe, gone, maybe = list(targets), 1, True, [], []
+    listing = run.ctx.kind == LIST
     # The client once for the output; again only where /client selects.
     with_client = run.ctx.clients is not None if again else \
         run.ctx.client_info
@@ -1618,7 +1621,11 @@ def read_times(run, job, targets, again=False):
                 if not _same_account(times, t.session):
                     gone.append(t)
                 else:
-                    t.times, t.read_at, t.locked = times, now, times.locked
+                    # A listing is never checked again: its times are
+                    # not kept, only what it shows.
+                    t.times = None if listing else times
+                    t.read_at, t.locked = now, times.locked
+                    t.logon = times.logon_ticks
                     t.idle = None if _is_console(t.session) else times.idle
                     t.client = client or t.client
             todo.extend(chunk[len(answer):])
@@ -3105,13 +3112,12 @@ def _print_table(run):
     columns = [
         [">" if t.own else "" for t in targets],
         [t.server or local for t in targets],
-        [str(s.id) for s in sessions],
+        [s.id for s in sessions],   # ints: no string a row kept
         [s.name for s in sessions],
         [s.account for s in sessions],
         [states[s.state] for s in sessions],
         [format_idle(t.idle) for t in targets],
-        [_local_minute(t.times, minutes) if t.times else ""
-         for t in targets]]
+        [_local_minute(t.logon, minutes) for t in targets]]
     if ctx.kind == LIST and ctx.verbose:
         locks = {True: _("yes"), False: _("no"), None: ""}
         head.append((_("CLIENT NAME"), _("CLIENT ADDRESS"), _("LOCKED")))
@@ -3122,13 +3128,18 @@ def _print_table(run):
         head.append((_("RESULT"),))
         columns.append([t.result for t in targets])
     head = sum(head, ())
-    if all("".join(c).isascii() for c in columns) and "".join(
+    ids = columns[2]
+    text = columns[:2] + columns[3:]
+    if all("".join(c).isascii() for c in text) and "".join(
             head).isascii():                            # C speed
         widths = [max(len(h), max(map(len, c), default=0))
-                  for h, c in zip(head, columns)]
-        fmt = " ".join("%%-%ds" % w for w in widths)
+                  for h, c in zip(head, columns[:2] + [[str(max(
+                      ids, default=0))]] + columns[3:])]
+        specs = ["%%-%ds" % w for w in widths]
         if not ctx.nh:
-            run.screen._put("out", (fmt % head).rstrip() + "\n")
+            run.screen._put("out", (" ".join(specs) % head).rstrip() + "\n")
+        specs[2] = "%%-%dd" % widths[2]
+        fmt = " ".join(specs)
         rows = zip(*columns)
         for _i in range(0, len(targets), 1000):  # a bounded text at a time
             run.screen._put("out", "".join([
@@ -3137,6 +3148,7 @@ def _print_table(run):
         return
     enc = getattr(run.screen.consoles["out"].stream(), "encoding",
                   None) or "utf-8"
+    columns[2] = [str(i) for i in ids]
     rows = [tuple(c.encode(enc, "replace").decode(enc, "replace")
                   for c in r) for r in [head] + list(zip(*columns))]
     sizes = [tuple(map(_width, r)) for r in rows]

@@ -39,8 +39,8 @@ __all__ = [
     "WTSError", "LibraryUnavailable", "Server", "Session", "SessionTimes",
     "WTS_CONNECTSTATE_CLASS", "WTS_INFO_CLASS", "WTS_TYPE_CLASS",
     "WTS_CURRENT_SERVER_HANDLE", "WTS_CURRENT_SESSION", "current_session_id",
-    "own_session", "idle_seconds", "error_text", "process_account",
-    "ui_languages", "EventSource", "EventLogError", "process_sid",
+    "own_session", "idle_seconds", "filetime", "error_text",
+    "process_account", "ui_languages", "EventSource", "EventLogError", "process_sid",
     "sid_string", "SESSION_GONE_CODES", "Process", "Client",
 ]
 
@@ -1007,8 +1007,9 @@ _FILETIME_MAX = 2650467743999999999
 _WTS_DISCONNECTED = WTS_CONNECTSTATE_CLASS.WTSDisconnected
 
 
-def _filetime(ticks):
-    """An aware UTC datetime, or None for 0, negative, or past year 9999:
+def filetime(ticks):
+    """FILETIME ticks (100 ns since 1601-01-01 UTC) as an aware UTC
+    datetime, or None for 0, negative, or past year 9999:
     one absurd value from a server must never fail the whole answer."""
     if not 0 < ticks <= _FILETIME_MAX:
         return None
@@ -1118,23 +1119,23 @@ class SessionTimes:
 
     @property
     def logon(self):
-        return _filetime(self._fields[4])
+        return filetime(self._fields[4])
 
     @property
     def connect(self):
-        return _filetime(self._fields[5])
+        return filetime(self._fields[5])
 
     @property
     def disconnect(self):
-        return _filetime(self._fields[6])
+        return filetime(self._fields[6])
 
     @property
     def last_input(self):
-        return _filetime(self._fields[7])
+        return filetime(self._fields[7])
 
     @property
     def current(self):
-        return _filetime(self._fields[8])
+        return filetime(self._fields[8])
 
     @property
     def idle(self):
@@ -1396,11 +1397,16 @@ class Server:
         if not info:
             return []
         try:
-            server, states = self.name, _STATES
-            return [Session(server, s.SessionId, s.pSessionName or "",
-                            states.get(s.State, s.State), s.pUserName or "",
-                            s.pDomainName or "")
-                    for s in info[:count.value]]
+            # A server's sessions share a few domains: one string each,
+            # not one a session (ten thousand sessions, half a megabyte).
+            server, states, domains, out = self.name, _STATES, {}, []
+            for s in info[:count.value]:
+                domain = s.pDomainName or ""
+                out.append(Session(server, s.SessionId, s.pSessionName or "",
+                                   states.get(s.State, s.State),
+                                   s.pUserName or "",
+                                   domains.setdefault(domain, domain)))
+            return out
         finally:
             self._api.WTSFreeMemoryExW(
                 WTS_TYPE_CLASS.WTSTypeSessionInfoLevel1, info, count.value)

@@ -636,8 +636,7 @@ def test_logon_minutes_are_local_across_changes_of_offset(monkeypatch, zone,
         for minute in range(0, 3 * 1440):
             unix = start + minute * 60
             ticks = (unix + 11644473600) * 10 ** 7 + 4321
-            times = wtsapi.SessionTimes(1, 0, "u", "d", ticks)
-            assert logoff._local_minute(times, cache) == time.strftime(
+            assert logoff._local_minute(ticks, cache) == time.strftime(
                 "%Y-%m-%d %H:%M", time.localtime(unix)), (zone, unix)
     finally:
         monkeypatch.delenv("TZ")

@@ -1088,7 +1088,7 @@ def test_session_times_build_datetimes_only_when_read(double_path, tmp_path):
     assert r.returncode == 0, r.stderr
     first, second = r.stdout.splitlines()
     assert first == "[10.0, 2.0, 1800.0, 10800.0] False"
-    assert second == "%s True" % wtsapi._filetime(CLOCK - 3 * HOUR).isoformat()
+    assert second == "%s True" % wtsapi.filetime(CLOCK - 3 * HOUR).isoformat()
     assert second.startswith("2024-01-17T18:20:00+00:00")
 
 
@@ -1132,12 +1132,12 @@ def test_times_from_an_absurd_server_never_fail(load):
 
 
 def test_filetime_edges():
-    assert wtsapi._filetime(0) is None and wtsapi._filetime(-1) is None
-    last = wtsapi._filetime(wtsapi._FILETIME_MAX)
+    assert wtsapi.filetime(0) is None and wtsapi.filetime(-1) is None
+    last = wtsapi.filetime(wtsapi._FILETIME_MAX)
     assert (last.year, last.month, last.day, last.microsecond) == (
         9999, 12, 31, 999999)
-    assert wtsapi._filetime(wtsapi._FILETIME_MAX + 1) is None
-    assert wtsapi._filetime(116444736000000000).timestamp() == 0
+    assert wtsapi.filetime(wtsapi._FILETIME_MAX + 1) is None
+    assert wtsapi.filetime(116444736000000000).timestamp() == 0
 
 
 # --- Client name and address, lock state ------------------------------------------
