@@ -20,7 +20,7 @@ import stat
 import sys
 import threading
 import time
-from collections import namedtuple
+from collections import Counter, namedtuple
 
 try:
     import wtsapi
@@ -930,7 +930,8 @@ def server_label(server):
 
 
 def _is_console(session):
-    return fold(session.name) == "CONSOLE"
+    # fold() keeps a name's length: most names are out at the first test.
+    return len(session.name) == 7 and fold(session.name) == "CONSOLE"
 
 
 def _takeable(session):
@@ -1569,7 +1570,9 @@ def _read_chunk(srv, ctx, ids, probe, client):
     i, step = 0, 1 if probe else 16
     while i < len(ids):
         part, i = ids[i:i + step], i + step
-        for sid, times in zip(part, srv.times_many(part, ex)):
+        answers = srv.times_many(part, ex)
+        for n, sid in enumerate(part) if ex or client else ():
+            times = answers[n]
             try:
                 if ex and isinstance(times, wtsapi.WTSError) and \
                         times.winerror == wtsapi.ERROR_INVALID_PARAMETER:
@@ -1578,7 +1581,8 @@ def _read_chunk(srv, ctx, ids, probe, client):
                     times = (times, srv.client(sid))
             except wtsapi.WTSError as e:
                 times = e
-            out.append(times)
+            answers[n] = times
+        out += answers
         now = clock()
         if now - start > READ_BUDGET or probe and now - began > SLOW_READ:
             break
@@ -1616,9 +1620,10 @@ def read_times(run, job, targets, again=False):
                         raise got
                     maybe.append((t, got))
                     continue
-                times, client = got if isinstance(got, tuple) else (got,
-                                                                    None)
-                if not _same_account(times, t.session):
+                times, client = got if with_client else (got, None)
+                s = t.session
+                if (times.user != s.user or times.domain != s.domain) and \
+                        not _same_account(times, s):
                     gone.append(t)
                 else:
                     # A listing is never checked again: its times are
@@ -1626,7 +1631,7 @@ def read_times(run, job, targets, again=False):
                     t.times = None if listing else times
                     t.read_at, t.locked = now, times.locked
                     t.logon = times.logon_ticks
-                    t.idle = None if _is_console(t.session) else times.idle
+                    t.idle = None if _is_console(s) else times.idle
                     t.client = client or t.client
             todo.extend(chunk[len(answer):])
             if probe and len(answer) < len(chunk):
@@ -1672,8 +1677,11 @@ def plan_step(run, job):
             or ctx.lock_info or ctx.client_info:
         readable = [t for t in targets if t.session.user]
         gone = set((yield from read_times(run, job, readable)))
+        narrowing = ctx.idle is not None or ctx.clients is not None or \
+            ctx.locked
         targets = [t for t in targets if t not in gone and (
-            t.result is not None or _still_wanted(ctx, t) is None)]
+            t.result is not None or not narrowing
+            or _still_wanted(ctx, t) is None)]
     job.targets = targets
     if ctx.busy is not None:
         yield from _processes(job)
@@ -2929,11 +2937,10 @@ def _is_progress(item):
 
 def tally(run):
     """Each result's count, the warned sessions and the failed servers."""
-    counts = {"warned": 0, "server-errors": 0}
-    for t in run.targets():
-        counts[t.result] = counts.get(t.result, 0) + 1
-        counts["warned"] += bool(t.warned)
-    counts["server-errors"] = sum(1 for j in run.jobs if j.failure)
+    targets = run.targets()
+    counts = {"warned": sum(1 for t in targets if t.warned),
+              "server-errors": sum(1 for j in run.jobs if j.failure)}
+    counts.update(Counter(t.result for t in targets))
     return counts
 
 

@@ -1578,8 +1578,10 @@ class Server:
         query failed with.  The same calls, one registration for them all:
         at ten thousand sessions the Python around each call costs more
         than the call itself."""
+        top = _MAX_DWORD - (self.name is not None)
         for session_id in session_ids:
-            self._session_arg(session_id)
+            if type(session_id) is not int or not 0 <= session_id <= top:
+                self._session_arg(session_id)       # raises its error
         if ex:
             info_class, ctype, convert = (WTS_INFO_CLASS.WTSSessionInfoEx,
                                           WTSINFOEXW, _times_from_info_ex)
@@ -1601,11 +1603,12 @@ class Server:
                     out.append(WTSError(get_error(), "WTSQuerySession"
                                         "InformationW", name, session_id))
                     continue
+                address = buf.value
                 try:
-                    times = convert(at(buf.value)) if buf.value and \
+                    times = convert(at(address)) if address and \
                         size.value >= need else None
                 finally:
-                    if buf.value:
+                    if address:
                         free(buf)
                 out.append(times or WTSError(
                     ERROR_INVALID_PARAMETER, "WTSQuerySessionInformationW",
