@@ -906,11 +906,13 @@ def format_idle(seconds):
     """Idle time as quser shows it: '.', M, H:MM or D+HH:MM."""
     if seconds is None:
         return ""
-    days, minutes = divmod(int(seconds // 60), 1440)
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return str(minutes) if minutes else "."
     hours, minutes = divmod(minutes, 60)
-    return ("%d+%02d:%02d" % (days, hours, minutes) if days else
-            "%d:%02d" % (hours, minutes) if hours else
-            str(minutes) if minutes else ".")
+    if hours < 24:
+        return "%d:%02d" % (hours, minutes)
+    return "%d+%02d:%02d" % (hours // 24, hours % 24, minutes)
 
 
 def seconds_label(seconds):
@@ -3121,7 +3123,8 @@ def _print_table(run):
         [t.server or local for t in targets],
         [s.id for s in sessions],   # ints: no string a row kept
         [s.name for s in sessions],
-        [s.account for s in sessions],
+        ["%s\\%s" % (s.domain, s.user) if s.domain and s.user else s.user
+         for s in sessions],                    # Session.account, inline
         [states[s.state] for s in sessions],
         [format_idle(t.idle) for t in targets],
         [_local_minute(t.logon, minutes) for t in targets]]
@@ -3152,6 +3155,7 @@ def _print_table(run):
             run.screen._put("out", "".join([
                 (fmt % r).rstrip() + "\n" for _j, r in zip(range(1000),
                                                            rows)]))
+            time.sleep(0)       # the printer's turn: the texts do not pile up
         return
     enc = getattr(run.screen.consoles["out"].stream(), "encoding",
                   None) or "utf-8"

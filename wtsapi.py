@@ -1047,6 +1047,7 @@ def idle_seconds(state, last_input, disconnect, current, logon=0):
 
 
 _set = object.__setattr__
+_new = object.__new__
 
 
 class SessionTimes:
@@ -1155,9 +1156,13 @@ class SessionTimes:
 
 def _times_from_info(i):
     # Read while the server's buffer is alive; nothing keeps a view of it.
-    return SessionTimes(i.SessionId, _STATES.get(i.State, i.State),
-                        i.UserName, i.Domain, i.LogonTime, i.ConnectTime,
-                        i.DisconnectTime, i.LastInputTime, i.CurrentTime)
+    # Made without __init__'s call: ten thousand a listing.
+    times = _new(SessionTimes)
+    _set(times, "_fields", (i.SessionId, _STATES.get(i.State, i.State),
+                            i.UserName, i.Domain, i.LogonTime, i.ConnectTime,
+                            i.DisconnectTime, i.LastInputTime, i.CurrentTime,
+                            None))
+    return times
 
 
 # SessionFlags (as a DWORD) -> SessionTimes.locked; UNKNOWN and anything
@@ -1171,11 +1176,14 @@ def _times_from_info_ex(x):
     if x.Level != 1:
         return None
     i = x.Data.WTSInfoExLevel1
-    return SessionTimes(i.SessionId,
-                        _STATES.get(i.SessionState, i.SessionState),
-                        i.UserName, i.DomainName, i.LogonTime, i.ConnectTime,
-                        i.DisconnectTime, i.LastInputTime, i.CurrentTime,
-                        _LOCKED.get(i.SessionFlags & _MAX_DWORD))
+    times = _new(SessionTimes)
+    _set(times, "_fields", (i.SessionId,
+                            _STATES.get(i.SessionState, i.SessionState),
+                            i.UserName, i.DomainName, i.LogonTime,
+                            i.ConnectTime, i.DisconnectTime, i.LastInputTime,
+                            i.CurrentTime,
+                            _LOCKED.get(i.SessionFlags & _MAX_DWORD)))
+    return times
 
 
 class Client(namedtuple("Client", "name address")):
