@@ -902,6 +902,9 @@ def state_word(state):
     return Text(state_label(state).lower())
 
 
+_MINUTES = ["%02d" % m for m in range(60)]     # '00'..'59', made once
+
+
 def format_idle(seconds):
     """Idle time as quser shows it: '.', M, H:MM or D+HH:MM."""
     if seconds is None:
@@ -911,8 +914,9 @@ def format_idle(seconds):
         return str(minutes) if minutes else "."
     hours, minutes = divmod(minutes, 60)
     if hours < 24:
-        return "%d:%02d" % (hours, minutes)
-    return "%d+%02d:%02d" % (hours // 24, hours % 24, minutes)
+        return "%s:%s" % (hours, _MINUTES[minutes])
+    return "%s+%s:%s" % (hours // 24, _MINUTES[hours % 24],
+                         _MINUTES[minutes])
 
 
 def seconds_label(seconds):
@@ -988,8 +992,6 @@ def _own_names():
 
 _FILETIME_MAX = 2650467743999999999       # 9999-12-31, what a datetime holds
 
-
-_MINUTES = ["%02d" % m for m in range(60)]
 
 
 def _local_minute(ticks, cache):
