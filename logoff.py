@@ -146,6 +146,7 @@ IN_FLIGHT = 8                 # calls in flight per server
 TIMES_READERS = IN_FLIGHT
 SLOW_READ = 0.002             # seconds: a read this slow crossed a network
 READ_BUDGET = 0.25            # seconds a worker reads times before answering
+READ_MOST = 1024              # ... or sessions: the owner holds no more
 INTERRUPT_BOUND = 2.0         # how long calls in flight may finish after ^C
 MAX_HUNG = 256                # calls left hung on given-up servers, in all
 MAX_SERVERS = 100000
@@ -1567,10 +1568,11 @@ def _read_chunk(srv, ctx, ids, probe, client):
     alone before Windows 7, which lacks it), a (times, Client) pair where
     the client is wanted (two queries more), or the WTSError it failed
     with; 16 at a time, until READ_BUDGET has passed (so that an answer
-    comes within /timeout plus that), or with ``probe`` after a first read
-    slow enough to have crossed a network.  ``client``: read it too."""
+    comes within /timeout plus that) or READ_MOST are read, or with
+    ``probe`` after a read slow enough to have crossed a network; and
+    whether that was why.  ``client``: read it too."""
     out, clock, ex = [], time.monotonic, ctx.lock_info
-    start = began = clock()
+    start = clock()
     i, step = 0, 1 if probe else 16
     while i < len(ids):
         part, i = ids[i:i + step], i + step
@@ -1588,15 +1590,18 @@ def _read_chunk(srv, ctx, ids, probe, client):
             answers[n] = times
         out += answers
         now = clock()
-        if now - start > READ_BUDGET or probe and now - began > SLOW_READ:
+        if probe and now - start > SLOW_READ:
+            return out, True
+        if now - start > READ_BUDGET or len(out) >= READ_MOST:
             break
-        began, step = now, 16
-    return out
+        probe, step = False, 16         # the first read alone tells
+    return out, False
 
 
 def read_times(run, job, targets, again=False):
-    """Idle and logon time for each target, read on workers: all in one
-    batch while reads are fast (a local server), IN_FLIGHT at once once one
+    """Idle and logon time for each target, read on workers: one worker
+    at a time while reads are fast (a local server: more would only
+    contend for the interpreter), IN_FLIGHT at once once the first read
     crossed a network, so 200 sessions at 50 ms cost about 26 round trips.
     A session whose read says "not found" (2 or 7022) is looked for once
     more in a fresh enumeration: gone, it ends up in the returned list; still
@@ -1617,6 +1622,7 @@ def read_times(run, job, targets, again=False):
         for chunk, answer in zip(chunks, answers):
             if isinstance(answer, BaseException):
                 raise answer
+            answer, slow = answer
             now = time.monotonic()
             for t, got in zip(chunk, answer):
                 if isinstance(got, wtsapi.WTSError):
@@ -1638,7 +1644,7 @@ def read_times(run, job, targets, again=False):
                     t.idle = None if _is_console(s) else times.idle
                     t.client = client or t.client
             todo.extend(chunk[len(answer):])
-            if probe and len(answer) < len(chunk):
+            if slow:            # a network: IN_FLIGHT at once from now on
                 lanes = IN_FLIGHT
         probe = False
     if maybe:
@@ -2905,6 +2911,13 @@ class Screen:
                 0, len(self.shown) - len(text))))
             self.shown = text
 
+    def pace(self, ahead=2):
+        """Wait while more than ``ahead`` texts wait for the printer, so
+        that a long listing is never held whole in memory.  Only the
+        report paces itself: by then no server is being worked on."""
+        while self.queue is not None and self.queue.qsize() > ahead:
+            time.sleep(0.001)
+
     def _clear(self):
         if self.shown:
             self._put("err", "\r%s\r" % (" " * len(self.shown)))
@@ -3129,7 +3142,9 @@ def _print_table(run):
          for s in sessions],                    # Session.account, inline
         [states[s.state] for s in sessions],
         [format_idle(t.idle) for t in targets],
-        [_local_minute(t.logon, minutes) for t in targets]]
+        # Made as the rows are printed where it is the last column, which
+        # needs no width (all ASCII): ten thousand strings fewer at once.
+        (_local_minute(t.logon, minutes) for t in targets)]
     if ctx.kind == LIST and ctx.verbose:
         locks = {True: _("yes"), False: _("no"), None: ""}
         head.append((_("CLIENT NAME"), _("CLIENT ADDRESS"), _("LOCKED")))
@@ -3140,13 +3155,18 @@ def _print_table(run):
         head.append((_("RESULT"),))
         columns.append([t.result for t in targets])
     head = sum(head, ())
+    lazy = len(columns) == 8            # the logon times are the last column
+    if not lazy:
+        columns[7] = list(columns[7])
     ids = columns[2]
-    text = columns[:2] + columns[3:]
+    text = [c for c in columns[:2] + columns[3:] if isinstance(c, list)]
     if all("".join(c).isascii() for c in text) and "".join(
             head).isascii():                            # C speed
+        sized = columns[:2] + [[str(max(ids, default=0))]] + columns[3:]
+        if lazy:
+            sized[7] = [""]
         widths = [max(len(h), max(map(len, c), default=0))
-                  for h, c in zip(head, columns[:2] + [[str(max(
-                      ids, default=0))]] + columns[3:])]
+                  for h, c in zip(head, sized)]
         specs = ["%%-%ds" % w for w in widths]
         if not ctx.nh:
             run.screen._put("out", (" ".join(specs) % head).rstrip() + "\n")
@@ -3157,7 +3177,7 @@ def _print_table(run):
             run.screen._put("out", "".join([
                 (fmt % r).rstrip() + "\n" for _j, r in zip(range(1000),
                                                            rows)]))
-            time.sleep(0)       # the printer's turn: the texts do not pile up
+            run.screen.pace()
         return
     enc = getattr(run.screen.consoles["out"].stream(), "encoding",
                   None) or "utf-8"

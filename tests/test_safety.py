@@ -574,3 +574,29 @@ def test_a_fifo_as_server_file_never_hangs(cli, load, double, tmp_path):
     assert r.err.splitlines()[0] == (
         "Invalid parameter(s): /server:@%s: the file is a pipe; give server "
         "names on standard input with /server:@-" % path)
+
+
+def test_a_fast_server_is_read_one_lane_at_a_time(cli, load, double,
+                                                 monkeypatch):
+    """Eight reads in flight are for a slow link only.  A fast server whose
+    first answer is cut by the read budget (a busy machine) or by
+    READ_MOST (a big server) is read on one lane: eight threads would only
+    contend for the interpreter, and the owner would hold eight answers'
+    snapshots at once."""
+    farm = Farm(caller=1)
+    srv = farm.server("FAST")
+    n = logoff.READ_MOST * 2 + 50
+    for i in range(n):
+        srv.session(10 + i, "", DISCONNECTED, "u%d" % i, "CORP",
+                    logon=CLOCK - DAY, disconnect=CLOCK - 2 * HOUR)
+    load(farm)
+    r = cli("/json", "/query", "/server:FAST")
+    assert len(doc(r)["sessions"]) == n
+    assert double.max_in_flight_for("FAST", "WTSQuerySessionInformationW") \
+        == 1
+    load(farm)
+    monkeypatch.setattr(logoff, "READ_BUDGET", 1e-9)     # every read late
+    r = cli("/json", "/query", "/server:FAST")
+    assert len(doc(r)["sessions"]) == n
+    assert double.max_in_flight_for("FAST", "WTSQuerySessionInformationW") \
+        == 1
