@@ -14,6 +14,16 @@
                   them (hard links): the stock ``._pth``, which lists only the
                   interpreter's own files, so neither the project nor a
                   script's own folder is on ``sys.path``;
+* ``cp313-pywin32/``  optional, for benchmarks/run.py's drop-in comparison:
+                  the same interpreter (hard links) with its stock folders
+                  and pywin32 (pinned wheel, ``PYWIN32``) installed in
+                  ``Lib/site-packages`` as pip installs it, not the project;
+                  beside ``win32/win32ts.pyd``, a copy of ``wtsdouble.dll``
+                  named ``wtsapi32.dll`` (the folder a Windows loader
+                  searches first for an extension module's imports), for
+                  runs with ``WINEDLLOVERRIDES`` ``wtsapi32=n``
+                  (``pywin32_env()``).  ``prepare`` fetches it, but a
+                  failure there is logged and does not fail ``prepare``;
 * ``wtsdouble.dll``  ``tests/wtsdouble.c`` cross-compiled with zig (PyPI
                   ``ziglang``), rebuilt when the source changes;
 * ``evtdouble.dll``  ``tests/evtdouble.c``, the event-log double, likewise;
@@ -100,6 +110,12 @@ _WHEELS_BEFORE_311 = [
     ("tomli", "2.0.1",
      "939de3e7a6161af0c887ef91b7d41a53e7c5a1ca976325f429cb46ea9bc30ecc"),
 ]
+
+# pywin32 for the benchmark (benchmarks/run.py, the drop-in path against
+# pywin32's win32ts): the wheel for Windows CPython 3.13 x86-64, pinned.
+PYWIN32 = ("pywin32", "312",
+           "c53e878d15a1c44788082bfe712a905433473aa38f86375b7cf8b45e3acbaaf9")
+PYWIN32_PYTHON = "3.13"
 
 WINE_ENV = {
     "WINEDEBUG": "-all",
@@ -409,6 +425,28 @@ def _bare_pth_text(version):
     ])
 
 
+def _link_interpreter(version, out_dir):
+    """Hard links (copies where links fail) to cpXY/'s files in out_dir,
+    but its site-packages, ``._pth`` and stamp."""
+    src = interpreter_dir(version)
+    pth_name = "python%s._pth" % tag(version)[2:]
+    site_packages = src / "Lib" / "site-packages"
+    for folder, dirs, files in os.walk(str(src)):
+        folder = Path(folder)
+        if folder == site_packages:
+            dirs[:] = []
+            continue
+        out = out_dir / folder.relative_to(src)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if folder == src and name in (pth_name, _STAMP):
+                continue
+            try:
+                os.link(str(folder / name), str(out / name))
+            except OSError:
+                shutil.copy2(str(folder / name), str(out / name))
+
+
 def prepare_bare_interpreter(version):
     """Make build/winleg/cpXY-bare/ (idempotent) from cpXY/: hard links to
     its files but its site-packages, and the stock ``._pth``.  Returns True
@@ -430,21 +468,7 @@ def prepare_bare_interpreter(version):
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-bare-%s-" % tag(version),
                                 dir=str(CACHE)))
     try:
-        site_packages = src / "Lib" / "site-packages"
-        for folder, dirs, files in os.walk(str(src)):
-            folder = Path(folder)
-            if folder == site_packages:
-                dirs[:] = []
-                continue
-            out = tmp / folder.relative_to(src)
-            out.mkdir(parents=True, exist_ok=True)
-            for name in files:
-                if folder == src and name in (pth_name, _STAMP):
-                    continue
-                try:
-                    os.link(str(folder / name), str(out / name))
-                except OSError:
-                    shutil.copy2(str(folder / name), str(out / name))
+        _link_interpreter(version, tmp)
         with open(tmp / pth_name, "w", encoding="ascii", newline="") as f:
             f.write(text)
         _write_stamp(tmp, key)
@@ -453,6 +477,123 @@ def prepare_bare_interpreter(version):
     finally:
         _rmtree(tmp)
     return True
+
+
+# --- pywin32, for the benchmark ----------------------------------------------
+
+def pywin32_dir(version=PYWIN32_PYTHON):
+    return CACHE / (tag(version) + "-pywin32")
+
+
+def _pywin32_pth_text(version):
+    """Its own zip and folder, site-packages and site (which runs
+    pywin32.pth): a Windows CPython with pywin32 installed, not the
+    project."""
+    return "\r\n".join(["python%s.zip" % tag(version)[2:], ".",
+                         r"Lib\site-packages", "", "import site", ""])
+
+
+def _pywin32_double(version):
+    """Where the double goes as wtsapi32.dll: beside win32ts.pyd."""
+    return pywin32_dir(version) / "Lib" / "site-packages" / "win32" / \
+        "wtsapi32.dll"
+
+
+def _sync_pywin32_double(version, dll):
+    """Copy the double to wtsapi32.dll beside win32ts.pyd if it differs
+    (it is rebuilt whenever tests/wtsdouble.c changes)."""
+    target = _pywin32_double(version)
+    dll = Path(dll)
+    if not dll.exists():
+        raise WinlegError("no test double DLL at %s" % dll)
+    if target.exists() and target.read_bytes() == dll.read_bytes():
+        return False
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(str(dll), str(tmp))
+    os.replace(str(tmp), str(target))
+    return True
+
+
+def prepare_pywin32(version=PYWIN32_PYTHON, dll=DLL):
+    """Make build/winleg/cpXY-pywin32/ (idempotent; needs the package index
+    the first time): Windows CPython with pywin32 in its site-packages, and
+    the double as wtsapi32.dll beside win32ts.pyd.  Returns True if
+    (re)built."""
+    if version != PYWIN32_PYTHON:
+        raise WinlegError("the pinned pywin32 wheel is for Windows CPython "
+                          "%s only" % PYWIN32_PYTHON)
+    src = interpreter_dir(version)
+    dest = pywin32_dir(version)
+    main_stamp = _read_stamp(src)
+    if not main_stamp:
+        raise WinlegError("%s is not prepared" % src)
+    text = _pywin32_pth_text(version)
+    key = {"key": main_stamp.get("key"), "pth": text,
+           "pywin32": "%s==%s:%s" % PYWIN32}
+    built = False
+    if not (_read_stamp(dest) == key and (dest / "python.exe").exists() and
+            (dest / "Lib" / "site-packages" / "win32" /
+             "win32ts.pyd").exists()):
+        _rmtree(dest)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-pywin32-%s-" % tag(version),
+                                    dir=str(CACHE)))
+        req = tmp / "requirements.txt"
+        try:
+            interp = tmp / tag(version)
+            _link_interpreter(version, interp)
+            with open(interp / ("python%s._pth" % tag(version)[2:]), "w",
+                      encoding="ascii", newline="") as f:
+                f.write(text)
+            req.write_text("%s==%s --hash=sha256:%s\n" % PYWIN32,
+                           encoding="ascii")
+            _log("installing %s==%s for Windows CPython %s (the benchmark's "
+                 "pywin32 side)" % (PYWIN32[0], PYWIN32[1], version))
+            site = interp / "Lib" / "site-packages"
+            _run_host([sys.executable, "-m", "pip", "install", "--target",
+                       str(site), "--platform", "win_amd64",
+                       "--python-version", version, "--implementation", "cp",
+                       "--only-binary=:all:", "--no-deps", "--require-hashes",
+                       "--no-compile", "--progress-bar", "off",
+                       "--disable-pip-version-check", "-r", str(req)],
+                      "pip install pywin32 for Windows %s" % version)
+            _rmtree(site / "bin")
+            if not (site / "win32" / "win32ts.pyd").exists():
+                raise WinlegError("the pywin32 wheel has no win32/win32ts.pyd")
+            _write_stamp(interp, key)
+            os.chmod(str(interp), 0o755)
+            os.replace(str(interp), str(dest))
+        finally:
+            _rmtree(tmp)
+        built = True
+    _sync_pywin32_double(version, dll)
+    return built
+
+
+def pywin32_python(version=PYWIN32_PYTHON, dll=DLL):
+    """python.exe of the pywin32 interpreter, with the double (re)copied
+    beside win32ts.pyd; WinlegError (why not) if it is not prepared.  Never
+    downloads anything."""
+    dest = pywin32_dir(version)
+    main_stamp = _read_stamp(interpreter_dir(version))
+    stamp = _read_stamp(dest)
+    if not (stamp and main_stamp and stamp.get("key") ==
+            main_stamp.get("key") and stamp.get("pywin32") ==
+            "%s==%s:%s" % PYWIN32 and (dest / "python.exe").exists() and
+            (dest / "Lib" / "site-packages" / "win32" /
+             "win32ts.pyd").exists()):
+        raise WinlegError("pywin32 %s is not installed for Windows CPython "
+                          "%s in %s; `python tests/winleg.py prepare` "
+                          "fetches it (from the package index)" % (
+                              PYWIN32[1], version, dest))
+    _sync_pywin32_double(version, dll)
+    return dest / "python.exe"
+
+
+def pywin32_env():
+    """Extra environment for runs of the pywin32 interpreter: wtsapi32.dll
+    native only, so that win32ts.pyd loads the double beside it (and fails
+    to load rather than fall back to Wine's builtin stubs)."""
+    return {"WINEDLLOVERRIDES": WINE_ENV["WINEDLLOVERRIDES"] + ";wtsapi32=n"}
 
 
 # --- The test double as a Windows DLL ---------------------------------------
@@ -679,6 +820,17 @@ def prepare(versions=VERSIONS, double_src=DOUBLE_SRC, dll=DLL):
         for v in versions:
             if new_prefix or v in rebuilt:
                 _log("Windows CPython: " + _smoke(v, dll))
+        if PYWIN32_PYTHON in versions:
+            # Optional: only benchmarks/run.py uses it, and says so when it
+            # is missing.
+            try:
+                prepare_pywin32(PYWIN32_PYTHON, dll)
+            except Exception as e:          # noqa: BLE001  (never fatal)
+                lines = [l for l in str(e).splitlines() if l.strip()] or \
+                    [type(e).__name__]
+                _log("pywin32 for the benchmark not prepared (optional; the "
+                     "benchmark says it was not measured): %s" % " ... ".join(
+                         dict.fromkeys([lines[0], lines[-1]])))
         _log("prepared in %.1fs" % (time.monotonic() - t0))
 
 

@@ -128,6 +128,13 @@
  *                    well-formed SID (S-1-5-18) in the same buffer: the
  *                    farm does not model process owners.  The array is
  *                    allocated (and must be freed) even when it is empty.
+ * Stubs (Windows builds only): WTSEnumerateServersW, WTSTerminateProcess,
+ * WTSQueryUserConfigW, WTSSetUserConfigW, WTSShutdownSystem,
+ * WTSWaitSystemEvent, WTSRegisterSessionNotification,
+ * WTSUnRegisterSessionNotification and WTSQueryUserToken are exported so
+ * that a module importing them (pywin32's win32ts.pyd) loads against the
+ * double; each fails with ERROR_CALL_NOT_IMPLEMENTED (120), is not logged or
+ * counted, and simulates nothing.
  * Beyond the contract: server=* and func=* match anything in latency/fail
  * rules (server=* also matches the server-less WTSFreeMemory[Ex] calls);
  * several alias= per server; a mutate on a missing session creates it;
@@ -206,6 +213,15 @@ __asm__(".section .drectve\n\t"
         ".ascii \" -export:WTSSendMessageW=WTSSendMessageW@40\"\n\t"
         ".ascii \" -export:WTSEnumerateProcessesW=WTSEnumerateProcessesW@20\"\n\t"
         ".ascii \" -export:WTSEnumerateProcessesExW=WTSEnumerateProcessesExW@20\"\n\t"
+        ".ascii \" -export:WTSEnumerateServersW=WTSEnumerateServersW@20\"\n\t"
+        ".ascii \" -export:WTSTerminateProcess=WTSTerminateProcess@12\"\n\t"
+        ".ascii \" -export:WTSQueryUserConfigW=WTSQueryUserConfigW@20\"\n\t"
+        ".ascii \" -export:WTSSetUserConfigW=WTSSetUserConfigW@20\"\n\t"
+        ".ascii \" -export:WTSShutdownSystem=WTSShutdownSystem@8\"\n\t"
+        ".ascii \" -export:WTSWaitSystemEvent=WTSWaitSystemEvent@12\"\n\t"
+        ".ascii \" -export:WTSRegisterSessionNotification=WTSRegisterSessionNotification@8\"\n\t"
+        ".ascii \" -export:WTSUnRegisterSessionNotification=WTSUnRegisterSessionNotification@4\"\n\t"
+        ".ascii \" -export:WTSQueryUserToken=WTSQueryUserToken@8\"\n\t"
         ".text");
 #  else
 #    define WTS_EXPORT __declspec(dllexport)
@@ -2292,6 +2308,80 @@ WTS_EXPORT BOOL WINAPI WTSSendMessageW(HANDLE hServer, DWORD SessionId, LPWSTR p
     call_leave(&c, !err, PRE_ERR(err), NULL);
     return !err;
 }
+
+#ifdef _WIN32
+/* ------------------------------------------------------------------------ */
+/* Stubs: the rest of pywin32's win32ts imports                              */
+/* ------------------------------------------------------------------------ */
+/* Windows only.  A Windows loader resolves a module's imports when it loads
+ * it, so a DLL that stands in for wtsapi32.dll must export every function
+ * a client imports, called or not: pywin32's win32ts.pyd imports these nine
+ * besides the ones above (benchmarks/run.py runs it against the double).
+ * Each fails at once with ERROR_CALL_NOT_IMPLEMENTED (120), as Wine's own
+ * stubs do, and touches neither its out-parameters nor the farm; they are
+ * not logged, counted or subject to fail/latency rules. */
+#  define STUB_FAIL() do { SetLastError(ERR_NOTIMPL); return FALSE; } while (0)
+WTS_EXPORT BOOL WINAPI WTSEnumerateServersW(LPWSTR pDomainName, DWORD Reserved, DWORD Version,
+                                            PWTS_SERVER_INFOW *ppServerInfo, DWORD *pCount)
+{
+    (void)pDomainName; (void)Reserved; (void)Version; (void)ppServerInfo; (void)pCount;
+    STUB_FAIL();
+}
+
+WTS_EXPORT BOOL WINAPI WTSTerminateProcess(HANDLE hServer, DWORD ProcessId, DWORD ExitCode)
+{
+    (void)hServer; (void)ProcessId; (void)ExitCode;
+    STUB_FAIL();
+}
+
+WTS_EXPORT BOOL WINAPI WTSQueryUserConfigW(LPWSTR pServerName, LPWSTR pUserName,
+                                           WTS_CONFIG_CLASS WTSConfigClass, LPWSTR *ppBuffer,
+                                           DWORD *pBytesReturned)
+{
+    (void)pServerName; (void)pUserName; (void)WTSConfigClass; (void)ppBuffer;
+    (void)pBytesReturned;
+    STUB_FAIL();
+}
+
+WTS_EXPORT BOOL WINAPI WTSSetUserConfigW(LPWSTR pServerName, LPWSTR pUserName,
+                                         WTS_CONFIG_CLASS WTSConfigClass, LPWSTR pBuffer,
+                                         DWORD DataLength)
+{
+    (void)pServerName; (void)pUserName; (void)WTSConfigClass; (void)pBuffer; (void)DataLength;
+    STUB_FAIL();
+}
+
+WTS_EXPORT BOOL WINAPI WTSShutdownSystem(HANDLE hServer, DWORD ShutdownFlag)
+{
+    (void)hServer; (void)ShutdownFlag;
+    STUB_FAIL();
+}
+
+WTS_EXPORT BOOL WINAPI WTSWaitSystemEvent(HANDLE hServer, DWORD EventMask, DWORD *pEventFlags)
+{
+    (void)hServer; (void)EventMask; (void)pEventFlags;
+    STUB_FAIL();
+}
+
+WTS_EXPORT BOOL WINAPI WTSRegisterSessionNotification(HWND hWnd, DWORD dwFlags)
+{
+    (void)hWnd; (void)dwFlags;
+    STUB_FAIL();
+}
+
+WTS_EXPORT BOOL WINAPI WTSUnRegisterSessionNotification(HWND hWnd)
+{
+    (void)hWnd;
+    STUB_FAIL();
+}
+
+WTS_EXPORT BOOL WINAPI WTSQueryUserToken(ULONG SessionId, PHANDLE phToken)
+{
+    (void)SessionId; (void)phToken;
+    STUB_FAIL();
+}
+#  undef STUB_FAIL
+#endif /* _WIN32 */
 
 /* ------------------------------------------------------------------------ */
 /* Control API                                                               */
