@@ -18,7 +18,6 @@ import io
 import os
 import stat
 import sys
-import threading
 import time
 from collections import Counter, namedtuple
 
@@ -979,14 +978,7 @@ _OWN_NAMES = []
 def _own_names():
     """This machine's host name and COMPUTERNAME, lower case."""
     if not _OWN_NAMES:
-        if hasattr(os, "uname"):        # gethostname() is uname's nodename
-            _OWN_NAMES.append(os.uname().nodename.lower())
-        else:                           # socket: 3 ms, on Windows only
-            import socket
-            try:
-                _OWN_NAMES.append(socket.gethostname().lower())
-            except OSError:
-                _OWN_NAMES.append("")
+        _OWN_NAMES.append(wtsapi.host_name().lower())   # no socket to import
         _OWN_NAMES.append(os.environ.get("COMPUTERNAME", "").lower())
     return _OWN_NAMES
 
@@ -2384,13 +2376,15 @@ class Driver:
         self.workers = self.busy = self.hung = 0
         self.live, self.soft, self.told, self.label = {}, False, False, None
         self.sink_in = None
-        if threads:
-            import queue
+        if threads:             # the fan-out's leaf: the drop-in forms
+            import queue        # import neither
+            import threading
+            self._thread = threading.Thread
             self._empty = queue.Empty
             self.calls, self.answers = queue.SimpleQueue(), queue.SimpleQueue()
             if run.sinks is not None:
                 self.sink_in = queue.SimpleQueue()
-                self.sink = threading.Thread(target=_sink_loop, daemon=True,
+                self.sink = self._thread(target=_sink_loop, daemon=True,
                                              args=(run.sinks, self.sink_in,
                                                    self.answers))
                 self.sink.start()
@@ -2567,7 +2561,7 @@ class Driver:
                 continue
             if self.busy >= self.workers:
                 try:
-                    threading.Thread(target=_worker, daemon=True, args=(
+                    self._thread(target=_worker, daemon=True, args=(
                         self.calls, self.answers)).start()
                 except RuntimeError as e:   # no thread: this server's loss
                     task.results[i] = Refused(Text(
@@ -2657,7 +2651,7 @@ class Driver:
             if self.busy >= self.workers and \
                     self.workers - self.hung < self.run.ctx.parallel:
                 try:
-                    threading.Thread(target=_worker, daemon=True, args=(
+                    self._thread(target=_worker, daemon=True, args=(
                         self.calls, self.answers)).start()
                     self.workers += 1
                 except RuntimeError:
@@ -2868,6 +2862,7 @@ class Screen:
 
     def start(self, progress):
         import queue
+        import threading
         self.progress_on = progress and self.consoles["err"].isatty()
         self.queue = queue.SimpleQueue()
         self.printer = threading.Thread(target=self._print, daemon=True)

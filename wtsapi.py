@@ -28,7 +28,9 @@ Reference: https://learn.microsoft.com/windows/win32/api/wtsapi32/
 import ctypes
 import os
 import sys
-import threading
+# threading.Lock is _thread's lock: taken from there, so that a run with no
+# thread of its own (logoff's drop-in forms) does not import threading.
+from _thread import allocate_lock
 from collections import namedtuple
 from ctypes import (POINTER, Structure, byref, c_int32, c_int64, c_size_t,
                     c_uint8, c_uint16, c_uint32, c_void_p, c_wchar, c_wchar_p,
@@ -40,7 +42,7 @@ __all__ = [
     "WTS_CONNECTSTATE_CLASS", "WTS_INFO_CLASS", "WTS_TYPE_CLASS",
     "WTS_CURRENT_SERVER_HANDLE", "WTS_CURRENT_SESSION", "current_session_id",
     "own_session", "idle_seconds", "filetime", "error_text",
-    "process_account", "ui_languages", "EventSource", "EventLogError", "process_sid",
+    "process_account", "host_name", "ui_languages", "EventSource", "EventLogError", "process_sid",
     "sid_string", "SESSION_GONE_CODES", "Process", "Client",
 ]
 
@@ -152,6 +154,7 @@ LANG_USER_DEFAULT = 0x0400          # MAKELANGID(LANG_NEUTRAL, SUBLANG_DEFAULT)
 # Not an SDK name: MAKELANGID(LANG_ENGLISH, SUBLANG_ENGLISH_US).
 LANGID_EN_US = 0x0409
 NameSamCompatible = 2               # EXTENDED_NAME_FORMAT (secext.h)
+ComputerNamePhysicalDnsHostname = 5  # COMPUTER_NAME_FORMAT (sysinfoapi.h)
 TokenUser = 1                       # TOKEN_INFORMATION_CLASS (winnt.h)
 
 # Event types (winnt.h): ReportEventW's wType.
@@ -544,6 +547,10 @@ _SYSTEM_PROTOTYPES = {
     "UnlockFileEx": ("kernel32", BOOL,
                      (HANDLE, DWORD, DWORD, DWORD, POINTER(OVERLAPPED)),
                      "fileapi/nf-fileapi-unlockfileex"),
+    # BOOL GetComputerNameExW(COMPUTER_NAME_FORMAT NameType,
+    #     LPWSTR lpBuffer, LPDWORD nSize)
+    "GetComputerNameExW": ("kernel32", BOOL, (ENUM, LPWSTR, POINTER(DWORD)),
+                           "sysinfoapi/nf-sysinfoapi-getcomputernameexw"),
     # HANDLE GetCurrentProcess(void)
     "GetCurrentProcess": (
         "kernel32", HANDLE, (),
@@ -812,6 +819,33 @@ def _windows_account():
     buf = ctypes.create_unicode_buffer(_UNLEN + 1)
     size = DWORD(len(buf))
     return buf.value if fn(buf, byref(size)) else ""
+
+
+def host_name():
+    """This machine's host name, as ``socket.gethostname()`` gives it,
+    without importing socket (and with it selectors and select: tens of
+    milliseconds on a cold start): ``GetComputerNameExW(
+    ComputerNamePhysicalDnsHostname)`` on Windows, which is what
+    ``socket.gethostname()`` calls there; ``os.uname()``'s node name
+    elsewhere.  "" when the system cannot say."""
+    if not _WINDOWS:
+        return os.uname().nodename
+    try:
+        kernel32 = _system_api("kernel32")
+    except OSError:
+        return ""
+    size = DWORD(64)
+    for _attempt in range(2):
+        buf = ctypes.create_unicode_buffer(size.value)
+        kernel32.set_error(0)
+        if kernel32.GetComputerNameExW(ComputerNamePhysicalDnsHostname, buf,
+                                       byref(size)):
+            return buf.value
+        # On ERROR_MORE_DATA, size is what it takes, NUL included.
+        if kernel32.get_error() != ERROR_MORE_DATA or \
+                size.value <= len(buf):
+            return ""
+    return ""
 
 
 def _user_name_ex(secur32):
@@ -1260,7 +1294,7 @@ class Server:
         self._api = _load()
         self.name = name or None
         self._handle = WTS_CURRENT_SERVER_HANDLE
-        self._lock = threading.Lock()   # guards the three below
+        self._lock = allocate_lock()    # guards the three below
         self._closed = False
         self._in_flight = 0            # calls using the handle right now
         # This server answered an Ex call with 120 (or this wtsapi32 lacks
@@ -1865,7 +1899,7 @@ class EventSource:
 
     def __init__(self, source, server=None):
         self.source = source
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._api = _event_api()
         self._handle = _event_call(self._api, "RegisterEventSourceW", source,
                                    server, source)

@@ -77,7 +77,8 @@ NOT_SDK_CONSTANTS = frozenset({"LANGID_EN_US"})
 
 # Public int constants of wtsapi.py that are SDK enumerators without an
 # all-caps name (so the rule above would not find them).
-SDK_ENUMERATORS = ("NameSamCompatible", "TokenUser")
+SDK_ENUMERATORS = ("NameSamCompatible", "TokenUser",
+                   "ComputerNamePhysicalDnsHostname")
 
 # ctypes class name -> C type, where they differ (none so far).
 C_TYPE_NAMES = {}

@@ -158,10 +158,10 @@ def test_no_progress_when_stderr_is_redirected(run_process):
 # screen only (an English run imports none of them: test_l10n); queue serves
 # the threaded runs only (the drop-in forms run inline, with no thread);
 # ipaddress the server-name checks, as socket; traceback LOGOFF_DEBUG; csv
-# /fo:csv.
+# /fo:csv; threading, as queue, the threaded runs.
 LAZY_OK = {"json", "fnmatch", "socket", "unicodedata", "signal", "gettext",
            "pwd", "msvcrt", "locale", "datetime", "sysconfig", "re", "queue",
-           "ipaddress", "traceback", "csv"}
+           "ipaddress", "traceback", "csv", "threading"}
 
 
 @pytest.mark.parametrize("module", ["logoff.py", "wtsapi.py"])
@@ -193,3 +193,25 @@ def test_logoff_is_one_module():
     assert os.path.abspath(logoff.__file__) == os.path.join(ROOT, "logoff.py")
     assert logoff.main.__module__ == "logoff"
     assert not os.path.exists(os.path.join(ROOT, "_logoff.py"))
+
+
+def test_the_drop_in_forms_import_no_thread_or_socket_machinery(double_path,
+                                                                tmp_path):
+    """`logoff 12 /server:X` starts no thread, so it imports neither
+    threading nor queue; and it names this machine without socket (on
+    Windows, socket brings selectors and select: tens of milliseconds on
+    a cold start).  A bare interpreter (-S: no site, which may import
+    them for its own reasons)."""
+    farm = Farm(caller=99999)
+    farm.server("X").session(12, "RDP-Tcp#12", ACTIVE, "u12", "CORP")
+    code = ("import sys; sys.path.insert(0, %r); import logoff; "
+            "code = logoff.main(['12', '/server:X']); "
+            "print(code, sorted(m for m in ('socket', 'threading', 'queue', "
+            "'selectors') if m in sys.modules))" % ROOT)
+    env = dict(os.environ, WTSAPI32_DLL=double_path,
+               WTSDOUBLE_FARM=farm.write(str(tmp_path / "farm.txt")))
+    done = subprocess.run([sys.executable, "-S", "-c", code], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "[]"], done.stdout

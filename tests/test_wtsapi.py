@@ -1794,3 +1794,30 @@ def test_windows_process_account_ui_languages_and_texts():
     assert languages and all(isinstance(x, str) and x for x in languages)
     assert wtsapi.error_text(5, wtsapi.LANGID_EN_US)
     assert wtsapi.error_text(5, 0x0411)       # or its fallback, never empty
+
+
+def test_host_name_grows_its_buffer_once(fake_system):
+    name = "h" * 100                    # longer than the first buffer
+
+    def computer_name(fmt, buf, size):
+        assert fmt == wtsapi.ComputerNamePhysicalDnsHostname
+        n = ctypes.c_uint32.from_address(size)
+        if n.value < len(name) + 1:
+            n.value = len(name) + 1
+            return fake_system.fail(wtsapi.ERROR_MORE_DATA)
+        fake_system.write(buf, name + "\0")
+        n.value = len(name)
+        return 1
+    fake_system.install("kernel32", GetComputerNameExW=computer_name)
+    assert wtsapi.host_name() == name
+    assert len(fake_system.calls) == 2
+    fake_system.install("kernel32", GetComputerNameExW=lambda *a:
+                        fake_system.fail(wtsapi.ERROR_ACCESS_DENIED))
+    assert wtsapi.host_name() == ""
+
+
+def test_host_name_is_what_socket_says():
+    """On Windows (the Windows leg) GetComputerNameExW's answer is
+    socket.gethostname()'s; elsewhere both are uname's node name."""
+    import socket
+    assert wtsapi.host_name() == socket.gethostname()
