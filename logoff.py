@@ -531,10 +531,9 @@ def _read_list_file(path, switch="/server"):
             if stat.S_ISFIFO(os.fstat(fd).st_mode):
                 raise UsageError(Text(
                     "/server:@%(file)s: the file is a pipe; give server "
-                    "names on standard input with /server:@-", file=path)
-                    if switch == "/server" else Text(
-                        "%(switch)s:@%(file)s: the file is a pipe",
-                        switch=switch, file=path))
+                    "names on standard input with /server:@-" if switch ==
+                    "/server" else "%(switch)s:@%(file)s: the file is a pipe",
+                    switch=switch, file=path))
             return _server_names(f.read(MAX_FILE_BYTES + 1), path, switch)
     except OSError as e:
         raise UsageError(Text("%(switch)s:@%(file)s: cannot read the file: "
@@ -611,19 +610,17 @@ def _parse_servers(value):
         if len(names) > MAX_SERVERS:
             raise UsageError(Text("/server: more than %(n)d servers",
                                   n=MAX_SERVERS))
-    seen, out = set(), []
+    out = {}                            # fold(name) -> the first spelling
     for name in names:
         name = name.lstrip("\\")          # \\SERVER is how admins write it
         if (not name or len(name) > MAX_NAME or _has_control(name)
                 or any(c in name for c in " \t\\/,:")):
             raise UsageError(Text("/server: %(name)r is not a server name",
                                   name=name[:80]))
-        if fold(name) not in seen:
-            seen.add(fold(name))
-            out.append(name)
+        out.setdefault(fold(name), name)
     if not out:
         raise UsageError(Text("/server: needs a server name"))
-    return out
+    return list(out.values())
 
 
 class Options:
@@ -639,9 +636,8 @@ class Options:
 
     @property
     def selecting(self):
-        return (self.users is not None or self.states is not None
-                or self.idle is not None or self.clients is not None
-                or self.locked)
+        return self.locked or any(v is not None for v in (
+            self.users, self.states, self.idle, self.clients))
 
 
 def parse_args(argv):
@@ -697,15 +693,13 @@ def _parse_session(arg):
 def _apply_switch(opts, name, value):
     if _SWITCHES[name] is None:
         setattr(opts, {"?": "help", "v": "verbose"}.get(name, name), True)
-    elif name in ("idle", "grace", "timeout", "remind") or \
-            name == "wait" and value:
-        setattr(opts, name, parse_duration(value, "/" + name))
+    elif name in ("idle", "grace", "timeout", "remind", "wait"):
+        setattr(opts, name, DEFAULT_WAIT if value is None   # a bare /wait
+                else parse_duration(value, "/" + name))
         if name == "timeout" and opts.timeout <= 0:
             raise UsageError(Text("/timeout: must be more than 0"))
         if name == "remind" and opts.remind < 10:
             raise UsageError(Text("/remind: at least 10s"))
-    elif name == "wait":
-        opts.wait = DEFAULT_WAIT
     elif name == "server":
         opts.servers = _parse_servers(value)
     elif name in ("user", "exclude", "busy", "client"):
@@ -723,11 +717,10 @@ def _apply_switch(opts, name, value):
                 patterns += listed
             else:
                 patterns.append(item)
-        if any(_has_control(u) or len(u) > 2 * MAX_NAME for u in patterns):
+        bad = [u for u in patterns if _has_control(u) or len(u) > 2 * MAX_NAME]
+        if bad:
             raise UsageError(Text("/%(switch)s: %(value)r is not a name or "
-                                  "pattern", switch=name, value=next(
-                                      u for u in patterns if _has_control(u)
-                                      or len(u) > 2 * MAX_NAME)[:80]))
+                                  "pattern", switch=name, value=bad[0][:80]))
         if not patterns:
             raise UsageError(Text("/%(switch)s: needs a name or pattern",
                                   switch=name))
@@ -756,16 +749,15 @@ def _apply_switch(opts, name, value):
             raise UsageError(Text("/warn: the text is longer than %(n)d "
                                   "characters or holds a NUL", n=MAX_TEXT))
         opts.warn = value
-    elif name == "max":
-        opts.max = _small_number(value, 0, 10 ** 9)
-        if opts.max is None:
-            raise UsageError(Text("/max: %(value)r is not a number of "
-                                  "sessions", value=value[:40]))
-    elif name == "parallel":
-        opts.parallel = _small_number(value, 1, 256)
-        if opts.parallel is None:
-            raise UsageError(Text("/parallel: %(value)r is not a number from "
-                                  "1 to 256", value=value[:40]))
+    elif name in ("max", "parallel"):
+        number = _small_number(value, *((0, 10 ** 9) if name == "max"
+                                        else (1, 256)))
+        if number is None:
+            raise UsageError(Text(
+                "/max: %(value)r is not a number of sessions" if name == "max"
+                else "/parallel: %(value)r is not a number from 1 to 256",
+                value=value[:40]))
+        setattr(opts, name, number)
     elif name == "log":
         opts.log = value
     else:
@@ -1134,6 +1126,8 @@ class Audit:
     for in the kernel for as long as it takes."""
 
     LOCK_OFFSET = 0x7FFFFFFF            # far past any real log's end
+    # Why nothing more is changed once this sink fails.
+    stopped = Text("the audit log cannot be written")
 
     def __init__(self, path):
         import json
@@ -1144,18 +1138,16 @@ class Audit:
             regular = True
         # O_NONBLOCK: a FIFO that appears after the check must not hang us.
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
-                         getattr(os, "O_BINARY", 0) |
-                         getattr(os, "O_NONBLOCK", 0), 0o644) \
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
+                              getattr(os, "O_BINARY", 0) |
+                              getattr(os, "O_NONBLOCK", 0), 0o644) \
                 if regular else None
         except OSError as e:
             raise AuditError(Text("%(why)s", why=e.strerror or str(e)))
-        if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
-            if fd is not None:
-                os.close(fd)
+        if self.fd is None or not stat.S_ISREG(os.fstat(self.fd).st_mode):
+            self.close()
             raise AuditError(Text("%(file)s is not a regular file",
                                   file=path))
-        self.fd = fd
 
     def describe(self, why):
         return Text("the audit log %(file)s cannot be written: %(why)s",
@@ -1223,10 +1215,9 @@ def _event_sentence(record):
         if account and record["domain"]:
             account = "%s\\%s" % (record["domain"], account)
         server = server_label(record["server"])
-        who = Text("session %(id)s (%(account)s) on %(server)s",
-                   id=record["session"], account=account, server=server) \
-            if account else Text("session %(id)s on %(server)s",
-                                 id=record["session"], server=server)
+        who = Text("session %(id)s (%(account)s) on %(server)s" if account
+                   else "session %(id)s on %(server)s", id=record["session"],
+                   account=account, server=server)
         text = Text(RECORDS[_record_key(record)][2], who=who, server=server,
                     why=record["message"] or record["result"]).en()
     # One line, so that the JSON is always what follows the first CR LF.
@@ -1239,6 +1230,7 @@ class EventLog:
     level to match, the operator's SID from the process token (none off
     Windows), and one string: a sentence, CR LF, the record as ASCII JSON.
     Registering the source raises OSError if it cannot be done."""
+    stopped = Text("the event log cannot be written")
 
     def __init__(self, source):
         import json
@@ -1251,11 +1243,9 @@ class EventLog:
                     "%(why)s", source=self.source, why=why)
 
     def append(self, record):
-        if record["phase"] == "summary":
-            event_id = EVENT_SUMMARY
-            level = _SUMMARY_LEVELS.get(record["exit_code"], _ERROR)
-        else:
-            event_id, level = EVENT_IDS[_record_key(record)]
+        event_id, level = (EVENT_SUMMARY, _SUMMARY_LEVELS.get(
+            record["exit_code"], _ERROR)) if record["phase"] == "summary" \
+            else EVENT_IDS[_record_key(record)]
         text = "%s\r\n%s" % (_event_sentence(record),
                              self._json.dumps(record, ensure_ascii=True))
         try:
@@ -1303,7 +1293,7 @@ class Sinks:
             if intent and self.failed is not None:
                 closing = dict(record, phase="outcome", result=SKIPPED,
                                message=Text("not attempted: %(why)s",
-                                            why=_stopped_by(self.failed)).en())
+                                            why=self.failed.sink.stopped).en())
                 for sink in taken:
                     try:
                         sink.append(closing)
@@ -1315,12 +1305,6 @@ class Sinks:
     def close(self):
         for sink in self.sinks:
             sink.close()
-
-
-def _stopped_by(error):
-    """Why nothing more is changed, naming the sink that failed."""
-    return Text("the event log cannot be written") if isinstance(
-        error.sink, EventLog) else Text("the audit log cannot be written")
 
 
 class Trail:
@@ -1639,15 +1623,8 @@ def read_times(run, job, targets, again=False):
             if slow:            # a network: IN_FLIGHT at once from now on
                 lanes = IN_FLIGHT
         probe = False
-    if maybe:
-        listed = yield from _listed(run, job)
-        for t, e in maybe:
-            if _same_user(listed.get(t.session.id), t.session):
-                run.failed(t, describe(e, job.server).about(
-                    "could not read its times: %(why)s"))
-            else:
-                gone.append(t)
-    return gone
+    return gone + (yield from _sort_gone(
+        run, job, maybe, "could not read its times: %(why)s", spare=False))
 
 
 def _listed(run, job):
@@ -1789,17 +1766,14 @@ def _find_explicit(run, job, sessions):
     """The session the command line names, under logoff.exe's rules."""
     wanted = run.ctx.session
     where = server_label(job.server)
-    if isinstance(wanted, int):
-        found = [s for s in sessions if s.id == wanted]
-        missing = Text("Session ID %(id)d was not found on %(server)s.",
-                       id=wanted, server=where)
-    else:
-        key = fold(wanted)
-        found = [s for s in sessions if s.name and fold(s.name) == key]
-        missing = Text("Session %(name)s was not found on %(server)s.",
-                       name=wanted, server=where)
+    by_id = isinstance(wanted, int)
+    found = [s for s in sessions if s.id == wanted] if by_id else [
+        s for s in sessions if s.name and fold(s.name) == fold(wanted)]
     if not found:
-        raise Refused(missing, wtsapi.ERROR_CTX_WINSTATION_NOT_FOUND)
+        raise Refused(Text(
+            "Session ID %(id)d was not found on %(server)s." if by_id else
+            "Session %(name)s was not found on %(server)s.", id=wanted,
+            name=wanted, server=where), wtsapi.ERROR_CTX_WINSTATION_NOT_FOUND)
     session = found[0]
     if session.id == 0:
         raise Refused(Text("Session 0 is the services session; it has no "
@@ -1808,7 +1782,7 @@ def _find_explicit(run, job, sessions):
         raise Refused(Text("Session %(id)d (%(name)s) is a listener, not a "
                            "user session; logging it off would reset the "
                            "listener.", id=session.id, name=session.name))
-    if not isinstance(wanted, int) and session.state != State.WTSActive:
+    if not by_id and session.state != State.WTSActive:
         raise Refused(Text("Session %(name)s (ID %(id)d) is %(state)s; a "
                            "session given by name must be active. Give its "
                            "ID to log it off.", name=session.name,
@@ -1865,40 +1839,70 @@ def _issue(run, job, batch, action, call):
     return [(t, a) for t, a in zip(batch, answers) if a is not _NO_ANSWER]
 
 
-def _sort_gone(run, job, failures, about):
+def _sort_gone(run, job, failures, about, spare=True):
     """Per-session calls that failed.  2 or 7022 mean "perhaps gone": one
     fresh enumeration decides, a session no longer there (or no longer the
-    same user's) ended and is spared; any other failure, or one still
-    listed, fails."""
+    same user's) ended and is spared (returned instead, without ``spare``);
+    any other failure, or one still listed, fails."""
     maybe = [(t, e) for t, e in failures if not job.given_up
              and e.winerror in wtsapi.SESSION_GONE_CODES]
     for t, e in failures:
         if (t, e) not in maybe:
             run.failed(t, describe(e, job.server).about(about))
-    listed = (yield from _listed(run, job)) if maybe else {}
+    listed, gone = ((yield from _listed(run, job)) if maybe else {}), []
     for t, e in maybe:
         if _same_user(listed.get(t.session.id), t.session):
             run.failed(t, describe(e, job.server).about(about))
-        else:
+        elif spare:
             run.spare(t, Text("the session has ended"))
+        else:
+            gone.append(t)
+    return gone
 
 
-def _message(run, left, reminder=False):
-    """A warning's title, text (its %left% the time left) and timeout:
-    the box closes itself when the grace ends; 0 would mean never."""
+def _send(run, job, targets, left, reminder=False):
+    """The warning (or a reminder) to ``targets``, a batch at a time: its
+    title, its text (%left% the time left) and a timeout that closes the
+    box when the grace ends (0 would mean never).  A reminder that fails
+    is reported; the logoff after the grace is decided as without it."""
     operator = run.trail.operator or _("your administrator")
-    title = Text("Message from %(operator)s (%(left)s left)",
-                 operator=operator, left=seconds_label(left)) if reminder \
-        else Text("Message from %(operator)s", operator=operator)
-    return (str(title), run.ctx.warn.replace("%left%", seconds_label(left)),
-            max(1, int(left + 0.999)))
+    title = str(Text("Message from %(operator)s (%(left)s left)" if reminder
+                     else "Message from %(operator)s", operator=operator,
+                     left=seconds_label(left)))
+    text = run.ctx.warn.replace("%left%", seconds_label(left))
+    timeout = max(1, int(left + 0.999))
+    for batch in _batches(targets):
+        for t in batch:
+            run.say(Text("Reminding %(who)s (%(left)s left)." if reminder
+                         else "Warning %(who)s.", who=t.who(),
+                         left=seconds_label(left)))
+        sent = yield from _issue(
+            run, job, batch, "remind" if reminder else "warn", lambda t: Call(
+                job.srv.send_message, t.session.id, title, text, timeout,
+                False))
+        failures = []
+        for t, answer in sent:
+            t.issued = False
+            if isinstance(answer, wtsapi.WTSError) and reminder:
+                failure = describe(answer, job.server)
+                run.outcome(t, FAILED, failure)
+                run.complain(Text("could not remind %(who)s: %(why)s",
+                                  who=t.who(),
+                                  why=failure.screen(run.screen.hints)))
+            elif isinstance(answer, wtsapi.WTSError):
+                t.warned = False
+                failures.append((t, answer))
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                t.warned = True
+                run.outcome(t, "ok")
+        yield from _sort_gone(run, job, failures, "could not warn: %(why)s")
 
 
 def warn_step(run, job):
     """Send the warning to each active target; the others cannot read it
     (a message to a disconnected session reaches no one) and are noted."""
-    ctx = run.ctx
-    title, text, timeout = _message(run, ctx.grace)
     active = []
     for t in job.targets:
         if t.result is not None:
@@ -1910,30 +1914,12 @@ def warn_step(run, job):
                           state=state_word(t.session.state))
         else:
             active.append(t)
-    for batch in _batches(active):
-        for t in batch:
-            run.say(Text("Warning %(who)s.", who=t.who()))
-        sent = yield from _issue(run, job, batch, "warn", lambda t: Call(
-            job.srv.send_message, t.session.id, title, text, timeout, False))
-        failures = []
-        for t, answer in sent:
-            t.issued = False
-            if isinstance(answer, wtsapi.WTSError):
-                t.warned = False
-                failures.append((t, answer))
-            elif isinstance(answer, BaseException):
-                raise answer
-            else:
-                t.warned = True
-                run.outcome(t, "ok")
-        yield from _sort_gone(run, job, failures, "could not warn: %(why)s")
+    yield from _send(run, job, active, run.ctx.grace)
 
 
 def remind_step(run, job, left):
     """/remind: the warning again, to the warned sessions still active and
-    still their user's (one enumeration), with the time left.  A reminder
-    that fails is reported; the logoff after the grace is decided as
-    without it."""
+    still their user's (one enumeration), with the time left."""
     warned = [t for t in job.targets if t.result is None and t.warned]
     if not warned:
         return
@@ -1945,28 +1931,9 @@ def remind_step(run, job, left):
                                  server=server_label(job.server),
                                  why=describe(e, job.server).screen(
                                      run.screen.hints)))
-    active = [t for t in warned if _same_user(listed.get(t.session.id),
-                                              t.session)
-              and listed[t.session.id].state == State.WTSActive]
-    title, text, timeout = _message(run, left, reminder=True)
-    for batch in _batches(active):
-        for t in batch:
-            run.say(Text("Reminding %(who)s (%(left)s left).", who=t.who(),
-                         left=seconds_label(left)))
-        sent = yield from _issue(run, job, batch, "remind", lambda t: Call(
-            job.srv.send_message, t.session.id, title, text, timeout, False))
-        for t, answer in sent:
-            t.issued = False
-            if isinstance(answer, wtsapi.WTSError):
-                failure = describe(answer, job.server)
-                run.outcome(t, FAILED, failure)
-                run.complain(Text("could not remind %(who)s: %(why)s",
-                                  who=t.who(),
-                                  why=failure.screen(run.screen.hints)))
-            elif isinstance(answer, BaseException):
-                raise answer
-            else:
-                run.outcome(t, "ok")
+    yield from _send(run, job, [
+        t for t in warned if _same_user(listed.get(t.session.id), t.session)
+        and listed[t.session.id].state == State.WTSActive], left, True)
 
 
 def _spare_reason(run, job, t, now, then, times):
@@ -2012,11 +1979,9 @@ def _refresh(run, job, targets, with_times=False):
     if run.ctx.busy is not None:        # never older than the snapshot
         yield from _processes(job)
     then = {t: t.times for t in targets}
-    gone = ()
-    if with_times:
-        gone = set((yield from read_times(run, job, again=True, targets=[
-            t for t in targets
-            if _same_user(listed.get(t.session.id), t.session)])))
+    gone = set((yield from read_times(run, job, again=True, targets=[
+        t for t in targets if _same_user(listed.get(t.session.id),
+                                         t.session)]))) if with_times else ()
     kept = []
     for t in targets:
         if t.result is not None:            # still listed, unreadable
@@ -2068,15 +2033,12 @@ def act_step(run, job):
         batch, pending = pending[:IN_FLIGHT], pending[IN_FLIGHT:]
         disconnect = ctx.action == "disconnect"
         for t in batch:
-            if ctx.kind == OWN:
-                run.say(Text("Disconnecting session ID %(id)d, the current "
-                             "session.", id=t.session.id) if disconnect else
-                        Text("Logging off session ID %(id)d, the current "
-                             "session.", id=t.session.id))
-            else:
-                run.say(Text("Disconnecting %(who)s.", who=t.who())
-                        if disconnect else
-                        Text("Logging off %(who)s.", who=t.who()))
+            run.say(Text(
+                ("Disconnecting session ID %(id)d, the current session."
+                 if disconnect else "Logging off session ID %(id)d, the "
+                 "current session.") if ctx.kind == OWN else
+                "Disconnecting %(who)s." if disconnect else
+                "Logging off %(who)s.", id=t.session.id, who=t.who()))
         sent = yield from _issue(run, job, batch, ctx.action, lambda t: Call(
             job.srv.disconnect if disconnect else job.srv.logoff,
             wtsapi.WTS_CURRENT_SESSION if ctx.kind == OWN
@@ -2125,12 +2087,11 @@ def _wait_gone(run, job, issued):
     for t in issued:
         images = ", ".join((job.procs or {}).get(t.session.id, ()))
         run.failed(t, Failure(wtsapi.ERROR_TIMEOUT, Text(
-            "the disconnect did not finish within %(limit)s",
-            limit=limit) if disconnect else Text(
-            "the logoff did not finish within %(limit)s; still running in "
-            "it: %(images)s", limit=limit, images=images) if images else
-            Text("the logoff did not finish within %(limit)s", limit=limit),
-            show_code=False))
+            "the disconnect did not finish within %(limit)s" if disconnect
+            else "the logoff did not finish within %(limit)s; still running "
+            "in it: %(images)s" if images else
+            "the logoff did not finish within %(limit)s", limit=limit,
+            images=images), show_code=False))
 
 
 # --- The coordinator: one thread owns the run -----------------------------------
@@ -2170,7 +2131,7 @@ class Run:
     def audit_failed(self, e):
         if e is not None:
             self.fail(Failure(None, e.sink.describe(e.args[0])),
-                      _stopped_by(e))
+                      e.sink.stopped)
 
     def targets(self):
         return [t for job in self.jobs for t in job.targets]
@@ -2221,29 +2182,20 @@ class Run:
     def failed(self, t, failure):
         warning = t.pending == "warn"
         if self.settle(t, FAILED, failure):
-            why = failure.screen(self.screen.hints)
-            if warning:
-                line = Text("could not warn %(who)s: %(why)s", who=t.who(),
-                            why=why)
-            elif t.action == "logoff":
-                line = Text("could not log off %(who)s: %(why)s",
-                            who=t.who(), why=why)
-            elif t.action == "disconnect":
-                line = Text("could not disconnect %(who)s: %(why)s",
-                            who=t.who(), why=why)
-            else:
-                line = Text("%(who)s: %(why)s", who=t.who(), why=why)
-            self.complain(line)
+            self.complain(Text(
+                "could not warn %(who)s: %(why)s" if warning else
+                "could not log off %(who)s: %(why)s" if t.action == "logoff"
+                else "could not disconnect %(who)s: %(why)s"
+                if t.action == "disconnect" else "%(who)s: %(why)s",
+                who=t.who(), why=failure.screen(self.screen.hints)))
 
     def logged_off(self, t):
         if self.settle(t, self.ctx.done) and self.ctx.kind != OWN:
-            self.say(Text("Session ID %(id)d on %(server)s has been "
-                          "disconnected.", id=t.session.id,
-                          server=server_label(t.server))
-                     if self.ctx.action == "disconnect" else
-                     Text("Session ID %(id)d on %(server)s has been logged "
-                          "off.", id=t.session.id,
-                          server=server_label(t.server)))
+            self.say(Text(
+                "Session ID %(id)d on %(server)s has been disconnected."
+                if self.ctx.action == "disconnect" else "Session ID %(id)d "
+                "on %(server)s has been logged off.", id=t.session.id,
+                server=server_label(t.server)))
 
     def late(self, job, call, value):
         """A change answered after its server was given up: its outcome
@@ -2395,12 +2347,6 @@ class Driver:
 
     def phase(self, jobs, step, label=None, soft=False):
         try:
-            self._phase(jobs, step, label, soft)
-        finally:
-            self.run.screen.progress(label, self.run, force=True)
-
-    def _phase(self, jobs, step, label, soft):
-        try:
             self._drive(jobs, step, label, soft)
         except BaseException:
             # A bug of ours: nothing more happens on any server.
@@ -2410,6 +2356,8 @@ class Driver:
                 task.gen.close()
             self.live = {}
             raise
+        finally:
+            self.run.screen.progress(label, self.run, force=True)
 
     def _drive(self, jobs, step, label, soft):
         run, self.label = self.run, label
@@ -2768,10 +2716,9 @@ def _grace(run):
     if not waiting:
         return
     ctx = run.ctx
-    run.say(Text("Waiting %(grace)s before disconnecting %(n)d session(s).",
-                 grace=seconds_label(ctx.grace), n=len(waiting))
-            if ctx.action == "disconnect" else
-            Text("Waiting %(grace)s before logging off %(n)d session(s).",
+    run.say(Text("Waiting %(grace)s before disconnecting %(n)d session(s)."
+                 if ctx.action == "disconnect" else "Waiting %(grace)s "
+                 "before logging off %(n)d session(s).",
                  grace=seconds_label(ctx.grace), n=len(waiting)))
     end = time.monotonic() + ctx.grace
     while True:
@@ -2894,13 +2841,12 @@ class Screen:
             1 for t in targets if t.result in (DONE, DISCONNECTED)),
             failed=sum(1 for t in targets if t.result in _FAILED_RESULTS)
             + sum(1 for j in jobs if j.failure is not None))
-        text = str(Text("reading servers %(done)d/%(all)d", **counts)
-                   if label == "plan" else Text(
-                       "servers %(done)d/%(all)d, %(off)d disconnected, "
-                       "%(failed)d failed", **counts)
-                   if run.ctx.action == "disconnect" else Text(
-                       "servers %(done)d/%(all)d, %(off)d logged off, "
-                       "%(failed)d failed", **counts))
+        text = str(Text(
+            "reading servers %(done)d/%(all)d" if label == "plan" else
+            "servers %(done)d/%(all)d, %(off)d disconnected, %(failed)d "
+            "failed" if run.ctx.action == "disconnect" else
+            "servers %(done)d/%(all)d, %(off)d logged off, %(failed)d "
+            "failed", **counts))
         if text != self.shown:
             self._put("err", "\r%s%s" % (text, " " * max(
                 0, len(self.shown) - len(text))))
@@ -3028,57 +2974,45 @@ def _summary(run, counts):
     """A selection's last line: what was done, where, how long it took."""
     ctx, servers = run.ctx, len(run.jobs)
     if ctx.preview:
-        n = counts.get(ctx.would, 0)
         return Text("What if: %(n)d session(s) would be disconnected on "
-                    "%(servers)d server(s).", n=n, servers=servers) \
-            if ctx.action == "disconnect" else \
-            Text("What if: %(n)d session(s) would be logged off on "
-                 "%(servers)d server(s).", n=n, servers=servers)
+                    "%(servers)d server(s)." if ctx.action == "disconnect"
+                    else "What if: %(n)d session(s) would be logged off on "
+                    "%(servers)d server(s).", n=counts.get(ctx.would, 0),
+                    servers=servers)
     took = time.monotonic() - run.started
     args = dict(done=counts.get(ctx.done, 0),
                 spared=counts.get(SPARED, 0),
                 failed=sum(counts.get(k, 0) for k in _FAILED_RESULTS),
                 servers=servers, down=counts["server-errors"],
                 time="%.1fs" % took if took < 60 else seconds_label(took))
-    if ctx.action == "disconnect":
-        return Text("Disconnected %(done)d session(s), spared %(spared)d, "
-                    "failed %(failed)d, on %(servers)d server(s) (%(down)d "
-                    "failed) in %(time)s.", **args)
-    return Text("Logged off %(done)d session(s), spared %(spared)d, failed "
+    return Text("Disconnected %(done)d session(s), spared %(spared)d, "
+                "failed %(failed)d, on %(servers)d server(s) (%(down)d "
+                "failed) in %(time)s." if ctx.action == "disconnect" else
+                "Logged off %(done)d session(s), spared %(spared)d, failed "
                 "%(failed)d, on %(servers)d server(s) (%(down)d failed) in "
                 "%(time)s.", **args)
 
 
 def _what_if(ctx, t):
+    disconnect = ctx.action == "disconnect"
     if t.result == SPARED:                  # /busy
         return Text("What if: spare %(who)s: %(why)s.", who=t.who(),
                     why=t.message)
-    if ctx.action == "disconnect":
-        return _what_if_disconnect(ctx, t)
     if ctx.kind == OWN:
-        return Text("What if: log off session %(id)d, the current session.",
-                    id=t.session.id)
+        return Text("What if: disconnect session %(id)d, the current "
+                    "session." if disconnect else "What if: log off session "
+                    "%(id)d, the current session.", id=t.session.id)
     if ctx.warn is None:
-        return Text("What if: log off %(who)s.", who=t.who())
-    if t.session.state == State.WTSActive:
-        return Text("What if: warn %(who)s, wait %(grace)s, then log it off "
-                    "if it still matches.", who=t.who(),
-                    grace=seconds_label(ctx.grace))
-    return Text("What if: wait %(grace)s, then log off %(who)s if it is "
+        return Text("What if: disconnect %(who)s." if disconnect else
+                    "What if: log off %(who)s.", who=t.who())
+    return Text("What if: warn %(who)s, wait %(grace)s, then disconnect it "
+                "if it still matches." if disconnect else
+                "What if: warn %(who)s, wait %(grace)s, then log it off if "
+                "it still matches." if t.session.state == State.WTSActive
+                else "What if: wait %(grace)s, then log off %(who)s if it is "
                 "still %(state)s (a warning cannot reach it).", who=t.who(),
                 grace=seconds_label(ctx.grace),
                 state=state_word(t.session.state))
-
-
-def _what_if_disconnect(ctx, t):
-    if ctx.kind == OWN:
-        return Text("What if: disconnect session %(id)d, the current "
-                    "session.", id=t.session.id)
-    if ctx.warn is None:
-        return Text("What if: disconnect %(who)s.", who=t.who())
-    return Text("What if: warn %(who)s, wait %(grace)s, then disconnect it "
-                "if it still matches.", who=t.who(),
-                grace=seconds_label(ctx.grace))
 
 
 def _width(text):
