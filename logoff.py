@@ -150,6 +150,7 @@ INTERRUPT_BOUND = 2.0         # how long calls in flight may finish after ^C
 MAX_HUNG = 256                # calls left hung on given-up servers, in all
 MAX_SERVERS = 100000
 MAX_PATTERNS = 10000          # /exclude: a safelist, not a directory
+MIN_REMIND = 10               # seconds: /remind is a reminder, not a flood
 MAX_FILE_BYTES = 1 << 20
 MAX_CATALOGUE = 1 << 20       # a .mo larger than this is not ours
 MAX_TEXT = 4000               # /warn text, characters
@@ -698,7 +699,7 @@ def _apply_switch(opts, name, value):
                 else parse_duration(value, "/" + name))
         if name == "timeout" and opts.timeout <= 0:
             raise UsageError(Text("/timeout: must be more than 0"))
-        if name == "remind" and opts.remind < 10:
+        if name == "remind" and opts.remind < MIN_REMIND:
             raise UsageError(Text("/remind: at least 10s"))
     elif name == "server":
         opts.servers = _parse_servers(value)
@@ -2345,9 +2346,11 @@ class Driver:
         if self.threads:
             self.answers.put((_WAKE, None))     # SimpleQueue.put is reentrant
 
-    def phase(self, jobs, step, label=None, soft=False):
+    def phase(self, jobs, step, label=None, soft=False, until=None):
+        """Run ``step`` on each job; ``until``: a monotonic time at which
+        the steps still running are cut short (see ``_cut``)."""
         try:
-            self._drive(jobs, step, label, soft)
+            self._drive(jobs, step, label, soft, until)
         except BaseException:
             # A bug of ours: nothing more happens on any server.
             self.run.stopping = True
@@ -2359,7 +2362,7 @@ class Driver:
         finally:
             self.run.screen.progress(label, self.run, force=True)
 
-    def _drive(self, jobs, step, label, soft):
+    def _drive(self, jobs, step, label, soft, until):
         run, self.label = self.run, label
         waiting, self.live, self.soft = list(reversed(jobs)), {}, soft
         parallel, stop_at = run.ctx.parallel if self.threads else 1, None
@@ -2377,6 +2380,10 @@ class Driver:
                     for task in list(self.live.values()):
                         self._drop(task, timed_out=False)
                     return
+            if until is not None and time.monotonic() >= until:
+                for task in list(self.live.values()):
+                    self._cut(task)
+                return
             while waiting and len(self.live) < parallel:
                 job = waiting.pop()
                 if job.srv is None and self.hung and \
@@ -2390,8 +2397,8 @@ class Driver:
             if not self.live:
                 continue
             events = [t for task in self.live.values() for t in
-                      [task.wake, stop_at] + [k.deadline for k in task.flying]
-                      if t is not None]
+                      [task.wake, stop_at, until] +
+                      [k.deadline for k in task.flying] if t is not None]
             self._pump(min(events, default=time.monotonic() + 0.25))
             self._expire()
             run.screen.progress(label, run)
@@ -2559,6 +2566,27 @@ class Driver:
         run.close_out(job)
         if job.srv is not None:
             job.srv.close()
+
+    def _cut(self, task):
+        """A reminder round still running when the grace ends: its step
+        ends there, its server is not given up (a reminder is no reason to
+        hold up the logoffs, here or elsewhere), and its calls in flight
+        are left to answer unheard.  A reminder that went out has an
+        unknown outcome; one whose intent was written and that did not go
+        out was not attempted."""
+        job, why = task.job, Text("the grace period ended")
+        task.dead, job.done = True, self.label
+        self.hung += len(task.flying)
+        del self.live[job]
+        task.gen.close()
+        for t in job.targets:
+            if t.pending is not None and t.result is None:
+                self.run.outcome(t, UNKNOWN if t.issued else SKIPPED,
+                                 message=Text(
+                                     "issued; the outcome is unknown: "
+                                     "%(why)s" if t.issued else
+                                     "not attempted: %(why)s", why=why))
+                t.issued = False
 
     def _write(self, records):
         if self.run.sinks is None:
@@ -2729,7 +2757,7 @@ def _grace(run):
         if ctx.remind is None or left < 1:
             return
         run.driver.phase(_live(run), lambda run, job: remind_step(
-            run, job, left), "remind")
+            run, job, left), "remind", until=end)
     if run.signal is None:
         return
     for t in waiting:

@@ -21,6 +21,7 @@ import io
 import json
 import re
 import sys
+import time
 
 import pytest
 
@@ -1972,3 +1973,41 @@ def test_no_summary_line_for_json_or_query(cli, load, args):
     assert "session(s)" not in r.out + r.err
     if "/json" in args:
         doc(r)                                # the whole stdout is JSON
+
+
+def test_a_slow_reminder_never_holds_up_the_logoffs(cli, load, double,
+                                                    monkeypatch, tmp_path):
+    """A reminder round ends with the grace: a server slow to take its
+    reminder is not waited for (nor given up), and every server's logoffs
+    go out when the grace ends.  Before, the round was a barrier: each
+    logoff waited for the slowest reminder, up to /timeout."""
+    monkeypatch.setattr(logoff, "MIN_REMIND", 1)
+    farm = Farm(caller=1)
+    for name, sid, user in (("A", 3, "carol"), ("B", 4, "erin")):
+        farm.server(name).session(sid, "RDP-Tcp#%d" % sid, ACTIVE, user,
+                                  "CORP", logon=CLOCK - HOUR)
+    farm.latency("A", "WTSSendMessageW", 4000)  # the warning and reminder
+    load(farm)
+    log = tmp_path / "audit.jsonl"
+    r = cli("/json", "/server:A,B", "/user:carol,erin", "/warn:bye",
+            "/grace:3s", "/remind:1s", "/timeout:30", "/log:%s" % log)
+    d = doc(r)
+    assert (r.code, d["server_errors"]) == (0, []), r.err
+    assert sorted((s["user"], s["result"]) for s in d["sessions"]) == [
+        ("carol", "logged-off"), ("erin", "logged-off")]
+    # A's reminder was still in the double when both logoffs went out.
+    for _ in range(400):                # it answers after the run
+        if [e.func for e in double.log()].count("WTSSendMessageW") == 4:
+            break
+        time.sleep(0.02)
+    order = [(e.func, e.server) for e in double.log()
+             if e.func in ("WTSSendMessageW", "WTSLogoffSession")]
+    last_a = max(i for i, c in enumerate(order)
+                 if c == ("WTSSendMessageW", "A"))
+    assert order.index(("WTSLogoffSession", "B")) < last_a, order
+    assert order.index(("WTSLogoffSession", "A")) < last_a, order
+    remind = {(x["phase"], x["server"]): x for x in read_lines(log)
+              if x["action"] == "remind"}
+    assert remind[("outcome", "A")]["result"] == "unknown"
+    assert "the grace period ended" in remind[("outcome", "A")]["message"]
+    assert remind[("outcome", "B")]["result"] == "ok"
