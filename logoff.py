@@ -2619,13 +2619,14 @@ class Driver:
 
     def release(self, servers):
         """Close the handles on workers, at once (on a remote server a
-        close may be a round trip), waiting a moment for them."""
+        close may be a round trip), waiting a moment for them: as many
+        workers as the run itself may have had calls in flight."""
         for srv in servers:
             if not self.threads:
                 srv.close()
                 continue
-            if self.busy >= self.workers and \
-                    self.workers - self.hung < self.run.ctx.parallel:
+            if self.busy >= self.workers and self.workers - self.hung < \
+                    self.run.ctx.parallel * IN_FLIGHT:
                 try:
                     self._thread(target=_worker, daemon=True, args=(
                         self.calls, self.answers)).start()
