@@ -2292,12 +2292,12 @@ _SINK, _WAKE, _CLOSED = object(), object(), object()
 
 
 class _Ticket:
-    """A call or a write that a task waits for."""
-    __slots__ = ("task", "index", "deadline", "sent", "done")
+    """A call or a write that a task waits for (a write: its ``seqs``)."""
+    __slots__ = ("task", "index", "deadline", "sent", "done", "seqs")
 
-    def __init__(self, task, index, deadline):
+    def __init__(self, task, index, deadline, seqs=()):
         self.task, self.index, self.deadline = task, index, deadline
-        self.sent, self.done = time.monotonic(), False
+        self.sent, self.done, self.seqs = time.monotonic(), False, seqs
 
 
 class _Task:
@@ -2329,6 +2329,11 @@ class Driver:
         self.workers = self.busy = self.hung = 0
         self.live, self.soft, self.told, self.label = {}, False, False, None
         self.sink_in = None
+        # Intents on their way to the sinks, and the outcomes that wait for
+        # them (a step cut short or given up while its intents were being
+        # written): by seq.  An outcome goes out only after its intent, and
+        # not at all for an intent no sink took.
+        self.writing, self.held = set(), {}
         if threads:             # the fan-out's leaf: the drop-in forms
             import queue        # import neither
             import threading
@@ -2380,7 +2385,8 @@ class Driver:
                     for task in list(self.live.values()):
                         self._drop(task, timed_out=False)
                     return
-            if until is not None and time.monotonic() >= until:
+            if until is not None and not run.stopping and \
+                    time.monotonic() >= until:
                 for task in list(self.live.values()):
                     self._cut(task)
                 return
@@ -2442,6 +2448,11 @@ class Driver:
             self.run.audit_failed(error)
             if ticket is not _SINK:
                 ticket.done, ticket.task.write = True, None
+                for n, seq in enumerate(ticket.seqs):
+                    self.writing.discard(seq)
+                    held = self.held.pop(seq, ())
+                    if n < written and held:
+                        self.sink_in.put((None, held))
                 if not ticket.task.dead:
                     self._resume(ticket.task, written)
             return
@@ -2487,7 +2498,9 @@ class Driver:
                 if self.sink_in is None:
                     value = self._write(req.records)
                     continue
-                task.write = _Ticket(task, None, None)
+                task.write = _Ticket(task, None, None, [
+                    r["seq"] for r in req.records])
+                self.writing.update(task.write.seqs)
                 self.sink_in.put((task.write, req.records))
                 return
             if isinstance(req, Pause):
@@ -2598,12 +2611,19 @@ class Driver:
     def note(self, records):
         if self.sink_in is None:
             return self._write(records)
-        self.sink_in.put((None, records))
+        for record in records:
+            if record["seq"] in self.writing:
+                self.held.setdefault(record["seq"], []).append(record)
+            else:
+                self.sink_in.put((None, [record]))
 
     def flush(self, records):
-        """Write ``records`` and wait until they are written."""
+        """Write ``records`` (the summary: the last) once every intent on
+        its way is written and its outcomes with it; wait until they are."""
         if self.sink_in is None:
             return self._write(records)
+        while self.writing:
+            self._pump(time.monotonic() + 0.25)
         ticket = _Ticket(_Task(None, None), None, None)
         ticket.task.dead = True
         self.sink_in.put((ticket, records))

@@ -2011,3 +2011,41 @@ def test_a_slow_reminder_never_holds_up_the_logoffs(cli, load, double,
     assert remind[("outcome", "A")]["result"] == "unknown"
     assert "the grace period ended" in remind[("outcome", "A")]["message"]
     assert remind[("outcome", "B")]["result"] == "ok"
+
+
+def test_a_cut_reminder_whose_intent_fails_late_gets_one_outcome(
+        cli, load, double, evt, monkeypatch, tmp_path):
+    """A reminder round cut at the grace's end while its intents are still
+    being written: each intent gets exactly one outcome, and no outcome
+    goes out for an intent no sink took.  Before, the cut wrote its own
+    outcome beside the sink's closing one, and an outcome with no intent
+    for the intents the failed write never reached.  (A review finding.)"""
+    monkeypatch.setattr(logoff, "MIN_REMIND", 1)
+    farm = Farm(caller=1)
+    for name, sid, user in (("A", 3, "carol"), ("B", 4, "erin")):
+        farm.server(name).session(sid, "RDP-Tcp#%d" % sid, ACTIVE, user,
+                                  "CORP", logon=CLOCK - HOUR)
+    load(farm)
+    real = logoff.EventLog.append
+
+    def slow(self, record):
+        if record["phase"] == "intent" and record["action"] == "remind":
+            time.sleep(3)                  # past the grace's end
+            raise logoff.AuditError(logoff.Text("%(why)s", why="full"))
+        return real(self, record)
+    monkeypatch.setattr(logoff.EventLog, "append", slow)
+    log = tmp_path / "audit.jsonl"
+    r = cli("/json", "/server:A,B", "/user:carol,erin", "/warn:bye",
+            "/grace:3s", "/remind:1s", "/timeout:30", "/log:%s" % log,
+            "/eventlog")
+    lines = read_lines(log)
+    intents = [x["seq"] for x in lines if x["phase"] == "intent"]
+    outcomes = [x["seq"] for x in lines if x["phase"] == "outcome"]
+    assert sorted(intents) == sorted(set(outcomes)) == sorted(outcomes), \
+        lines
+    for i, x in enumerate(lines):       # each outcome after its intent
+        if x["phase"] == "outcome":
+            assert any(y["seq"] == x["seq"] and y["phase"] == "intent"
+                       for y in lines[:i]), x
+    assert lines[-1]["phase"] == "summary"
+    assert logoffs(r) == []             # the event log failed: no change
