@@ -144,6 +144,7 @@ FRESH_SECONDS = 5.0           # a snapshot older than this is read again
 IN_FLIGHT = 8                 # calls in flight per server
 TIMES_READERS = IN_FLIGHT
 SLOW_READ = 0.002             # seconds: a read this slow crossed a network
+NETWORK_READ = 0.0001         # ... and reads this slow on average did too
 READ_BUDGET = 0.25            # seconds a worker reads times before answering
 READ_MOST = 1024              # ... or sessions: the owner holds no more
 INTERRUPT_BOUND = 2.0         # how long calls in flight may finish after ^C
@@ -1546,9 +1547,11 @@ def _read_chunk(srv, ctx, ids, probe, client):
     the client is wanted (two queries more), or the WTSError it failed
     with; 16 at a time, until READ_BUDGET has passed (so that an answer
     comes within /timeout plus that) or READ_MOST are read, or with
-    ``probe`` after a read slow enough to have crossed a network; and
-    whether that was why.  ``client``: read it too."""
-    out, clock, ex = [], time.monotonic, ctx.lock_info
+    ``probe`` after a first read slow enough to have crossed a network;
+    and whether the reads crossed one (that first read, or their average).
+    ``client``: read it too."""
+    # perf_counter: monotonic() ticks every 15.6 ms on some Windows Pythons.
+    out, clock, ex = [], time.perf_counter, ctx.lock_info
     start = clock()
     i, step = 0, 1 if probe else 16
     while i < len(ids):
@@ -1571,8 +1574,9 @@ def _read_chunk(srv, ctx, ids, probe, client):
             return out, True
         if now - start > READ_BUDGET or len(out) >= READ_MOST:
             break
-        probe, step = False, 16         # the first read alone tells
-    return out, False
+        probe, step = False, 16
+    return out, len(out) >= 16 and \
+        clock() - start > NETWORK_READ * len(out)
 
 
 def read_times(run, job, targets, again=False):
