@@ -149,6 +149,7 @@ READ_BUDGET = 0.25            # seconds a worker reads times before answering
 READ_MOST = 1024              # ... or sessions: the owner holds no more
 INTERRUPT_BOUND = 2.0         # how long calls in flight may finish after ^C
 MAX_HUNG = 256                # calls left hung on given-up servers, in all
+CLOSERS = 64                  # workers closing the handles at the end
 MAX_SERVERS = 100000
 MAX_PATTERNS = 10000          # /exclude: a safelist, not a directory
 MIN_REMIND = 10               # seconds: /remind is a reminder, not a flood
@@ -2643,14 +2644,16 @@ class Driver:
 
     def release(self, servers):
         """Close the handles on workers, at once (on a remote server a
-        close may be a round trip), waiting a moment for them: as many
-        workers as the run itself may have had calls in flight."""
+        close may be a round trip), waiting a moment for them: on as many
+        workers as the run may have had calls in flight, up to CLOSERS
+        (or /parallel, if more)."""
+        parallel = self.run.ctx.parallel
+        most = max(parallel, min(parallel * IN_FLIGHT, CLOSERS))
         for srv in servers:
             if not self.threads:
                 srv.close()
                 continue
-            if self.busy >= self.workers and self.workers - self.hung < \
-                    self.run.ctx.parallel * IN_FLIGHT:
+            if self.busy >= self.workers and self.workers - self.hung < most:
                 try:
                     self._thread(target=_worker, daemon=True, args=(
                         self.calls, self.answers)).start()

@@ -42,7 +42,8 @@ __all__ = [
     "WTS_CONNECTSTATE_CLASS", "WTS_INFO_CLASS", "WTS_TYPE_CLASS",
     "WTS_CURRENT_SERVER_HANDLE", "WTS_CURRENT_SESSION", "current_session_id",
     "own_session", "idle_seconds", "filetime", "error_text",
-    "process_account", "host_name", "ui_languages", "EventSource", "EventLogError", "process_sid",
+    "process_account", "host_name", "ui_languages", "EventSource",
+    "EventLogError", "process_sid",
     "sid_string", "SESSION_GONE_CODES", "Process", "Client",
 ]
 

@@ -830,9 +830,9 @@ def test_review_a_late_answer_is_recorded_never_acted_on(cli, load, double,
 
 def test_handles_close_at_once_at_the_end(cli, load, double):
     """Every handle is closed at the end, on as many workers as the run may
-    have had calls in flight (/parallel x IN_FLIGHT), not /parallel: with
-    200 servers at 100 ms a call, closing sixteen at a time added 1.3 s.
-    Before, at most /parallel closes went at once."""
+    have had calls in flight (/parallel x IN_FLIGHT, up to CLOSERS), not
+    /parallel: with 200 servers at 100 ms a call, closing sixteen at a time
+    added 1.3 s.  Before, at most /parallel closes went at once."""
     farm = Farm(caller=1)
     names = ["S%d" % i for i in range(40)]
     for name in names:
