@@ -1341,7 +1341,7 @@ class Trail:
 
 class Call:
     """``fn(*args)`` on a worker; ``slack``: seconds it may take beyond
-    /timeout (a batch of reads answers within READ_BUDGET)."""
+    /timeout (a batch of reads: see read_times)."""
     __slots__ = ("fn", "args", "slack")
 
     def __init__(self, fn, *args, slack=0.0):
@@ -1541,21 +1541,21 @@ def _same_account(times, session):
     return True
 
 
-def _read_chunk(srv, ctx, ids, probe, client):
+def _read_chunk(srv, ctx, ids, probe, client, step):
     """On a worker: for ``ids`` in order, the times (with the lock state
     where it is wanted: WTSSessionInfoEx, the same one query; the times
     alone before Windows 7, which lacks it), a (times, Client) pair where
     the client is wanted (two queries more), or the WTSError it failed
-    with; 16 at a time, until READ_BUDGET has passed (so that an answer
-    comes within /timeout plus that) or READ_MOST are read, or with
-    ``probe`` after a first read slow enough to have crossed a network;
-    and whether the reads crossed one (that first read, or their average).
-    ``client``: read it too."""
+    with; ``step`` sessions at a time, until READ_BUDGET has passed or
+    READ_MOST are read, or with ``probe`` after a first read slow enough
+    to have crossed a network; and whether the reads crossed one (that
+    first read, or their average).  ``client``: read it too."""
     # perf_counter: monotonic() ticks every 15.6 ms on some Windows Pythons.
     out, clock, ex = [], time.perf_counter, ctx.lock_info
     start = clock()
-    i, step = 0, 1 if probe else 16
+    i, step = 0, 1 if probe else step
     while i < len(ids):
+        began = clock()
         part, i = ids[i:i + step], i + step
         answers = srv.times_many(part, ex)
         for n, sid in enumerate(part) if ex or client else ():
@@ -1575,7 +1575,12 @@ def _read_chunk(srv, ctx, ids, probe, client):
             return out, True
         if now - start > READ_BUDGET or len(out) >= READ_MOST:
             break
-        probe, step = False, 16
+        # A step starts within READ_BUDGET, and each of its calls may take
+        # /timeout: more than one session a step only after a step as quick
+        # as a local server's, or the answer would come later than the
+        # deadline allows (a server that answers every call in time given up).
+        probe = False
+        step = 16 if now - began <= NETWORK_READ * len(part) else 1
     return out, len(out) >= 16 and \
         clock() - start > NETWORK_READ * len(out)
 
@@ -1594,12 +1599,18 @@ def read_times(run, job, targets, again=False):
     # The client once for the output; again only where /client selects.
     with_client = run.ctx.clients is not None if again else \
         run.ctx.client_info
+    # A worker answers within READ_BUDGET and one session's reads, each of
+    # their calls allowed /timeout: the times (again without
+    # WTSSessionInfoEx, before Windows 7) and the client's two.
+    calls = 1 + run.ctx.lock_info + 2 * with_client
+    slack = READ_BUDGET + (calls - 1) * run.ctx.timeout
     while todo:
         size = -(-len(todo) // lanes)
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
         answers = yield [Call(_read_chunk, job.srv, run.ctx,
                               [t.session.id for t in c], probe, with_client,
-                              slack=READ_BUDGET) for c in chunks]
+                              16 if lanes == 1 else 1, slack=slack)
+                         for c in chunks]
         todo = []
         for chunk, answer in zip(chunks, answers):
             if isinstance(answer, BaseException):

@@ -287,6 +287,28 @@ def test_a_server_that_answers_every_call_is_not_given_up(run_process):
     assert doc["exit_code"] == r.code == 0
 
 
+# The same promise where the session times are read: a worker read up to
+# sixteen sessions before it looked at its clock, so three sessions at 200 ms
+# a query answered in 0.6 s, past /timeout:0.3 and the batch's 0.25 s, and
+# the server was given up; /json reads the lock state and the client too,
+# three queries a session, each allowed /timeout.
+@pytest.mark.parametrize("args", [
+    ("/idle:1h", "/whatif", "/timeout:0.3"),
+    ("/query", "/timeout:0.5"),
+])
+def test_a_server_whose_every_read_answers_in_time_is_not_given_up(
+        run_process, args):
+    farm = disc_farm(["SLOW"], 24)
+    farm.latency("SLOW", "WTSQuerySessionInformationW", 200)
+    r = run_process(farm, "/server:SLOW", "/json", *args)
+    doc = json.loads(r.out)
+    assert doc["server_errors"] == []
+    assert sorted(s["id"] for s in doc["sessions"]) == list(range(10, 34))
+    assert {s["result"] for s in doc["sessions"]} == {
+        "listed" if "/query" in args else "would-log-off"}
+    assert doc["exit_code"] == r.code == 0
+
+
 # --- 6, 7. After the grace, the same session means the same logon ---------------------
 
 def grace_farm():
