@@ -94,8 +94,8 @@ Beyond logoff.exe: select sessions instead of naming one (all combinable):
                       selected in all.
   /SERVER:A,B,@FILE   Several servers: names, and files of names (one a
                       line, # comments); @- reads them from standard input.
-                      Names of one host (this machine, or a shared address)
-                      are worked on once.
+                      Names of one host (this machine, or names with the
+                      same addresses) are worked on once.
   /PARALLEL:N         Servers worked on at once (default 16).
   /TIMEOUT:DURATION   How long to wait for one answer from a server before
                       giving the server up (default 60s).  Time spent on
@@ -2717,11 +2717,19 @@ def resolve_step(run, job):
 
 def merge_hosts(run, mine):
     """One host given under several names is one job: names that are this
-    machine, or that share an address.  The first name given stays."""
-    owner, kept = {}, []
+    machine, or that resolve to the same addresses of a family (a host's
+    name may add IPv6 to the IPv4 address it is also given by).  A name
+    that shares only some of its addresses with another, as a DNS
+    round-robin name does with each of its hosts, is not that host: both
+    are worked on.  The first name given stays."""
+    owner, kept, local = {}, [], frozenset(["LOCAL"])
     for job in run.jobs:
-        keys = ["LOCAL" if a in mine or _is_loopback(a) else a
-                for a in job.names]
+        keys = []
+        for v6 in (False, True):        # LOCAL, this machine: either family
+            key = frozenset("LOCAL" if a == "LOCAL" or a in mine or
+                            _is_loopback(a) else a for a in job.names
+                            if a == "LOCAL" or (":" in a) == v6)
+            keys += [(v6, key)] if key else []
         first = next((owner[k] for k in keys if k in owner), None)
         if first is None:
             kept.append(job)
@@ -2731,7 +2739,8 @@ def merge_hosts(run, mine):
         for k in keys:
             owner.setdefault(k, first)
     for job in kept:
-        job.local = job.local or owner.get("LOCAL") is job
+        job.local = job.local or job in (owner.get((False, local)),
+                                         owner.get((True, local)))
         if len(job.names) > 1:
             run.complain(Text("%(names)s are one host; it is worked on "
                               "once, under the name %(name)s", names=", ".join(
