@@ -1981,6 +1981,11 @@ def _spare_reason(run, job, t, now, then, times):
     if ctx.kind == SELECT and not _takeable(now):
         return Text("it is now a session a selection never takes (%(what)s)",
                     what=now.name or state_word(now.state))
+    if ctx.kind == NAMED and _is_console(now) and not t.own:
+        # Connected to the console since it was named (tscon): the same
+        # logon, refused as logoff.exe refuses the console session.
+        return Text("it is now the console session, and users cannot be "
+                    "logged off from the console session")
     if ctx.kind == SELECT and not selects(ctx, now):
         return Text("the session no longer matches (now %(state)s)",
                     state=state_word(now.state))

@@ -514,6 +514,22 @@ def test_a_warned_session_that_became_the_console_is_spared(cli, load,
     assert logoffs(r) == []
 
 
+# A review finding: the same for a session named on the command line, which
+# logoff.exe refuses when it is the console: connected to the console during
+# the grace (the same logon), it was logged off.
+def test_a_named_warned_session_that_became_the_console_is_spared(cli, load,
+                                                                  double):
+    farm = Farm(caller=1)
+    farm.server("S").session(3, "RDP-Tcp#3", ACTIVE, "alice", "CORP")
+    farm.mutate("WTSSendMessageW:1", "S", 3, name="Console")
+    load(farm)
+    r = cli("3", "/server:S", "/warn:bye", "/grace:0")
+    assert r.code == 0, r.err
+    assert "console session" in r.err and "spared" in r.err
+    assert logoffs(r) == []
+    assert double.exists("S", 3)
+
+
 def test_console_refusal_gives_way_only_to_a_known_own_session(cli, load,
                                                                double):
     # The caller is session 1 here; RDS1's console is session 1 too, and
