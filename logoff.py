@@ -2404,12 +2404,17 @@ class Driver:
                 if now >= stop_at or not any(
                         t.flying or t.write for t in self.live.values()):
                     for task in list(self.live.values()):
-                        self._drop(task, timed_out=False)
+                        # A reminder is no reason to give a server up:
+                        # its sessions are spared with the grace.
+                        if until is None:
+                            self._drop(task, timed_out=False)
+                        else:
+                            self._cut(task, run.why_stopped(task.job))
                     return
             if until is not None and not run.stopping and \
                     time.monotonic() >= until:
                 for task in list(self.live.values()):
-                    self._cut(task)
+                    self._cut(task, Text("the grace period ended"))
                 return
             while waiting and len(self.live) < parallel:
                 job = waiting.pop()
@@ -2601,14 +2606,14 @@ class Driver:
         if job.srv is not None:
             job.srv.close()
 
-    def _cut(self, task):
-        """A reminder round still running when the grace ends: its step
-        ends there, its server is not given up (a reminder is no reason to
-        hold up the logoffs, here or elsewhere), and its calls in flight
-        are left to answer unheard.  A reminder that went out has an
-        unknown outcome; one whose intent was written and that did not go
-        out was not attempted."""
-        job, why = task.job, Text("the grace period ended")
+    def _cut(self, task, why):
+        """A reminder round still running when the grace ends or the run
+        stops: its step ends there, its server is not given up (a reminder
+        is no reason to hold up the logoffs, here or elsewhere), and its
+        calls in flight are left to answer unheard.  A reminder that went
+        out has an unknown outcome (``why``); one whose intent was written
+        and that did not go out was not attempted."""
+        job = task.job
         task.dead, job.done = True, self.label
         self.hung += len(task.flying)
         del self.live[job]

@@ -297,6 +297,49 @@ def test_ctrl_c_in_the_grace_period_has_one_exit_code(cli, load, double,
     assert [e for e in r.log if e.func == "WTSLogoffSession"] == []
 
 
+# A review finding: Ctrl+C while a reminder was still on its way gave its
+# server up, and every session was "not attempted" (a failure) instead of
+# spared as in any other interrupted grace.
+@pytest.mark.skipif(not POSIX, reason="a POSIX signal")
+def test_ctrl_c_while_a_reminder_is_on_its_way_spares_the_sessions(
+        cli, load, double, monkeypatch, tmp_path):
+    monkeypatch.setattr(logoff, "MIN_REMIND", 1)
+    load(warn_farm())
+    real, sent, timers = wtsapi.Server.send_message, [], []
+
+    def send(self, *args, **kwargs):
+        sent.append(args[0])
+        if len(sent) == 5:                  # the last warning: then Ctrl+C
+            timers.append(threading.Timer(1.3, os.kill,
+                                          (os.getpid(), signal.SIGINT)))
+            timers[0].start()
+        if len(sent) > 5:                   # a reminder: past the bound
+            time.sleep(logoff.INTERRUPT_BOUND + 2)
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(wtsapi.Server, "send_message", send)
+    log = tmp_path / "audit.jsonl"
+    try:
+        r = cli("/server:W", "/state:active", "/warn:bye", "/grace:5m",
+                "/remind:1s", "/json", "/log:%s" % log)
+    finally:
+        for t in timers:
+            t.join()
+    doc = json.loads(r.out)
+    assert doc["server_errors"] == []
+    assert {(s["result"], s["message"]) for s in doc["sessions"]} == {
+        ("spared", "interrupted during the grace period")}
+    assert r.code == doc["exit_code"] == 1
+    assert [e for e in r.log if e.func == "WTSLogoffSession"] == []
+    lines = read_lines(log)
+    assert {x["result"] for x in lines if x["phase"] == "outcome"
+            and x["action"] == "logoff"} == {"spared"}
+    reminders = [x for x in lines if x["phase"] == "outcome"
+                 and x["action"] == "remind"]
+    assert reminders and {(x["result"], x["message"]) for x in reminders} \
+        == {("unknown", "issued; the outcome is unknown: the run was "
+                        "interrupted")}
+
+
 def test_a_server_given_up_keeps_done_and_not_attempted_apart(cli, load,
                                                              double,
                                                              tmp_path):
