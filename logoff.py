@@ -1421,11 +1421,12 @@ class Own:
     """The caller's own session: its ID on the local server (read once a
     run; None where it cannot be, with ``error``, the WTSError), and its
     details (SessionTimes; False where they cannot be read), read only
-    when a session elsewhere has that ID."""
-    __slots__ = ("id", "error", "details")
+    when a session elsewhere has that ID; ``account``: the account this
+    process runs as, folded, read only where the ID is unknown."""
+    __slots__ = ("id", "error", "details", "account")
 
     def __init__(self):
-        self.id = self.error = self.details = None
+        self.id = self.error = self.details = self.account = None
 
 
 def own_step(run, job):
@@ -1455,7 +1456,13 @@ def is_own(run, job, session):
     console refusal gives way only to True."""
     own = run.own
     if own.id is None:
-        return None if job.local else False
+        # Any server may be this machine under another name (an address,
+        # an alias): there a session of the caller's account may be theirs.
+        if own.account is None:
+            own.account = fold(wtsapi.process_account())
+        mine = own.account
+        return None if job.local or not mine or mine == fold(
+            session.account if "\\" in mine else session.user) else False
     if session.id != own.id or job.local:
         return session.id == own.id
     details = yield from _own_details(run)
@@ -1772,8 +1779,9 @@ def _select(run, job, sessions):
             if s.user and s.id != 0 and s.id == run.own.id:
                 own = (yield from is_own(run, job, s)) is True
             picked.append(Target(job.server, s, "list", own))
-        elif selects(ctx, s) and (s.id != run.own.id or (
-                yield from is_own(run, job, s)) is False):
+        elif selects(ctx, s) and (
+                run.own.id is not None and s.id != run.own.id or (
+                    yield from is_own(run, job, s)) is False):
             picked.append(Target(job.server, s, "list" if ctx.kind == LIST
                                  else ctx.action))
     return picked

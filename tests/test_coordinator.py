@@ -803,6 +803,29 @@ def test_review_a_hung_own_session_lookup_is_a_timeout(
     assert [x for x in read_lines(log) if x["phase"] == "server"] == []
 
 
+# A review finding: where the caller's session ID cannot be read, this
+# machine given under another name (an address the names do not reveal)
+# had the caller's own session selected and logged off.  A session of the
+# caller's account may be theirs there; other users' sessions are taken.
+def test_own_id_unknown_spares_the_callers_account_everywhere(
+        cli, load, double, monkeypatch):
+    farm = Farm(caller=2)
+    local = farm.server(".", alias="10.0.0.5")
+    local.session(2, "RDP-Tcp#7", ACTIVE, "operator", "CORP",
+                  logon=CLOCK - HOUR)
+    local.session(3, "RDP-Tcp#8", ACTIVE, "alice", "CORP",
+                  logon=CLOCK - HOUR)
+    farm.fail(".", "WTSQuerySessionInformationW", 5, count=1)
+    load(farm)
+    monkeypatch.setattr(wtsapi, "process_account", lambda: "CORP\\Operator")
+    r = cli("/json", "/server:10.0.0.5", "/state:active")
+    doc = json.loads(r.out)
+    assert [(s["id"], s["result"]) for s in doc["sessions"]] == \
+        [(3, "logged-off")]
+    assert calls(r.log) == [(".", 3)]
+    assert double.exists(".", 2)
+
+
 # Review 7: the refusal names the function that did not answer.
 def test_review_a_hung_own_session_lookup_names_the_function(
         cli, load, double, monkeypatch):
