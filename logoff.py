@@ -1139,6 +1139,9 @@ class Audit:
             regular = stat.S_ISREG(os.stat(path).st_mode)
         except FileNotFoundError:
             regular = True
+        except (OSError, ValueError) as e:      # too long, a NUL, no access
+            raise AuditError(Text("%(why)s", why=getattr(e, "strerror", None)
+                                  or str(e)))
         # O_NONBLOCK: a FIFO that appears after the check must not hang us.
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |

@@ -213,6 +213,22 @@ def test_log_must_be_a_regular_file(cli, load, double, tmp_path, kind):
     assert double.calls() == 0
 
 
+# A review finding: a log path that cannot even be looked at (too long; a
+# NUL, through main()) gave a bare "File name too long", or an internal
+# error, without naming the log.
+@pytest.mark.parametrize("path", ["x" * 5000, "audit\0.jsonl"],
+                         ids=["too-long", "nul"])
+def test_a_log_path_that_cannot_be_looked_at_is_named(cli, load, double,
+                                                      path):
+    load(many_farm(2))
+    r = cli("/server:MANY", "/state:disc", "/log:%s" % path)
+    assert r.code == 1
+    (line,) = r.err.splitlines()
+    assert line.startswith("logoff: cannot open the log file "), line
+    assert "internal error" not in line
+    assert double.calls() == 0
+
+
 # --- 4. Interruption is an outcome ----------------------------------------------------
 
 @pytest.mark.skipif(not POSIX, reason="POSIX signals")
