@@ -1822,9 +1822,11 @@ def _find_explicit(run, job, sessions):
                            id=session.id))
     own = (yield from is_own(run, job, session)) is True
     if _is_console(session) and not own:
-        raise Refused(Text("Session %(id)d is the console session; users "
-                           "cannot be logged off from the console session.",
-                           id=session.id))
+        raise Refused(Text(
+            "Session %(id)d is the console session; the console session "
+            "cannot be disconnected." if run.ctx.action == "disconnect" else
+            "Session %(id)d is the console session; users cannot be logged "
+            "off from the console session.", id=session.id))
     return Target(job.server, session, run.ctx.action, own)
 
 
@@ -1995,8 +1997,10 @@ def _spare_reason(run, job, t, now, then, times):
     if ctx.kind == NAMED and _is_console(now) and not t.own:
         # Connected to the console since it was named (tscon): the same
         # logon, refused as logoff.exe refuses the console session.
-        return Text("it is now the console session, and users cannot be "
-                    "logged off from the console session")
+        return Text("it is now the console session, and the console "
+                    "session cannot be disconnected" if ctx.action ==
+                    "disconnect" else "it is now the console session, and "
+                    "users cannot be logged off from the console session")
     if ctx.kind == SELECT and not selects(ctx, now):
         return Text("the session no longer matches (now %(state)s)",
                     state=state_word(now.state))

@@ -603,6 +603,21 @@ def test_disconnect_named_session_already_disconnected_is_refused(cli, load,
     assert "already disconnected" in json.dumps(d)
 
 
+# A review finding: the refusal said users cannot be *logged off* from the
+# console session; tsdiscon's own page: "The console session cannot be
+# disconnected."
+def test_disconnect_named_console_is_refused_in_its_own_words(cli, load,
+                                                              double):
+    farm = Farm(caller=2)
+    farm.server("S").session(1, "Console", ACTIVE, "admin", "CORP")
+    load(farm)
+    r = cli("/disconnect", "1", "/server:S")
+    assert r.code == 1
+    assert r.err == "logoff: Session 1 is the console session; the " \
+        "console session cannot be disconnected.\n"
+    assert state_changes(r) == []
+
+
 def test_disconnect_alone_disconnects_the_own_session(cli, load, double):
     load()                                   # the caller is session 2
     r = cli("/disconnect")
