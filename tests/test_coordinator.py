@@ -815,8 +815,11 @@ def test_own_id_unknown_spares_the_callers_account_everywhere(
                   logon=CLOCK - HOUR)
     local.session(3, "RDP-Tcp#8", ACTIVE, "alice", "CORP",
                   logon=CLOCK - HOUR)
-    farm.fail(".", "WTSQuerySessionInformationW", 5, count=1)
     load(farm)
+
+    def unknown():      # on Windows ProcessIdToSessionId would answer
+        raise wtsapi.WTSError(5, "WTSQuerySessionInformationW")
+    monkeypatch.setattr(wtsapi, "current_session_id", unknown)
     monkeypatch.setattr(wtsapi, "process_account", lambda: "CORP\\Operator")
     r = cli("/json", "/server:10.0.0.5", "/state:active")
     doc = json.loads(r.out)
