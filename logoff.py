@@ -2742,30 +2742,32 @@ def resolve_step(run, job):
 
 def merge_hosts(run, mine):
     """One host given under several names is one job: names that are this
-    machine, or that resolve to the same addresses of a family (a host's
-    name may add IPv6 to the IPv4 address it is also given by).  A name
-    that shares only some of its addresses with another, as a DNS
+    machine (every address they resolve to is one of its own), or that
+    resolve to the same addresses in every family both resolve in (a
+    host's name may add IPv6 to the IPv4 address it is also given by).  A
+    name that shares only some of its addresses with another, as a DNS
     round-robin name does with each of its hosts, is not that host: both
     are worked on.  The first name given stays."""
-    owner, kept, local = {}, [], frozenset(["LOCAL"])
+    kept, families, index = [], {}, {}
     for job in run.jobs:
-        keys = []
-        for v6 in (False, True):        # LOCAL, this machine: either family
-            key = frozenset("LOCAL" if a == "LOCAL" or a in mine or
-                            _is_loopback(a) else a for a in job.names
-                            if a == "LOCAL" or (":" in a) == v6)
-            keys += [(v6, key)] if key else []
-        first = next((owner[k] for k in keys if k in owner), None)
+        found = {"LOCAL" if a == "LOCAL" or a in mine or _is_loopback(a)
+                 else a for a in job.names}
+        have = {"LOCAL": frozenset(found)} if found == {"LOCAL"} else {
+            v6: frozenset(a for a in found if (":" in a) == v6)
+            for v6 in (False, True) if any((":" in a) == v6 for a in found)}
+        first = next((other for key in have.items()
+                      for other in index.get(key, ())
+                      if all(families[other].get(f, a) == a
+                             for f, a in have.items())), None)
         if first is None:
             kept.append(job)
-            first, job.names = job, [job.server]
+            families[job], job.names = have, [job.server]
+            for key in have.items():
+                index.setdefault(key, []).append(job)
         else:
             first.names.append(job.server)
-        for k in keys:
-            owner.setdefault(k, first)
     for job in kept:
-        job.local = job.local or job in (owner.get((False, local)),
-                                         owner.get((True, local)))
+        job.local = job.local or "LOCAL" in families[job]
         if len(job.names) > 1:
             run.complain(Text("%(names)s are one host; it is worked on "
                               "once, under the name %(name)s", names=", ".join(

@@ -433,6 +433,40 @@ def test_a_round_robin_name_does_not_swallow_a_host(cli, load, monkeypatch):
     assert doc["exit_code"] == r.code == 0
 
 
+# The same where the round-robin name's IPv6 addresses are one host's:
+# every family both names resolve in must agree, not just one.
+def test_a_round_robin_name_sharing_ipv6_does_not_swallow_a_host(
+        cli, load, monkeypatch):
+    farm = Farm(caller=1)
+    farm.server("RDS02", alias="FARM").session(5, "", DISCONNECTED, "bob",
+                                               "CORP")
+    farm.server("RDS01").session(7, "", DISCONNECTED, "carl", "CORP")
+    load(farm)
+    resolving(monkeypatch, {"FARM": ["10.0.0.1", "10.0.0.2", "2001:db8::1"],
+                            "RDS01": ["10.0.0.1", "2001:db8::1"]})
+    r = cli("/json", "/server:FARM,RDS01", "/state:disc")
+    assert sorted(calls(r.log)) == [("RDS01", 7), ("RDS02", 5)]
+
+
+# This machine under a name that resolves to its IPv4 address and another
+# that resolves to its IPv6 one: one host (both are all its own addresses).
+def test_this_machine_under_an_ipv4_and_an_ipv6_name_is_one_job(
+        cli, load, monkeypatch):
+    import logoff
+    farm = disc_farm(["."], 2)
+    for alias in ("10.0.0.5", "HOST6"):
+        farm.server(".").flags["alias=%s" % alias] = True
+    load(farm)
+    resolving(monkeypatch, {logoff._own_names()[0]: ["10.0.0.5",
+                                                     "2001:db8::5"],
+                            "10.0.0.5": ["10.0.0.5"],
+                            "HOST6": ["2001:db8::5"]})
+    r = cli("/json", "/whatif", "/server:10.0.0.5,HOST6", "/state:disc")
+    doc = json.loads(r.out)
+    assert sorted((s["server"], s["id"]) for s in doc["sessions"]) == [
+        ("10.0.0.5", 10), ("10.0.0.5", 11)]
+
+
 # A name that adds an IPv6 address to the IPv4 address it is also given by
 # is still one host with that address.
 def test_a_dual_stack_name_and_its_ipv4_address_are_one_job(cli, load,
