@@ -1782,9 +1782,12 @@ def _select(run, job, sessions):
             if s.user and s.id != 0 and s.id == run.own.id:
                 own = (yield from is_own(run, job, s)) is True
             picked.append(Target(job.server, s, "list", own))
+        # Where the caller's ID is unknown, a listing (it changes nothing)
+        # takes every session the selection takes; an action asks is_own.
         elif selects(ctx, s) and (
-                run.own.id is not None and s.id != run.own.id or (
-                    yield from is_own(run, job, s)) is False):
+                s.id != run.own.id and (run.own.id is not None
+                                        or ctx.kind == LIST)
+                or (yield from is_own(run, job, s)) is False):
             picked.append(Target(job.server, s, "list" if ctx.kind == LIST
                                  else ctx.action))
     return picked

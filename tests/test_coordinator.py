@@ -861,6 +861,11 @@ def test_own_id_unknown_spares_the_callers_account_everywhere(
         [(3, "logged-off")]
     assert calls(r.log) == [(".", 3)]
     assert double.exists(".", 2)
+    # A listing changes nothing: it shows every session it selects, here
+    # and under the other name.
+    for server in (".", "10.0.0.5"):
+        r = cli("/json", "/query", "/server:%s" % server, "/state:active")
+        assert [s["id"] for s in json.loads(r.out)["sessions"]] == [2], r.err
 
 
 # Review 7: the refusal names the function that did not answer.
