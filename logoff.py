@@ -1137,9 +1137,11 @@ class Audit:
         self._json, self.path, self.fd, self.broken = json, path, None, None
         try:
             regular = stat.S_ISREG(os.stat(path).st_mode)
-        except FileNotFoundError:
+        except (FileNotFoundError, PermissionError):
+            # Not there yet, or a share that lets us append but not look (a
+            # drop box): the open and its fstat decide.
             regular = True
-        except (OSError, ValueError) as e:      # too long, a NUL, no access
+        except (OSError, ValueError) as e:      # too long; a NUL
             raise AuditError(Text("%(why)s", why=getattr(e, "strerror", None)
                                   or str(e)))
         # O_NONBLOCK: a FIFO that appears after the check must not hang us.
