@@ -1318,12 +1318,20 @@ class Server:
         with self._lock:
             if self._closed:
                 raise ValueError("I/O operation on a closed Server")
+            if self._handle is not None:
+                raise ValueError("Server(%r) is already connected"
+                                 % self.name)
             self._in_flight += 1
         try:
             handle = _checked(self._api, "WTSOpenServerW", self.name, None,
                               self.name)
-            with self._lock:
-                self._handle = handle
+            with self._lock:        # two connects at once: one handle kept
+                handle, self._handle = (None, handle) if \
+                    self._handle is None else (handle, self._handle)
+            if handle is not None:
+                self._close_handle(handle)
+                raise ValueError("Server(%r) is already connected"
+                                 % self.name)
         finally:
             self._leave()
 

@@ -557,6 +557,19 @@ def test_a_server_closed_while_it_connects_closes_its_handle_on_return(
     assert double.calls("RDS1", "WTSEnumerateSessionsExW") == 0
 
 
+# A review finding: a second connect() opened a second handle over the
+# first, which was never closed.
+def test_connect_twice_is_refused_and_leaks_nothing(load, double):
+    load(standard_farm())
+    s = Server("RDS1", connect=False)
+    s.connect()
+    with pytest.raises(ValueError, match="already connected"):
+        s.connect()
+    assert double.calls("RDS1", "WTSOpenServerW") == 1
+    s.close()
+    assert double.leaks()["handles"] == 0
+
+
 def test_the_last_call_in_flight_closes_the_handle_once(load, double):
     farm = standard_farm()
     farm.latency("RDS1", "WTSQuerySessionInformationW", 1000)
