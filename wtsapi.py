@@ -1629,6 +1629,7 @@ class Server:
         query failed with.  The same calls, one registration for them all:
         at ten thousand sessions the Python around each call costs more
         than the call itself."""
+        session_ids = list(session_ids)     # read twice: no iterator
         top = _MAX_DWORD - (self.name is not None)
         for session_id in session_ids:
             if type(session_id) is not int or not 0 <= session_id <= top:
@@ -1650,6 +1651,7 @@ class Server:
         try:
             for session_id in session_ids:
                 set_error(0)
+                buf.value = None        # never the last answer's, freed
                 if not query(handle, session_id, info_class, pbuf, psize):
                     out.append(WTSError(get_error(), "WTSQuerySession"
                                         "InformationW", name, session_id))

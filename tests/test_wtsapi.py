@@ -1304,6 +1304,14 @@ def test_times_many_is_times_for_each_with_errors_in_place(load, double):
     assert double.calls(None, "WTSFreeMemory") == ok
 
 
+# A review finding: the ids were read twice, and an iterator's second pass
+# is empty: no query, and [] without a word.
+def test_times_many_takes_any_iterable(load, double):
+    load(_client_farm())
+    with Server("RDS1") as s:
+        assert s.times_many(i for i in (2, 5)) == [s.times(2), s.times(5)]
+
+
 def test_times_ex_reads_level_1_only():
     x = wtsapi.WTSINFOEXW()
     x.Level = 1
