@@ -1553,24 +1553,29 @@ def _same_account(times, session):
     return True
 
 
-def _read_chunk(srv, ctx, ids, probe, client, step):
+def _read_chunk(srv, ctx, ids, probe, client, slow):
     """On a worker: for ``ids`` in order, the times (with the lock state
     where it is wanted: WTSSessionInfoEx, the same one query; the times
     alone before Windows 7, which lacks it), a (times, Client) pair where
     the client is wanted (two queries more), or the WTSError it failed
-    with; ``step`` sessions at a time, until READ_BUDGET has passed or
-    READ_MOST are read, or with ``probe`` after a first read slow enough
-    to have crossed a network; and whether the reads crossed one (that
-    first read, or their average).  ``client``: read it too."""
+    with; until READ_MOST are read or READ_BUDGET has passed (no session's
+    reads start after it, so the answer comes within one session's reads
+    of it), or with ``probe`` after a first read slow enough to have
+    crossed a network; and whether the reads crossed one (that first
+    read, or their average).  ``client``: read it too; ``slow``: reads
+    crossed a network before."""
     # perf_counter: monotonic() ticks every 15.6 ms on some Windows Pythons.
     out, clock, ex = [], time.perf_counter, ctx.lock_info
     start = clock()
-    i, step = 0, 1 if probe else step
-    while i < len(ids):
-        began = clock()
-        part, i = ids[i:i + step], i + step
-        answers = srv.times_many(part, ex)
-        for n, sid in enumerate(part) if ex or client else ():
+    end, size = start + READ_BUDGET, 1 if probe or slow and (
+        ex or client) else 16
+    while len(out) < min(len(ids), READ_MOST):
+        began, part = clock(), ids[len(out):len(out) + size]
+        answers = srv.times_many(part, ex, until=end)
+        for n, sid in enumerate(part[:len(answers)]) if ex or client else ():
+            if n and clock() > end:         # the rest in the next answer
+                del answers[n:]
+                break
             times = answers[n]
             try:
                 if ex and isinstance(times, wtsapi.WTSError) and \
@@ -1585,16 +1590,16 @@ def _read_chunk(srv, ctx, ids, probe, client, step):
         now = clock()
         if probe and now - start > SLOW_READ:
             return out, True
-        if now - start > READ_BUDGET or len(out) >= READ_MOST:
+        if now > end:
             break
-        # A step starts within READ_BUDGET, and each of its calls may take
-        # /timeout: more than one session a step only after a step as quick
-        # as a local server's, or the answer would come later than the
-        # deadline allows (a server that answers every call in time given up).
-        probe = False
-        step = 16 if now - began <= NETWORK_READ * len(part) else 1
-    return out, len(out) >= 16 and \
-        clock() - start > NETWORK_READ * len(out)
+        # Times read ahead of their sessions' other queries are read again
+        # where the budget ends first: once reads are slow, a session at a
+        # time.
+        probe, size = False, 16 if not (ex or client) or \
+            now - began <= NETWORK_READ * len(answers) else 1
+    took = clock() - start
+    return out, took > NETWORK_READ * len(out) and (
+        len(out) >= 16 or took > SLOW_READ)
 
 
 def read_times(run, job, targets, again=False):
@@ -1621,8 +1626,7 @@ def read_times(run, job, targets, again=False):
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
         answers = yield [Call(_read_chunk, job.srv, run.ctx,
                               [t.session.id for t in c], probe, with_client,
-                              16 if lanes == 1 else 1, slack=slack)
-                         for c in chunks]
+                              lanes > 1, slack=slack) for c in chunks]
         todo = []
         for chunk, answer in zip(chunks, answers):
             if isinstance(answer, BaseException):

@@ -36,6 +36,7 @@ from ctypes import (POINTER, Structure, byref, c_int32, c_int64, c_size_t,
                     c_uint8, c_uint16, c_uint32, c_void_p, c_wchar, c_wchar_p,
                     sizeof)
 from enum import IntEnum
+from time import perf_counter
 
 __all__ = [
     "WTSError", "LibraryUnavailable", "Server", "Session", "SessionTimes",
@@ -1623,12 +1624,14 @@ class Server:
                            session_id)
         return times
 
-    def times_many(self, session_ids, ex=False):
+    def times_many(self, session_ids, ex=False, until=None):
         """``times()`` (``times_ex()`` with ``ex``) of each session, in
         order: a list of SessionTimes, or of the WTSError that session's
         query failed with.  The same calls, one registration for them all:
         at ten thousand sessions the Python around each call costs more
-        than the call itself."""
+        than the call itself.  With ``until``, a ``time.perf_counter()``
+        value, no query but the first starts once it has passed: the
+        answers are then those of the ids at the head."""
         session_ids = list(session_ids)     # read twice: no iterator
         top = _MAX_DWORD - (self.name is not None)
         for session_id in session_ids:
@@ -1650,6 +1653,8 @@ class Server:
         handle = self._enter()
         try:
             for session_id in session_ids:
+                if until is not None and out and perf_counter() > until:
+                    break
                 set_error(0)
                 buf.value = None        # never the last answer's, freed
                 if not query(handle, session_id, info_class, pbuf, psize):

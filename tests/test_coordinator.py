@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -306,6 +307,33 @@ def test_a_server_whose_every_read_answers_in_time_is_not_given_up(
     assert sorted(s["id"] for s in doc["sessions"]) == list(range(10, 34))
     assert {s["result"] for s in doc["sessions"]} == {
         "listed" if "/query" in args else "would-log-off"}
+    assert doc["exit_code"] == r.code == 0
+    # Each session read once: its times and lock state, its client's name
+    # and address (none read ahead and read again when the budget ends).
+    assert len([e for e in r.log if e.func == "WTSQuerySessionInformationW"
+                and e.server == "SLOW"]) == 3 * 24
+
+
+# Review of the fix above: a step of sixteen sessions was taken after a
+# quick step, and a server whose queries then slowed to 40 ms (each far
+# within /timeout:0.3) answered in 0.64 s and was given up.  No query
+# starts after the read budget now, whatever the step.
+def test_a_server_that_slows_down_within_a_read_is_not_given_up(
+        cli, load, double, monkeypatch):
+    load(disc_farm(["S"], 40))
+    api = wtsapi._load()
+    real, n = api.WTSQuerySessionInformationW, []
+
+    def query(*args):
+        n.append(1)
+        if len(n) > 17:                 # after a probe and a quick step
+            time.sleep(0.04)
+        return real(*args)
+    monkeypatch.setattr(api, "WTSQuerySessionInformationW", query)
+    r = cli("/server:S", "/idle:1h", "/whatif", "/timeout:0.3", "/json")
+    doc = json.loads(r.out)
+    assert doc["server_errors"] == []
+    assert len(doc["sessions"]) == 40
     assert doc["exit_code"] == r.code == 0
 
 
