@@ -2118,7 +2118,12 @@ def _wait_gone(run, job, issued):
                   or disconnect and listed[t.session.id].state ==
                   State.WTSDisconnected]:
             issued.remove(t)
-            run.logged_off(t)
+            # Disconnected, then ended (by a policy that ends disconnected
+            # sessions, or its user): the record says so.
+            run.logged_off(t, Text("the session has ended since") if
+                           disconnect and not _same_user(
+                               listed.get(t.session.id), t.session)
+                           else None)
         left = end - time.monotonic()
         if not issued or left <= 0:
             break
@@ -2235,8 +2240,9 @@ class Run:
                 if t.action == "disconnect" else "%(who)s: %(why)s",
                 who=t.who(), why=failure.screen(self.screen.hints)))
 
-    def logged_off(self, t):
-        if self.settle(t, self.ctx.done) and self.ctx.kind != OWN:
+    def logged_off(self, t, message=None):
+        if self.settle(t, self.ctx.done, message=message) and \
+                self.ctx.kind != OWN:
             self.say(Text(
                 "Session ID %(id)d on %(server)s has been disconnected."
                 if self.ctx.action == "disconnect" else "Session ID %(id)d "

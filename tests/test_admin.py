@@ -799,6 +799,10 @@ def test_disconnect_wait_ends_when_the_session_is_gone(cli, load, double):
     assert r.code == 0, r.err
     (s,) = doc(r)["sessions"]
     assert s["result"] not in ("failed", "unknown", "not-attempted")
+    # ... and says the session ended, not only that it was disconnected
+    # (a review finding): a policy or its user logged it off.
+    assert (s["result"], s["message"]) == ("disconnected",
+                                           "the session has ended since")
     assert count(r, "WTSDisconnectSession") == 1
     assert count(r, "WTSLogoffSession") == 0
 
