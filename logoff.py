@@ -1570,7 +1570,8 @@ def _read_chunk(srv, ctx, ids, probe, client, slow):
     end, size = start + READ_BUDGET, 1 if probe or slow and (
         ex or client) else 16
     while len(out) < min(len(ids), READ_MOST):
-        began, part = clock(), ids[len(out):len(out) + size]
+        began = clock()
+        part = ids[len(out):min(len(out) + size, READ_MOST)]
         answers = srv.times_many(part, ex, until=end)
         for n, sid in enumerate(part[:len(answers)]) if ex or client else ():
             if n and clock() > end:         # the rest in the next answer

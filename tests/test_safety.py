@@ -610,10 +610,20 @@ def test_a_fast_server_is_read_one_lane_at_a_time(cli, load, double,
         srv.session(10 + i, "", DISCONNECTED, "u%d" % i, "CORP",
                     logon=CLOCK - DAY, disconnect=CLOCK - 2 * HOUR)
     load(farm)
+    real, sizes = logoff._read_chunk, []
+
+    def read_chunk(*args):
+        answer = real(*args)
+        sizes.append(len(answer[0]))
+        return answer
+    monkeypatch.setattr(logoff, "_read_chunk", read_chunk)
     r = cli("/json", "/query", "/server:FAST")
     assert len(doc(r)["sessions"]) == n
     assert double.max_in_flight_for("FAST", "WTSQuerySessionInformationW") \
         == 1
+    # No answer holds more than READ_MOST sessions (a review finding: a
+    # step of sixteen could end past it).
+    assert max(sizes) == logoff.READ_MOST and sum(sizes) == n
     load(farm)
     monkeypatch.setattr(logoff, "READ_BUDGET", 1e-9)     # every read late
     r = cli("/json", "/query", "/server:FAST")
