@@ -149,6 +149,7 @@ READ_BUDGET = 0.25            # seconds a worker reads times before answering
 READ_MOST = 1024              # ... or sessions: the owner holds no more
 INTERRUPT_BOUND = 2.0         # how long calls in flight may finish after ^C
 MAX_HUNG = 256                # calls left hung on given-up servers, in all
+MAX_ALIASES = 64              # resolutions sharing an address, to merge
 CLOSERS = 64                  # workers closing the handles at the end
 MAX_SERVERS = 100000
 MAX_PATTERNS = 10000          # /exclude: a safelist, not a directory
@@ -2756,34 +2757,65 @@ def resolve_step(run, job):
         job.names = []
 
 
+def _family(address):
+    return "local" if address == "LOCAL" else "v6" if ":" in address \
+        else "v4"
+
+
 def merge_hosts(run, mine):
-    """One host given under several names is one job: names that are this
-    machine (every address they resolve to is one of its own), or that
-    resolve to the same addresses in every family both resolve in (a
-    host's name may add IPv6 to the IPv4 address it is also given by).  A
-    name that shares only some of its addresses with another, as a DNS
-    round-robin name does with each of its hosts, is not that host: both
-    are worked on.  The first name given stays."""
-    kept, families, index = [], {}, {}
+    """One host given under several names is one job.  Names are one host
+    when every address they resolve to is this machine's, or when they
+    agree: the same addresses in every family both resolve in (a host's
+    name may add IPv6 to the IPv4 address it is also given by), and so on
+    through the names that agree with them.  Where two of those disagree
+    (a family's addresses differ: a DNS round-robin name and each of its
+    hosts, two hosts behind one address), none of them is merged: a merge
+    could leave a host out, while a host worked on twice finds its
+    sessions gone the second time.  The first name given stays."""
+    by_found = {}                   # each resolution, with its names' jobs
     for job in run.jobs:
-        found = {"LOCAL" if a == "LOCAL" or a in mine or _is_loopback(a)
-                 else a for a in job.names}
-        have = {"LOCAL": frozenset(found)} if found == {"LOCAL"} else {
-            v6: frozenset(a for a in found if (":" in a) == v6)
-            for v6 in (False, True) if any((":" in a) == v6 for a in found)}
-        first = next((other for key in have.items()
-                      for other in index.get(key, ())
-                      if all(families[other].get(f, a) == a
-                             for f, a in have.items())), None)
-        if first is None:
+        own = job.names and all(a == "LOCAL" or a in mine or _is_loopback(a)
+                                for a in job.names)
+        by_found.setdefault(frozenset(["LOCAL"] if own else job.names),
+                            []).append(job)
+    families = {found: {f: {a for a in found if _family(a) == f}
+                        for f in map(_family, found)}
+                for found in by_found if found}
+
+    def agree(x, y):
+        return all(families[y].get(f, a) == a
+                   for f, a in families[x].items())
+    group, holders = {x: {x} for x in families}, {}
+    for x in families:
+        for a in x:
+            holders.setdefault(a, []).append(x)
+    for alike in holders.values():      # more is a pool: never merged
+        for x in alike if len(alike) <= MAX_ALIASES else ():
+            for y in alike:
+                if group[x] is not group[y] and agree(x, y):
+                    joined = group[x] | group[y]
+                    for z in joined:
+                        group[z] = joined
+    order, merged, head = {j: n for n, j in enumerate(run.jobs)}, {}, {}
+    for found, jobs in by_found.items():
+        if not found:                       # no address: each alone
+            head.update((job, job) for job in jobs)
+            continue
+        together = group[found]
+        if id(together) not in merged:      # a group whose names all agree
+            merged[id(together)] = len(together) <= MAX_ALIASES and all(
+                agree(x, y) for x in together for y in together)
+        first = min((by_found[x][0] for x in together), key=order.get) \
+            if merged[id(together)] else jobs[0]
+        head.update((job, first) for job in jobs)
+    local, kept = by_found.get(frozenset(["LOCAL"]), [None])[0], []
+    for job in run.jobs:
+        if head[job] is job:
             kept.append(job)
-            families[job], job.names = have, [job.server]
-            for key in have.items():
-                index.setdefault(key, []).append(job)
+            job.names, job.local = [job.server], job.local or job is local
         else:
-            first.names.append(job.server)
+            head[job].names.append(job.server)
     for job in kept:
-        job.local = job.local or "LOCAL" in families[job]
         if len(job.names) > 1:
             run.complain(Text("%(names)s are one host; it is worked on "
                               "once, under the name %(name)s", names=", ".join(
