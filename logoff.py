@@ -149,7 +149,7 @@ READ_BUDGET = 0.25            # seconds a worker reads times before answering
 READ_MOST = 1024              # ... or sessions: the owner holds no more
 INTERRUPT_BOUND = 2.0         # how long calls in flight may finish after ^C
 MAX_HUNG = 256                # calls left hung on given-up servers, in all
-MAX_ALIASES = 64              # resolutions sharing an address, to merge
+MAX_ALIASES = 16              # resolutions sharing an address, to merge
 CLOSERS = 64                  # workers closing the handles at the end
 MAX_SERVERS = 100000
 MAX_PATTERNS = 10000          # /exclude: a safelist, not a directory
@@ -2749,12 +2749,11 @@ def resolve_step(run, job):
     """The addresses a server name stands for ("LOCAL" for this machine).
     Names a replacement library serves (WTSAPI32_DLL) are not hosts and
     are not looked up."""
+    job.names = []          # unless it answers in time: a host of its own
     if job.local or _is_loopback(job.server):
         job.names = ["LOCAL"]
     elif not wtsapi.replaced():
         job.names = yield Call(_addresses, job.server)
-    else:
-        job.names = []
 
 
 def _family(address):
@@ -2790,12 +2789,13 @@ def merge_hosts(run, mine):
         for a in x:
             holders.setdefault(a, []).append(x)
     for alike in holders.values():      # more is a pool: never merged
-        for x in alike if len(alike) <= MAX_ALIASES else ():
-            for y in alike:
+        for i, x in enumerate(alike if len(alike) <= MAX_ALIASES else ()):
+            for y in alike[i + 1:]:
                 if group[x] is not group[y] and agree(x, y):
-                    joined = group[x] | group[y]
-                    for z in joined:
-                        group[z] = joined
+                    small, big = sorted((group[x], group[y]), key=len)
+                    big |= small
+                    for z in small:
+                        group[z] = big
     order, merged, head = {j: n for n, j in enumerate(run.jobs)}, {}, {}
     for found, jobs in by_found.items():
         if not found:                       # no address: each alone
@@ -2815,11 +2815,12 @@ def merge_hosts(run, mine):
             job.names, job.local = [job.server], job.local or job is local
         else:
             head[job].names.append(job.server)
-    for job in kept:
+    for job in kept:        # on stderr with /json too: never unsaid
         if len(job.names) > 1:
-            run.complain(Text("%(names)s are one host; it is worked on "
-                              "once, under the name %(name)s", names=", ".join(
-                                  job.names), name=job.server))
+            run.screen.err("logoff: %s" % Text(
+                "%(names)s are one host; it is worked on once, under the "
+                "name %(name)s", names=", ".join(job.names),
+                name=job.server))
     run.jobs = kept
 
 

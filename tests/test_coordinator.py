@@ -428,6 +428,8 @@ def test_localhost_and_its_address_are_one_job(run_process):
     assert all(s["result"] == "logged-off" for s in doc["sessions"])
     assert sorted(calls(r.log)) == [(".", 10), (".", 11)]
     assert doc["exit_code"] == r.code == 0
+    # Said on stderr with /json too (a review finding: nothing said it).
+    assert "localhost, 127.0.0.1 are one host" in r.err
 
 
 def resolving(monkeypatch, addresses):
@@ -543,6 +545,26 @@ def test_names_of_two_hosts_behind_one_address_are_each_worked_on(
         r = cli("/server:%s" % order, "/state:disc")
         assert logoffs(r) == [("RDS01", 7), ("RDS02", 8)], order
         assert "one host" not in r.err
+
+
+# A review finding: a name whose lookup did not answer within /timeout kept
+# itself as its one "address", so a server named LOCAL was taken for this
+# machine and merged into ".", never contacted.
+def test_a_name_whose_lookup_hangs_is_a_host_of_its_own(cli, load,
+                                                       monkeypatch):
+    import logoff
+    load(disc_farm(["."], 1))
+    resolving(monkeypatch, {})
+
+    def slow(name):
+        time.sleep(1)
+        return []
+    monkeypatch.setattr(logoff, "_addresses", slow)
+    r = cli("/json", "/server:.,LOCAL", "/state:disc", "/timeout:0.3")
+    doc = json.loads(r.out)
+    assert "one host" not in r.err
+    assert [e["server"] for e in doc["server_errors"]] == ["LOCAL"]
+    assert calls(r.log) == [(".", 10)]
 
 
 # Defect 9: a host NAME starting with "127." is taken for this machine, so a
