@@ -836,33 +836,29 @@ def host_name():
         kernel32 = _system_api("kernel32")
     except OSError:
         return ""
-    size = DWORD(64)
-    for _attempt in range(2):
-        buf = ctypes.create_unicode_buffer(size.value)
-        kernel32.set_error(0)
-        if kernel32.GetComputerNameExW(ComputerNamePhysicalDnsHostname, buf,
-                                       byref(size)):
-            return buf.value
-        # On ERROR_MORE_DATA, size is what it takes, NUL included.
-        if kernel32.get_error() != ERROR_MORE_DATA or \
-                size.value <= len(buf):
-            return ""
-    return ""
+    return _name(kernel32, kernel32.GetComputerNameExW,
+                 ComputerNamePhysicalDnsHostname, 64)
 
 
 def _user_name_ex(secur32):
     fn = secur32.GetUserNameExW
     if fn is None:
         return ""
-    size = ULONG(_DNLEN + 1 + _UNLEN + 1)
+    return _name(secur32, fn, NameSamCompatible, _DNLEN + 1 + _UNLEN + 1)
+
+
+def _name(api, fn, name_format, size):
+    """``fn(name_format, buffer, &size)`` (GetUserNameExW,
+    GetComputerNameExW): once more with the size an ERROR_MORE_DATA asks
+    for; "" on any other failure."""
+    size = ULONG(size)
     for _attempt in range(2):
         buf = ctypes.create_unicode_buffer(size.value)
-        secur32.set_error(0)
-        if fn(NameSamCompatible, buf, byref(size)):
+        api.set_error(0)
+        if fn(name_format, buf, byref(size)):
             return buf.value
         # On ERROR_MORE_DATA, size is what it takes, NUL included.
-        if secur32.get_error() != ERROR_MORE_DATA or \
-                size.value <= len(buf):
+        if api.get_error() != ERROR_MORE_DATA or size.value <= len(buf):
             return ""
     return ""
 

@@ -1765,11 +1765,11 @@ def test_ui_languages_off_windows_is_empty():
     assert wtsapi.ui_languages() == []
 
 
-def test_process_account_is_the_sam_compatible_name(fake_system):
-    name = "CORP\\" + "a" * 300         # longer than the first buffer
-
-    def name_ex(fmt, buf, size):
-        assert fmt == wtsapi.NameSamCompatible
+def _name_function(fake_system, name_format, name):
+    """A fake GetUserNameExW or GetComputerNameExW: ERROR_MORE_DATA with
+    the size it takes for a buffer too small, else ``name``."""
+    def get(fmt, buf, size):
+        assert fmt == name_format
         n = ctypes.c_uint32.from_address(size)
         if n.value < len(name) + 1:
             n.value = len(name) + 1
@@ -1777,7 +1777,13 @@ def test_process_account_is_the_sam_compatible_name(fake_system):
         fake_system.write(buf, name + "\0")
         n.value = len(name)
         return 1
-    fake_system.install("secur32", GetUserNameExW=name_ex)
+    return get
+
+
+def test_process_account_is_the_sam_compatible_name(fake_system):
+    name = "CORP\\" + "a" * 300         # longer than the first buffer
+    fake_system.install("secur32", GetUserNameExW=_name_function(
+        fake_system, wtsapi.NameSamCompatible, name))
     assert wtsapi.process_account() == name
     assert len(fake_system.calls) == 2
 
@@ -1819,17 +1825,8 @@ def test_windows_process_account_ui_languages_and_texts():
 
 def test_host_name_grows_its_buffer_once(fake_system):
     name = "h" * 100                    # longer than the first buffer
-
-    def computer_name(fmt, buf, size):
-        assert fmt == wtsapi.ComputerNamePhysicalDnsHostname
-        n = ctypes.c_uint32.from_address(size)
-        if n.value < len(name) + 1:
-            n.value = len(name) + 1
-            return fake_system.fail(wtsapi.ERROR_MORE_DATA)
-        fake_system.write(buf, name + "\0")
-        n.value = len(name)
-        return 1
-    fake_system.install("kernel32", GetComputerNameExW=computer_name)
+    fake_system.install("kernel32", GetComputerNameExW=_name_function(
+        fake_system, wtsapi.ComputerNamePhysicalDnsHostname, name))
     assert wtsapi.host_name() == name
     assert len(fake_system.calls) == 2
     fake_system.install("kernel32", GetComputerNameExW=lambda *a:
