@@ -416,12 +416,19 @@ def test_wait_without_a_limit_has_a_default(cli, load):
     assert "default 5m" in logoff.USAGE_MORE
 
 
-def test_session_times_are_read_eight_at_a_time(cli, load, double):
+def idle_farm(server, n):
+    """``n`` sessions on ``server`` (ids from 10), disconnected two hours
+    ago: each one /idle:1h takes."""
     farm = Farm(caller=1)
-    srv = farm.server("SLOW")
-    for i in range(40):
-        srv.session(10 + i, "", DISCONNECTED, "u%d" % i, "CORP",
-                    logon=CLOCK - DAY, disconnect=CLOCK - 2 * HOUR)
+    for i in range(n):
+        farm.server(server).session(10 + i, "", DISCONNECTED, "u%d" % i,
+                                    "CORP", logon=CLOCK - DAY,
+                                    disconnect=CLOCK - 2 * HOUR)
+    return farm
+
+
+def test_session_times_are_read_eight_at_a_time(cli, load, double):
+    farm = idle_farm("SLOW", 40)
     farm.latency("SLOW", "WTSQuerySessionInformationW", 50)
     load(farm)
     r = cli("/json", "/whatif", "/server:SLOW", "/idle:1h")
@@ -471,11 +478,7 @@ def test_a_long_idle_run_reads_each_session_again_in_batches(cli, load,
     # Logoffs go out eight at a time, 100 ms a batch: from the second batch
     # on, the times read by the plan are stale (over 0.05 s).
     monkeypatch.setattr(logoff, "FRESH_SECONDS", 0.05)
-    farm = Farm(caller=1)
-    srv = farm.server("S")
-    for i in range(40):
-        srv.session(10 + i, "", DISCONNECTED, "u%d" % i, "CORP",
-                    logon=CLOCK - DAY, disconnect=CLOCK - 2 * HOUR)
+    farm = idle_farm("S", 40)
     farm.latency("S", "WTSLogoffSession", 100)
     load(farm)
     r = cli("/json", "/server:S", "/state:disc", "/idle:1h")
@@ -603,12 +606,8 @@ def test_a_fast_server_is_read_one_lane_at_a_time(cli, load, double,
     so only the cut itself could set eight lanes."""
     monkeypatch.setattr(logoff, "SLOW_READ", 10.0)
     monkeypatch.setattr(logoff, "NETWORK_READ", 1.0)
-    farm = Farm(caller=1)
-    srv = farm.server("FAST")
     n = logoff.READ_MOST * 2 + 50
-    for i in range(n):
-        srv.session(10 + i, "", DISCONNECTED, "u%d" % i, "CORP",
-                    logon=CLOCK - DAY, disconnect=CLOCK - 2 * HOUR)
+    farm = idle_farm("FAST", n)
     load(farm)
     real, sizes = logoff._read_chunk, []
 
@@ -639,11 +638,7 @@ def test_a_lan_server_is_read_eight_at_a_time(cli, load, double):
     first read was timed, by a clock that may tick every 15.6 ms on
     Windows.  Here the double's first read often takes over 2 ms anyway, so
     this pins the rule rather than showing the old failure.)"""
-    farm = Farm(caller=1)
-    srv = farm.server("LAN")
-    for i in range(400):
-        srv.session(10 + i, "", DISCONNECTED, "u%d" % i, "CORP",
-                    logon=CLOCK - DAY, disconnect=CLOCK - 2 * HOUR)
+    farm = idle_farm("LAN", 400)
     farm.latency("LAN", "WTSQuerySessionInformationW", 1)
     load(farm)
     r = cli("/json", "/query", "/server:LAN")
