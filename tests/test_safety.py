@@ -505,12 +505,18 @@ def test_a_session_that_changed_hands_before_its_times_read_is_dropped(
     assert double.exists("S", 3)
 
 
-def test_a_warned_session_that_became_the_console_is_spared(cli, load,
-                                                            double):
+def becomes_console(load):
+    """Alice's session 3 on S, connected to the console (the same logon,
+    moved with tscon) once her warning has gone out."""
     farm = Farm(caller=1)
     farm.server("S").session(3, "RDP-Tcp#3", ACTIVE, "alice", "CORP")
     farm.mutate("WTSSendMessageW:1", "S", 3, name="Console")
     load(farm)
+
+
+def test_a_warned_session_that_became_the_console_is_spared(cli, load,
+                                                            double):
+    becomes_console(load)
     r = cli("/json", "/server:S", "/user:alice", "/warn:bye", "/grace:0")
     (s,) = doc(r)["sessions"]
     assert s["result"] == "spared" and "never takes" in s["message"]
@@ -522,10 +528,7 @@ def test_a_warned_session_that_became_the_console_is_spared(cli, load,
 # the grace (the same logon), it was logged off.
 def test_a_named_warned_session_that_became_the_console_is_spared(cli, load,
                                                                   double):
-    farm = Farm(caller=1)
-    farm.server("S").session(3, "RDP-Tcp#3", ACTIVE, "alice", "CORP")
-    farm.mutate("WTSSendMessageW:1", "S", 3, name="Console")
-    load(farm)
+    becomes_console(load)
     r = cli("3", "/server:S", "/warn:bye", "/grace:0")
     assert r.code == 0, r.err
     assert "console session" in r.err and "spared" in r.err
